@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench all --json` prints one JSON line per figure."""

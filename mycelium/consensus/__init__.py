@@ -1,0 +1,1 @@
+"""Commit-reveal BFT state machine (pure) and its trio driver; trust and slashing."""

@@ -1,0 +1,1 @@
+"""RAM replication for Endophytes (filled by a later issue)."""

@@ -1,0 +1,1 @@
+"""Capability probe (psutil) and the deterministic role assignment rule."""

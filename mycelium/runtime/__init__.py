@@ -1,0 +1,1 @@
+"""Workload drivers behind one interface: process (embedded default), k3s, qemu."""

@@ -1,0 +1,1 @@
+"""Spore data model, codec, validation, merge and limits: pure, no I/O."""

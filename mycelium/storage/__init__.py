@@ -1,0 +1,1 @@
+"""Local durable state (SQLite) and the distributed chunk store."""
