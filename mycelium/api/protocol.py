@@ -1,0 +1,30 @@
+"""The local control API's wire contract (HTTP/1.1 + JSON over a Unix socket in the state dir).
+
+Versioning: every /v1 request carries the header `Mycelium-Api: <API_VERSION>` and every response
+carries the daemon's. A daemon answers a request of another version with 400 and an error naming
+both versions, so an old CLI against a new daemon (or the reverse) says so instead of misreading.
+/health, /ready and /metrics need no header (for curl and Prometheus).
+
+Errors are JSON: {"error": {"code": str, "message": str, "hint": str}} with an HTTP status:
+400 bad request, 404 unknown path, 409 refused in the current state, 500 our bug.
+"""
+
+API_VERSION = 1
+VERSION_HEADER = "mycelium-api"
+MAX_BODY_BYTES = 1 << 20  # deploy manifests and tokens are far smaller
+REQUEST_TIMEOUT_S = 30  # a client that has not sent its whole request by then is dropped
+
+# Paths (append-only; a removed path breaks older CLIs)
+STATUS = "/v1/status"
+SHUTDOWN = "/v1/shutdown"
+INVITE = "/v1/invite"
+JOIN = "/v1/join"
+LEAVE = "/v1/leave"
+NETWORK_CREATE = "/v1/network"
+PEERS = "/v1/peers"
+SPORES = "/v1/spores"
+SERVICES = "/v1/services"
+DEPLOY = "/v1/deploy"
+HEALTH = "/health"
+READY = "/ready"
+METRICS = "/metrics"

@@ -1,0 +1,208 @@
+"""Typed node configuration: documented defaults, then `config.toml` in the state dir, then
+environment, then command-line flags (each layer overrides the one before).
+
+File layout (every key optional; unknown keys are errors naming the key and the file):
+
+    [node]
+    listen = ["/ip4/0.0.0.0/tcp/4701"]
+    max_role = "sclerotium"
+    [log]
+    level = "info"
+
+Environment: `MYCELIUM_STATE_DIR` sets the state dir; any field can be set as
+`MYCELIUM__<SECTION>__<FIELD>` (e.g. `MYCELIUM__NODE__MAX_ROLE=hypha`; lists are comma-separated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_PORT = 4701  # TCP port the mesh listens on; falls back to an ephemeral port (with a warning) if taken
+ROLES = ("sclerotium", "rhizomorph", "hypha")  # strongest first
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and where it came from."""
+
+
+def default_state_dir() -> Path:
+    """/var/lib/mycelium as root, otherwise $XDG_DATA_HOME/mycelium (~/.local/share/mycelium)."""
+    env = os.environ.get("MYCELIUM_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    if os.geteuid() == 0:
+        return Path("/var/lib/mycelium")
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "mycelium"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}",)  # mesh listen multiaddrs
+    bootstrap: tuple[str, ...] = ()  # extra bootstrap multiaddrs (joined networks also use the token's)
+    max_role: str = "sclerotium"  # operator's cap: sclerotium > rhizomorph > hypha
+    mdns: bool = True  # find peers of the same network on the LAN by mDNS
+    heartbeat_s: int = 10  # an (empty) height is decided at least this often, keeping liveness current
+    labels: tuple[str, ...] = ()  # "key=value" labels that service selectors can match
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: str = "info"  # debug | info | warning | error
+    json: bool | None = None  # None = JSON when stdout is not a terminal, human-readable on a TTY
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    state_dir: Path
+    node: NodeSection = field(default_factory=NodeSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    # -- derived paths (all inside the state dir, so several nodes can run side by side) ---------
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "node.key"
+
+    @property
+    def network_path(self) -> Path:
+        return self.state_dir / "network.key"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "control.sock"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "daemon.lock"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "daemon.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "config.toml"
+
+
+_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection}
+
+
+def _coerce(section: str, name: str, raw: Any, ftype: Any, origin: str) -> Any:
+    where = f"{section}.{name} in {origin}"
+    text = isinstance(raw, str)
+    if ftype in ("tuple[str, ...]",):
+        if text:
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if isinstance(raw, tuple):
+            raw = list(raw)
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ConfigError(f"{where}: expected a list of strings, got {raw!r}")
+        return tuple(raw)
+    if ftype in ("bool", "bool | None"):
+        if text:
+            lowered = raw.lower()
+            if ftype == "bool | None" and lowered in ("", "auto"):
+                return None
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where}: expected true or false, got {raw!r}")
+    if ftype == "int":
+        if text:
+            try:
+                raw = int(raw)
+            except ValueError:
+                raise ConfigError(f"{where}: expected an integer, got {raw!r}") from None
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+            raise ConfigError(f"{where}: expected a non-negative integer, got {raw!r}")
+        return raw
+    if ftype == "str":
+        if not isinstance(raw, str):
+            raise ConfigError(f"{where}: expected a string, got {raw!r}")
+        return raw
+    raise AssertionError(f"unhandled config type {ftype}")  # our bug: a field type without a parser
+
+
+def _apply(sections: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str) -> None:
+    for sname, values in data.items():
+        if sname not in _SECTIONS:
+            raise ConfigError(f"unknown section [{sname}] in {origin} (known: {', '.join(_SECTIONS)})")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{sname}] in {origin} must be a table")
+        fields = {f.name: f for f in dataclasses.fields(_SECTIONS[sname])}
+        for key, raw in values.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"unknown key {sname}.{key} in {origin} (known in [{sname}]: {', '.join(fields)})"
+                )
+            sections[sname][key] = _coerce(sname, key, raw, fields[key].type, origin)
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.node.max_role not in ROLES:
+        raise ConfigError(f"node.max_role must be one of {', '.join(ROLES)}, got {cfg.node.max_role!r}")
+    if cfg.log.level not in LOG_LEVELS:
+        raise ConfigError(f"log.level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log.level!r}")
+    if not cfg.node.listen:
+        raise ConfigError("node.listen needs at least one multiaddr")
+    for addr in (*cfg.node.listen, *cfg.node.bootstrap):
+        if not addr.startswith("/"):
+            raise ConfigError(f"{addr!r} is not a multiaddr (e.g. /ip4/0.0.0.0/tcp/{DEFAULT_PORT})")
+    for label in cfg.node.labels:
+        if "=" not in label:
+            raise ConfigError(f"label {label!r} must look like key=value")
+
+
+def load_config(
+    state_dir: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Defaults ← state_dir/config.toml ← MYCELIUM__SECTION__FIELD env ← `overrides` (flags)."""
+    env = os.environ if env is None else env
+    state_dir = (state_dir or default_state_dir()).expanduser().absolute()
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+
+    path = state_dir / "config.toml"
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}; fix or remove it") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        _apply(sections, data, str(path))
+
+    env_data: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if name.startswith("MYCELIUM__"):
+            parts = name[len("MYCELIUM__") :].lower().split("__")
+            if len(parts) != 2:
+                raise ConfigError(f"environment variable {name} must look like MYCELIUM__SECTION__FIELD")
+            env_data.setdefault(parts[0], {})[parts[1]] = value
+    _apply(sections, env_data, "the environment")
+
+    if overrides:
+        _apply(sections, {s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()}, "flags")
+
+    cfg = Config(
+        state_dir=state_dir,
+        node=NodeSection(**sections["node"]),
+        log=LogSection(**sections["log"]),
+    )
+    _validate(cfg)
+    return cfg
