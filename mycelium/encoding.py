@@ -75,7 +75,6 @@ def decode(data: bytes, *, max_size: int = 1 << 20) -> Any:
             raw=False,
             strict_map_key=False,
             use_list=True,
-            max_buffer_size=max_size,
             ext_hook=_refuse_ext,
         )
     except EncodingError:

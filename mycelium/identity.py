@@ -259,6 +259,7 @@ TOKEN_PREFIX = "myc1"
 TOKEN_VERSION = 1
 _TOKEN_CHECKSUM_SIZE = 4
 MAX_TOKEN_CHARS = 8192
+_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +371,8 @@ class JoinToken:
                 )
             raise TokenError(f"not a mycelium join token (it should start with {TOKEN_PREFIX!r})")
         payload = text[len(TOKEN_PREFIX) :]
+        if not payload or not set(payload) <= _B64URL_ALPHABET:
+            raise TokenError("token has characters outside base64url; was it cut or wrapped when copied?")
         try:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         except (ValueError, TypeError) as exc:
