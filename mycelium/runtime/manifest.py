@@ -229,7 +229,7 @@ def _spec_from_doc(doc: dict[str, Any], loc: _Located) -> ServiceSpec:
         command=(command,) if isinstance(command, str) else tuple(command),
         args=tuple(s.get("args", ())),
         env=tuple(sorted(s.get("env", {}).items())),
-        files=tuple(FileSpec(f["path"], f["content"], f.get("mode", 0o644)) for f in s.get("files", [])),
+        files=_files(s.get("files", []), loc),
         image=s.get("image"),
         replicas=s.get("replicas", 1),
         selector=Selector(tuple(sorted(set(sel.get("roles", ())))),
@@ -241,6 +241,32 @@ def _spec_from_doc(doc: dict[str, Any], loc: _Located) -> ServiceSpec:
         restart=restart,
         update=UpdateStrategy("rolling", update.get("maxUnavailable", 1)),
     )
+
+
+MAX_FILE_BYTES = 256 * 1024  # a working file travels inside consensus operations: keep it small
+
+
+def _files(files: list[dict[str, Any]], loc: _Located) -> tuple[FileSpec, ...]:
+    out = []
+    for i, f in enumerate(files):
+        at: Path_ = ("spec", "files", i)
+        if ("content" in f) == ("source" in f):
+            loc.problem(at, "expected exactly one of content (the text) or source (a file next to the manifest)")
+            continue
+        content = f.get("content")
+        if content is None:
+            source = Path(loc.file).parent / f["source"]
+            try:
+                content = source.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                loc.problem(at + ("source",), f"cannot read {source}: {exc}; expected a UTF-8 text file "
+                            "relative to the manifest")
+                continue
+        if len(content.encode()) > MAX_FILE_BYTES:
+            loc.problem(at, f"file is larger than {MAX_FILE_BYTES} bytes; expected a small config or script")
+            continue
+        out.append(FileSpec(f["path"], content, f.get("mode", 0o644)))
+    return tuple(out)
 
 
 def _duration(block: dict[str, Any], key: str, default: int, path: Path_, loc: _Located) -> int:
