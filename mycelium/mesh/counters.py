@@ -1,0 +1,41 @@
+"""Counts of what the mesh saw, for logs, `peers --json` and Prometheus (the daemon exports them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class MeshCounters:
+    connections_opened: int = 0  # libp2p connections, both directions
+    connections_closed: int = 0
+    handshake_ok: int = 0  # peers admitted (a peer admitted twice over two connections counts twice)
+    handshake_failed: int = 0  # all reasons; see handshake_failed_by_reason
+    handshake_failed_by_reason: Counter = field(default_factory=Counter)
+    blocked: int = 0  # blocks started (PeerGate)
+    blocked_dropped: int = 0  # connections or streams from blocked peers dropped
+    unadmitted_access: int = 0  # streams on mycelium protocols from peers not admitted
+    rate_limited: int = 0  # inbound requests over the per-peer token bucket
+    overloaded: int = 0  # inbound requests refused because max_inbound_requests were running
+    garbage: int = 0  # malformed frames or requests
+    requests_in: int = 0  # inbound requests served
+    requests_out: int = 0  # outbound requests answered
+    request_errors: int = 0  # outbound requests that failed (timeout, refused, unreachable, remote error)
+    handler_errors: int = 0  # our own handlers raising (our bug)
+    dial_attempts: int = 0
+    dial_failures: int = 0
+    gossip_published: int = 0
+    gossip_received: int = 0
+    gossip_dropped: int = 0  # delivered to a full subscription buffer
+
+    def snapshot(self) -> dict[str, int]:
+        """Flat name → count (reasons as `handshake_failed_<reason>`); a copy, safe to export."""
+        out = {
+            name: getattr(self, name)
+            for name in self.__slots__  # type: ignore[attr-defined]
+            if isinstance(getattr(self, name), int)
+        }
+        for reason, count in sorted(self.handshake_failed_by_reason.items()):
+            out[f"handshake_failed_{reason}"] = count
+        return out
