@@ -95,6 +95,14 @@ class ControlServer:
             status, headers, data = _json_response(
                 400, ApiError(400, exc.reason, str(exc), "use the `mycelium` CLI of the same version").body()
             )
+            try:
+                await _send(conn, stream, status, headers, data)
+                await stream.send_eof()  # the client sees the end of our answer and closes its side
+                await _drain(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+                pass  # the client went away before reading its answer
+            await stream.aclose()
+            return
         except trio.TooSlowError:
             self.metrics.api_errors.labels(reason="timeout").inc()
             await stream.aclose()
@@ -122,6 +130,9 @@ class ControlServer:
                 continue
             if isinstance(event, h11.Request):
                 req = event
+                length = dict(req.headers).get(b"content-length", b"0")
+                if length.isdigit() and int(length) > protocol.MAX_BODY_BYTES:
+                    raise _BadRequest("body_too_large", f"request body over {protocol.MAX_BODY_BYTES} bytes")
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > protocol.MAX_BODY_BYTES:
@@ -192,6 +203,18 @@ async def _send(conn: h11.Connection, stream: trio.SocketStream, status: int, he
     await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
     await stream.send_all(conn.send(h11.Data(data=data)))
     await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def _drain(stream: trio.SocketStream, *, max_bytes: int = 4 << 20, max_s: float = 1.0) -> None:
+    """Read and discard what the client is still sending (bounded), so that closing does not reset
+    the connection before the client has read our error answer ("lingering close")."""
+    with trio.move_on_after(max_s):
+        seen = 0
+        while seen < max_bytes:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            seen += len(chunk)
 
 
 def metrics_handler(metrics: NodeMetrics) -> Handler:

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Install (or upgrade in place) Mycelium from this checkout and start a node.
+#
+#   ./install.sh                      install, start a node (a personal network unless --join)
+#   ./install.sh --join TOKEN         install and join the network the token invites to
+#   ./install.sh --service            also install and start a systemd unit (where systemd runs)
+#   ./install.sh --no-start           install only
+#
+# As root: virtualenv in /opt/mycelium, `mycelium` in /usr/local/bin, state in /var/lib/mycelium.
+# Otherwise: virtualenv in $XDG_DATA_HOME/mycelium-venv, `mycelium` in ~/.local/bin, state in
+# $XDG_DATA_HOME/mycelium. Re-running upgrades the package and keeps the node's identity and state.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+join_token="" service=0 start=1 prefix="" bin_dir="" state_dir="${MYCELIUM_STATE_DIR:-}" python=${PYTHON:-python3}
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "install.sh: error: $1" >&2; [ $# -gt 1 ] && echo "  hint: $2" >&2; exit 2; }
+say() { echo "==> $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --join) [ $# -ge 2 ] || die "--join needs a token" "ask a member for one: mycelium invite"; join_token=$2; shift 2 ;;
+    --join=*) join_token=${1#--join=}; shift ;;
+    --service) service=1; shift ;;
+    --no-start) start=0; shift ;;
+    --prefix) prefix=$2; shift 2 ;;          # where the virtualenv goes (default above)
+    --bin-dir) bin_dir=$2; shift 2 ;;        # where the `mycelium` link goes
+    --state-dir) state_dir=$2; shift 2 ;;
+    --k3s) die "--k3s is not supported by this version yet" "install without it; the embedded process runtime is used" ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+# ---- Python >= 3.11 with venv ---------------------------------------------------------------
+if ! command -v "$python" >/dev/null 2>&1; then
+  die "python3 is not installed" "Debian/Raspberry Pi OS: sudo apt-get install python3 python3-venv"
+fi
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  die "Python >= 3.11 is required, found $("$python" --version 2>&1)" \
+      "Debian 12 / Raspberry Pi OS bookworm ship 3.11: sudo apt-get install python3; or set PYTHON=/path/to/python3.11"
+fi
+if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing python3-venv"
+    apt-get install -y -q python3-venv >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
+  else
+    die "Python's venv module is missing" "sudo apt-get install python3-venv"
+  fi
+fi
+
+# ---- locations -----------------------------------------------------------------------------
+data_home=${XDG_DATA_HOME:-$HOME/.local/share}
+if [ "$(id -u)" = 0 ]; then
+  prefix=${prefix:-/opt/mycelium}; bin_dir=${bin_dir:-/usr/local/bin}; state_dir=${state_dir:-/var/lib/mycelium}
+else
+  prefix=${prefix:-$data_home/mycelium-venv}; bin_dir=${bin_dir:-$HOME/.local/bin}; state_dir=${state_dir:-$data_home/mycelium}
+fi
+venv=$prefix/venv
+mycelium="$venv/bin/mycelium"
+
+# ---- stop a running node before upgrading it ------------------------------------------------
+was_running=0
+if [ -x "$mycelium" ] && "$mycelium" --state-dir "$state_dir" status >/dev/null 2>&1; then
+  was_running=1
+  say "stopping the running node to upgrade it (identity and state are kept)"
+  "$mycelium" --state-dir "$state_dir" down
+fi
+
+# ---- virtualenv and package -----------------------------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating virtualenv in $venv"
+  mkdir -p "$prefix"
+  "$python" -m venv "$venv"
+fi
+say "installing mycelium from $here"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$here" \
+  || die "pip could not install mycelium" "check network access to the package index, then re-run ./install.sh"
+mkdir -p "$bin_dir"
+ln -sf "$mycelium" "$bin_dir/mycelium"
+say "installed $("$mycelium" version)  →  $bin_dir/mycelium"
+case ":$PATH:" in *":$bin_dir:"*) ;; *) echo "note: $bin_dir is not on your PATH; add it, or run $bin_dir/mycelium" ;; esac
+
+[ "$start" = 1 ] || { say "not starting (--no-start); start with: mycelium --state-dir $state_dir up --detach"; exit 0; }
+
+# ---- start ----------------------------------------------------------------------------------
+if [ "$service" = 1 ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then unit_dir=/etc/systemd/system; sctl="systemctl"; else unit_dir=$HOME/.config/systemd/user; sctl="systemctl --user"; fi
+    mkdir -p "$unit_dir"
+    [ -n "$join_token" ] && "$mycelium" --state-dir "$state_dir" up --detach --join "$join_token" >/dev/null && "$mycelium" --state-dir "$state_dir" down >/dev/null
+    target=multi-user.target; [ "$(id -u)" = 0 ] || target=default.target
+    sed -e "s|@MYCELIUM@|$mycelium|g" -e "s|@STATE_DIR@|$state_dir|g" -e "s|multi-user.target|$target|" \
+      "$here/packaging/mycelium.service" > "$unit_dir/mycelium.service"
+    $sctl daemon-reload
+    $sctl enable --now mycelium.service
+    say "started as systemd unit mycelium.service (logs: journalctl ${sctl#systemctl} -u mycelium)"
+    for _ in $(seq 1 100); do "$mycelium" --state-dir "$state_dir" status >/dev/null 2>&1 && break; sleep 0.1; done
+    exec "$mycelium" --state-dir "$state_dir" status
+  fi
+  echo "note: systemd is not running here, so no unit was installed; starting the node detached instead"
+fi
+if [ -n "$join_token" ]; then
+  MYCELIUM_JOIN_TOKEN=$join_token "$mycelium" --state-dir "$state_dir" up --detach
+else
+  "$mycelium" --state-dir "$state_dir" up --detach
+fi
+[ "$was_running" = 1 ] && say "node restarted after upgrade"
+say "done. Try: mycelium --state-dir $state_dir status"

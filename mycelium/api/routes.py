@@ -1,0 +1,110 @@
+"""The control API's handlers: each turns a request into a call on the running node and its answer
+into a DTO. Commands that later issues fill answer 501 with a plain statement of what is missing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mycelium.api import dto, protocol
+from mycelium.api.server import ApiError, ControlServer, RawResponse, Request, metrics_handler
+from mycelium.identity import IdentityError, TokenError, make_invite, validate_network_name
+
+MAX_INVITE_TTL_S = 30 * 24 * 3600  # a leaked token is a standing key to the network: keep them short
+MAX_INVITE_USES = 1000
+
+
+def install_routes(server: ControlServer, node: Any) -> None:
+    async def status(_req: Request) -> tuple[int, Any]:
+        return 200, dto.status(node)
+
+    async def health(_req: Request) -> tuple[int, Any]:
+        return 200, {"status": "ok"}
+
+    async def ready(_req: Request) -> tuple[int, Any]:
+        if node.ready:
+            return 200, {"status": "ready"}
+        return 503, {"status": "starting"}
+
+    async def shutdown(_req: Request) -> tuple[int, Any]:
+        node.shutdown()
+        return 202, {"status": "stopping"}
+
+    async def invite(req: Request) -> tuple[int, Any]:
+        body = _body(req)
+        ttl_s = _int_field(body, "ttl_s", 3600, 1, MAX_INVITE_TTL_S)
+        uses = _int_field(body, "uses", 1, 1, MAX_INVITE_USES)
+        if not node.ledger.is_member(node.key.node_id):
+            raise ApiError(409, "not_admitted", "this node is not (yet) a member of its network, so it cannot invite",
+                           "ask an admitted member to run `mycelium invite`")
+        now_s = int(time.time())
+        inv = make_invite(node.key, node.membership.network_id, ttl_s=ttl_s, uses=uses, now_s=now_s)
+        node.db.add_invite(inv.invite_id, inv.network_id, inv.expires_s, inv.uses, now_s)
+        token = node.make_token(inv)
+        return 200, {"token": token, "expires_s": inv.expires_s, "uses": uses,
+                     "network_name": node.membership.name, "bootstrap": list(node.addresses())}
+
+    async def join(req: Request) -> tuple[int, Any]:
+        token = _body(req).get("token")
+        if not isinstance(token, str):
+            raise ApiError(400, "bad_request", "join needs a token string", "mycelium join TOKEN")
+        try:
+            m = node.join(token)
+        except TokenError as exc:
+            raise ApiError(400, "bad_token", str(exc), "ask a member for a fresh token: `mycelium invite`") from None
+        except IdentityError as exc:
+            raise ApiError(409, "already_member", str(exc)) from None
+        return 200, {"network_id": m.network_id, "network_name": m.name}
+
+    async def leave(_req: Request) -> tuple[int, Any]:
+        m = node.leave()
+        return 200, {"network_id": m.network_id, "network_name": m.name}
+
+    async def network_create(req: Request) -> tuple[int, Any]:
+        name = _body(req).get("name")
+        try:
+            if not isinstance(name, str):
+                raise IdentityError("network create needs a name")
+            validate_network_name(name)
+            m = node.create_named_network(name)
+        except IdentityError as exc:
+            raise ApiError(400 if "name" in str(exc) else 409, "refused", str(exc)) from None
+        return 200, {"network_id": m.network_id, "network_name": m.name}
+
+    def not_yet(what: str, issue: str) -> Any:
+        async def handle(_req: Request) -> tuple[int, Any]:
+            raise ApiError(501, "not_implemented", f"{what} is not implemented in this build yet ({issue})",
+                           "`mycelium status` shows what this node does today")
+        return handle
+
+    server.route("GET", protocol.STATUS, status)
+    server.route("GET", protocol.HEALTH, health)
+    server.route("GET", protocol.READY, ready)
+    server.route("GET", protocol.METRICS, metrics_handler(node.metrics))
+    server.route("POST", protocol.SHUTDOWN, shutdown)
+    server.route("POST", protocol.INVITE, invite)
+    server.route("POST", protocol.JOIN, join)
+    server.route("POST", protocol.LEAVE, leave)
+    server.route("POST", protocol.NETWORK_CREATE, network_create)
+    server.route("GET", protocol.PEERS, getattr(node, "api_peers", None) or not_yet("listing peers", "the mesh issue"))
+    server.route("GET", protocol.SPORES, getattr(node, "api_spores", None) or not_yet("showing spores", "the spores issue"))
+    server.route("GET", protocol.SERVICES, not_yet("listing services", "the Endomycetes issue"))
+    server.route("POST", protocol.DEPLOY, not_yet("deploying services", "the Endomycetes issue"))
+
+
+def _body(req: Request) -> dict:
+    if req.body is None:
+        return {}
+    if not isinstance(req.body, dict):
+        raise ApiError(400, "bad_request", "request body must be a JSON object")
+    return req.body
+
+
+def _int_field(body: dict, name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+__all__ = ["install_routes", "RawResponse"]

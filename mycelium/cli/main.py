@@ -1,0 +1,232 @@
+"""`mycelium`: the node's local CLI. It talks only to the local daemon's control API.
+
+Exit codes: 0 ok · 2 usage or bad input · 3 daemon not running · 4 daemon unreachable/unknown state.
+Data goes to stdout, diagnostics to stderr; every status command has --json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from mycelium import __version__
+from mycelium.api import protocol
+from mycelium.api.client import ClientError, ControlClient
+from mycelium.cli import render
+from mycelium.cli.lifecycle import run_foreground, start_detached, stop_daemon
+from mycelium.config import ROLES, ConfigError, default_state_dir, load_config
+
+EXIT_OK, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_UNREACHABLE = 0, 2, 3, 4
+
+
+class Context:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.state_dir / "control.sock")
+
+
+def fail(message: str, hint: str = "", code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"  hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def call(ctx: Context, method: str, path: str, body: Any = None) -> Any:
+    try:
+        return ctx.client().request(method, path, body)
+    except ClientError as exc:
+        fail(exc.message, exc.hint, exc.exit_code)
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '1h', '7d' or plain seconds → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            value = int(text[:-1]) * units[text[-1]]
+        else:
+            value = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 1h or 7d") from None
+    if value <= 0:
+        raise click.BadParameter("the duration must be positive")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar="MYCELIUM_STATE_DIR",
+              help="Node state directory (default: /var/lib/mycelium as root, else the XDG data dir).")
+@click.version_option(__version__, "-V", message="mycelium %(version)s")
+@click.pass_context
+def cli(click_ctx: click.Context, state_dir: Path | None) -> None:
+    """Mycelium node: join a mesh, agree on spores, run services."""
+    click_ctx.obj = Context((state_dir or default_state_dir()).expanduser().absolute())
+
+
+# ------------------------------------------------------------------------------------ lifecycle
+@cli.command()
+@click.option("--detach", is_flag=True, help="Run in the background, logging to daemon.log in the state dir.")
+@click.option("--join", "join_token", metavar="TOKEN", envvar="MYCELIUM_JOIN_TOKEN",
+              help="Join the network this token invites to (env MYCELIUM_JOIN_TOKEN).")
+@click.option("--listen", multiple=True, metavar="MULTIADDR", help="Mesh listen address (repeatable).")
+@click.option("--bootstrap", multiple=True, metavar="MULTIADDR", help="Extra bootstrap peer address (repeatable).")
+@click.option("--max-role", type=click.Choice(ROLES), help="Cap this node's role (default sclerotium).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--ready-timeout", default=30, show_default=True, help="With --detach: seconds to wait for ready.")
+@click.pass_obj
+def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ...], bootstrap: tuple[str, ...],
+       max_role: str | None, log_level: str | None, ready_timeout: int) -> None:
+    """Run the node (foreground unless --detach)."""
+    overrides = {"node": {"listen": listen or None, "bootstrap": bootstrap or None, "max_role": max_role},
+                 "log": {"level": log_level}}
+    try:
+        cfg = load_config(ctx.state_dir, overrides=overrides)
+    except ConfigError as exc:
+        fail(str(exc), f"edit {ctx.state_dir / 'config.toml'} or the flag named above")
+    if detach:
+        up_args = [*(f"--listen={a}" for a in listen), *(f"--bootstrap={a}" for a in bootstrap)]
+        up_args += [f"--max-role={max_role}"] if max_role else []
+        up_args += [f"--log-level={log_level}"] if log_level else []
+        code, message = start_detached(cfg, up_args, join_token, ready_timeout)
+        if code != EXIT_OK:
+            fail(message, code=code)
+        click.echo(message)
+        ctx_status = call(ctx, "GET", protocol.STATUS)
+        render.status(ctx_status)
+        return
+    sys.exit(run_foreground(cfg, join_token))
+
+
+@cli.command()
+@click.option("--timeout", default=30, show_default=True, help="Seconds to wait for a clean stop.")
+@click.pass_obj
+def down(ctx: Context, timeout: int) -> None:
+    """Stop the node (state is flushed first)."""
+    code, message = stop_daemon(ctx.client(), ctx.state_dir, timeout)
+    (click.echo if code == EXIT_OK else lambda m: click.echo(m, err=True))(message)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status DTO as JSON (schema in README).")
+@click.pass_obj
+def status(ctx: Context, as_json: bool) -> None:
+    """Show what this node is and what it sees."""
+    st = call(ctx, "GET", protocol.STATUS)
+    emit_json(st) if as_json else render.status(st)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def version(as_json: bool) -> None:
+    """Print the CLI's version and the control API version it speaks."""
+    info = {"version": __version__, "api_version": protocol.API_VERSION, "python": sys.version.split()[0]}
+    emit_json(info) if as_json else click.echo(f"mycelium {__version__} (control API v{protocol.API_VERSION})")
+
+
+# ------------------------------------------------------------------------------------ membership
+@cli.group()
+def network() -> None:
+    """Create and inspect networks."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def network_create(ctx: Context, name: str, as_json: bool) -> None:
+    """Found a new network NAME with this node as its first sclerotium."""
+    res = call(ctx, "POST", protocol.NETWORK_CREATE, {"name": name})
+    emit_json(res) if as_json else click.echo(
+        f"created network {res['network_name']} ({res['network_id'][:16]}); invite others with `mycelium invite`")
+
+
+@cli.command()
+@click.option("--ttl", default="1h", show_default=True, help="How long the token stays valid (90s, 30m, 1h, 7d).")
+@click.option("--uses", default=1, show_default=True, type=click.IntRange(1, 1000), help="How many nodes may join with it.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def invite(ctx: Context, ttl: str, uses: int, as_json: bool) -> None:
+    """Print a join token for another device."""
+    res = call(ctx, "POST", protocol.INVITE, {"ttl_s": parse_duration(ttl), "uses": uses})
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(res["token"])
+    click.echo(f"# valid for {ttl}, {uses} use(s). On the new device: ./install.sh --join <token>"
+               f"  (or: mycelium join <token>)", err=True)
+
+
+@cli.command()
+@click.argument("token")
+@click.pass_obj
+def join(ctx: Context, token: str) -> None:
+    """Join the network TOKEN invites to (the daemon must be running)."""
+    res = call(ctx, "POST", protocol.JOIN, {"token": token})
+    click.echo(f"joining network {res['network_name']} ({res['network_id'][:16]}); "
+               "watch `mycelium status` for admission")
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def leave(ctx: Context, yes: bool) -> None:
+    """Leave the network and fall back to a personal single-node network."""
+    if not yes and not click.confirm("Leave the network? This node forgets its network secret and chain", err=True):
+        fail("not confirmed", "re-run with --yes to skip the question")
+    res = call(ctx, "POST", protocol.LEAVE)
+    click.echo(f"left; now on personal network {res['network_name']}")
+
+
+# ------------------------------------------------------------------------------------ later issues
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def peers(ctx: Context, as_json: bool) -> None:
+    """List mesh peers: id, addresses, role, connected, latency, last seen."""
+    res = call(ctx, "GET", protocol.PEERS)
+    emit_json(res) if as_json else render.peers(res)
+
+
+@cli.command()
+@click.argument("kind", required=False, type=click.Choice(["primary", "seed", "latent"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def spores(ctx: Context, kind: str | None, as_json: bool) -> None:
+    """Show the Primary, Seed and Latent spores this node holds."""
+    res = call(ctx, "GET", protocol.SPORES + (f"?kind={kind}" if kind else ""))
+    emit_json(res) if as_json else render.spores(res)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def deploy(ctx: Context, file: Path) -> None:
+    """Deploy the service described by a spore manifest FILE."""
+    res = call(ctx, "POST", protocol.DEPLOY, {"manifest": file.read_text(encoding="utf-8"), "file": str(file)})
+    click.echo(json.dumps(res))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def services(ctx: Context, as_json: bool) -> None:
+    """List services: desired and running replicas, placement, endpoints, health."""
+    res = call(ctx, "GET", protocol.SERVICES)
+    emit_json(res) if as_json else click.echo(json.dumps(res, indent=2))
+
+
+def main() -> None:
+    cli(prog_name="mycelium")

@@ -1,0 +1,70 @@
+"""Human-readable output (rich). Machine-readable output is the --json DTO, never this."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return _duration(max(0, int(time.time() - ts))) + " ago"
+
+
+def _duration(seconds: int) -> str:
+    """90061 → '1d1h', 3725 → '1h2m', 59 → '59s'."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts[:2])
+
+
+def status(st: dict[str, Any]) -> None:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    role = st["role"]
+    if st.get("role_reason"):
+        role += f"  ({st['role_reason']})"
+    if st.get("max_role") and st["max_role"] != "sclerotium":
+        role += f"  [capped at {st['max_role']}]"
+    net = f"{st['network_name']} ({st['network_id'][:16]})" + ("  personal" if st.get("personal_network") else "")
+    t.add_row("node", st["node_id"])
+    t.add_row("network", net)
+    t.add_row("role", role)
+    t.add_row("epoch", f"{st['epoch']}  primary {(st['primary_hash'] or '-')[:16]}")
+    t.add_row("members", f"{st['members']}   validators {len(st['validators'])}   peers {st['peers']}")
+    ro = "no" if not st["read_only"] else f"YES — {st.get('read_only_reason') or 'no quorum'}"
+    t.add_row("read-only", ro)
+    t.add_row("runtime", f"{st['runtime']}   services {st['services']}")
+    t.add_row("addresses", "\n".join(st["addresses"]) or "(not listening)")
+    t.add_row("uptime", _duration(st["uptime_s"]))
+    console.print(f"[bold]mycelium {st['version']}[/bold] — running")
+    console.print(t)
+
+
+def peers(res: dict[str, Any]) -> None:
+    rows = res.get("peers", [])
+    if not rows:
+        console.print("no peers")
+        return
+    t = Table("node", "role", "connected", "latency", "last seen", "via", "addresses", box=None)
+    for p in rows:
+        lat = "-" if p.get("latency_ms") is None else f"{p['latency_ms']} ms"
+        t.add_row(p["node_id"], p.get("role") or "?", "yes" if p.get("connected") else "no", lat,
+                  _ago(p.get("last_seen")), "relay" if p.get("via_relay") else "direct", "\n".join(p.get("addresses", [])))
+    console.print(t)
+
+
+def spores(res: dict[str, Any]) -> None:
+    import json
+
+    console.print_json(json.dumps(res))
