@@ -146,9 +146,13 @@ class Entry:
             raise OversizeEntry(f"entry of {len(data)} bytes exceeds {MAX_ENTRY_BYTES}")
         try:
             obj = decode(data, max_size=MAX_ENTRY_BYTES)
+            recoded = canonical(obj)
         except EncodingError as exc:
             raise MalformedEntry(str(exc)) from exc
-        return cls.from_wire(obj)
+        entry = cls.from_wire(obj)
+        if recoded != bytes(data):
+            raise MalformedEntry("entry bytes are not in canonical form")
+        return entry
 
     @classmethod
     def from_wire(cls, obj: object) -> Entry:
