@@ -11,7 +11,7 @@ two optional protocol hooks from `ByzantineHooks`:
 Behaviours (names used in fault plans):
 - equivocate: a broadcast goes out as two different versions, each to a random half of the peers;
 - copy:       outgoing messages are replaced by the latest message of the same type seen from others;
-- withhold:   outgoing messages whose type name is in `types` (all if empty) are never sent;
+- withhold:   outgoing messages whose type (`classify`) is in `types` (all if empty) are never sent;
 - lie:        each outgoing message is replaced by `mutate(...)` with probability `probability`;
 - garbage:    each outgoing message is replaced by random bytes with probability `probability`.
 
@@ -38,6 +38,12 @@ class ByzantineHooks:
 
     mutate: Mutate | None = None  # needed by "lie" and "equivocate"
     adopt: Adopt | None = None  # used by "copy"; None = re-send the observed message as is
+    # names a message's type for "copy" and "withhold" (e.g. decode bytes to "Digest"/"Delta");
+    # None = the Python type name
+    classify: Callable[[Any], str] | None = None
+
+    def type_of(self, message: Any) -> str:
+        return type(message).__name__ if self.classify is None else self.classify(message)
 
 
 class ByzantineCore:
@@ -109,10 +115,10 @@ class Copy(ByzantineCore):
         self.seen: dict[str, Any] = {}  # message type name -> latest such message from another node
 
     def observe(self, sender: NodeId, message: Any) -> None:
-        self.seen[type(message).__name__] = message
+        self.seen[self.hooks.type_of(message)] = message
 
     def rewrite_message(self, effect: Send | Broadcast) -> list:
-        observed = self.seen.get(type(effect.message).__name__)
+        observed = self.seen.get(self.hooks.type_of(effect.message))
         if observed is None:
             return [effect]
         adopt = self.hooks.adopt
@@ -128,7 +134,7 @@ class Withhold(ByzantineCore):
         self.types = frozenset(types)  # message type names to drop; empty = drop everything
 
     def rewrite_message(self, effect: Send | Broadcast) -> list:
-        if not self.types or type(effect.message).__name__ in self.types:
+        if not self.types or self.hooks.type_of(effect.message) in self.types:
             return []
         return [effect]
 

@@ -194,7 +194,10 @@ class Nemesis:
         return dict(sorted(out.items()))
 
 
-def generate_plan(rng: Random, n_nodes: int, duration_s: float, hooks: ByzantineHooks, *, byzantine: bool = True) -> FaultPlan:
+def generate_plan(
+    rng: Random, n_nodes: int, duration_s: float, hooks: ByzantineHooks, *,
+    byzantine: bool = True, max_clock_jump_s: float = 300.0,
+) -> FaultPlan:
     """A random but reproducible plan: about one fault episode per 10% of the run, all over by
     `duration_s`; up to f = (n-1)//3 (and at most n//10, at least one when f >= 1) Byzantine nodes."""
     faults: list[Fault] = []
@@ -231,7 +234,7 @@ def generate_plan(rng: Random, n_nodes: int, duration_s: float, hooks: Byzantine
         elif kind == "crash":
             faults.append(Fault(t, "crash", {"node": node, "restart_after_s": span, "wipe": rng.random() < 0.2}))
         elif kind == "clock_jump":
-            faults.append(Fault(t, "clock_jump", {"node": node, "delta_s": round(rng.uniform(-300, 300), 3)}))
+            faults.append(Fault(t, "clock_jump", {"node": node, "delta_s": round(rng.uniform(-max_clock_jump_s, max_clock_jump_s), 3)}))
         elif kind == "slow":
             faults.append(Fault(t, "slow", {"node": node, "factor": round(2 + 30 * rng.random(), 3), "duration_s": span}))
         t += step * (0.3 + rng.random())

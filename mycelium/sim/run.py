@@ -92,9 +92,11 @@ def build_world(config: RunConfig) -> tuple[World, Monitor, Nemesis]:
     world = World(
         scenario.node_ids, scenario.make_core, rng=rng, network=network,
         codec=scenario.codec if config.wire else None, on_output=scenario.on_output,
+        clock_origin_s=scenario.clock_origin_s,
     )
     if config.faults is None:
-        plan = generate_plan(rng, config.nodes, config.duration_s, scenario.hooks, byzantine=config.byzantine)
+        plan = generate_plan(rng, config.nodes, config.duration_s, scenario.hooks,
+                             byzantine=config.byzantine, max_clock_jump_s=scenario.max_clock_jump_s)
     elif config.faults == "none":
         plan = FaultPlan()
     else:

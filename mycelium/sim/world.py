@@ -16,7 +16,8 @@ How cores are driven (any object with `on_message(sender, message, now)` / `on_t
 - any other effect is protocol output: it is counted by type name and handed to `on_output(world,
   node, effect)` if given (e.g. a decided Primary for a consensus invariant).
 
-A node's `now` is virtual time + its clock offset (clock-jump faults change the offset).
+A node's `now` is virtual time + its clock offset: the offset starts at `clock_origin_s` (e.g. a
+unix time, for protocols that sign timestamps) and clock-jump faults change it.
 
 Crash and restart: `crash(i)` keeps what the core's optional `persist()` returns (see `Persistent`;
 the model is "everything the core relies on was fsynced before it sent anything", so the state at
@@ -67,7 +68,7 @@ Wrapper = Callable[[Any], Any]  # core -> core (a Byzantine behaviour)
 class SimNode:
     """One simulated node: its core, liveness, clock offset and pending timers."""
 
-    __slots__ = ("index", "id", "core", "up", "offset", "timers", "wrappers", "persisted", "tags")
+    __slots__ = ("index", "id", "core", "up", "offset", "timers", "wrappers", "persisted", "tags", "incarnation")
 
     def __init__(self, index: int, node_id: NodeId) -> None:
         self.index = index
@@ -79,6 +80,7 @@ class SimNode:
         self.wrappers: list[Wrapper] = []  # Byzantine behaviours, innermost first
         self.persisted: Any = None
         self.tags: list[str] = []  # behaviour names, for reports ("equivocate", ...)
+        self.incarnation = 0  # boots so far; a pending boot event of an earlier life is ignored
 
     @property
     def honest(self) -> bool:
@@ -124,6 +126,7 @@ class World:
         codec: Codec | None = None,
         on_output: Callable[[World, SimNode, Any], None] | None = None,
         boot_jitter_s: float = 1.0,
+        clock_origin_s: float = 0.0,
     ) -> None:
         ids = list(node_ids)
         if len(set(ids)) != len(ids):
@@ -134,6 +137,8 @@ class World:
         self.on_output = on_output
         self.boot_jitter_s = boot_jitter_s
         self.nodes = [SimNode(i, nid) for i, nid in enumerate(ids)]
+        for node in self.nodes:
+            node.offset = clock_origin_s
         self.index = {nid: i for i, nid in enumerate(ids)}
         self.net = Network(network or NetworkConfig(), len(ids))
         self.stats = Stats()
@@ -159,8 +164,9 @@ class World:
         node.core = core
         node.up = True
         node.timers = {}
+        node.incarnation += 1
         delay = self.boot_jitter_s * self.rng.random() if self.boot_jitter_s else 0.0
-        heapq.heappush(self._heap, (self.now + delay, next(self._seq), _BOOT, i, core, None))
+        heapq.heappush(self._heap, (self.now + delay, next(self._seq), _BOOT, i, node.incarnation, None))
 
     def crash(self, i: int) -> None:
         node = self.nodes[i]
@@ -244,7 +250,7 @@ class World:
                     self._apply(node, node.core.on_tick(t + node.offset))
             elif kind == _BOOT:
                 node = nodes[a]
-                if node.up and node.core is b:  # not crashed and rebooted meanwhile
+                if node.up and node.incarnation == b:  # not crashed (and maybe rebooted) meanwhile
                     stats.boots += 1
                     self._apply(node, node.core.on_tick(t + node.offset))
             else:

@@ -1,0 +1,246 @@
+"""Consensus on a seeded in-process network: agreement, safety under Byzantine validators, liveness
+after faults stop, crash and restart. Every failure message names its seed."""
+
+from __future__ import annotations
+
+from random import Random
+
+import pytest
+
+from mycelium.effects import Broadcast, Send
+from mycelium.encoding import hash_value
+from mycelium.spores.certificate import fault_tolerance
+from mycelium.consensus.localnet import LocalNet
+from mycelium.consensus.messages import Commitment, Precommit, Proposal, Reveal, parse_message, sign
+from mycelium.consensus.outcomes import Evidence, verify_evidence
+
+# --------------------------------------------------------------------------- Byzantine behaviours
+
+
+class Wrapped:
+    """A real core whose outgoing effects a Byzantine behaviour rewrites."""
+
+    def __init__(self, core, key, network_id):
+        self.core, self.key, self.network_id = core, key, network_id
+        self.rng = Random(key.node_id)
+
+    def peers(self):
+        return [v for v in self.core.validators if v != self.key.node_id]
+
+    def on_message(self, sender, message, now):
+        return self.rewrite(self.core.on_message(sender, message, now))
+
+    def on_tick(self, now):
+        return self.rewrite(self.core.on_tick(now))
+
+    def rewrite(self, effects):
+        return effects
+
+
+def _forged(message, key, network_id, rng):
+    """The same step of the same round, signed for another value."""
+    other = rng.randbytes(32)
+    if isinstance(message, Commitment):
+        return sign(Commitment(message.height, message.round, other, key.node_id), key, network_id)
+    if isinstance(message, Precommit):
+        return sign(Precommit(message.height, message.round, other, key.node_id), key, network_id)
+    if isinstance(message, Reveal):
+        return sign(Reveal(message.height, message.round, other, message.nonce, key.node_id), key, network_id)
+    if isinstance(message, Proposal):
+        return sign(Proposal(message.height, message.round, message.batch + (f"lie-{other.hex()[:8]}",),
+                             message.prev_hash, message.valid_round, key.node_id), key, network_id)
+    return message
+
+
+class Equivocator(Wrapped):
+    """Sends every signed vote to half of its peers and a conflicting one to the other half."""
+
+    def rewrite(self, effects):
+        out = []
+        for e in effects:
+            if isinstance(e, Broadcast):
+                msg = parse_message(e.message)
+                forged = _forged(msg, self.key, self.network_id, self.rng)
+                for i, peer in enumerate(self.peers()):
+                    out.append(Send(peer, (msg if i % 2 else forged).to_wire()))
+            else:
+                out.append(e)
+        return out
+
+
+class LyingProposer(Wrapped):
+    """Proposes a different batch to every validator (each properly signed)."""
+
+    def rewrite(self, effects):
+        out = []
+        for e in effects:
+            if isinstance(e, Broadcast) and isinstance(parse_message(e.message), Proposal):
+                msg = parse_message(e.message)
+                for peer in self.peers():
+                    out.append(Send(peer, _forged(msg, self.key, self.network_id, self.rng).to_wire()))
+            else:
+                out.append(e)
+        return out
+
+
+class Withholder(Wrapped):
+    """Commits but never reveals."""
+
+    def rewrite(self, effects):
+        return [e for e in effects if not (isinstance(e, Broadcast) and isinstance(parse_message(e.message), Reveal))]
+
+
+class GarbageSender(Wrapped):
+    """Behaves, and adds junk: random bytes, broken maps, bad signatures, signed far-future rounds,
+    reveals that open nothing."""
+
+    def rewrite(self, effects):
+        out = list(effects)
+        h, r, me = self.core.height, self.core.round, self.key.node_id
+        junk = [
+            self.rng.randbytes(self.rng.randrange(0, 64)),
+            {"v": 1, "t": self.rng.randrange(0, 9), "h": h, "r": "x"},
+            {"v": 1, "t": 4, "h": h, "r": r, "hash": b"\0" * 32, "from": me, "sig": b"\1" * 64},
+            sign(Commitment(h, r + 1000, self.rng.randbytes(32), me), self.key, self.network_id).to_wire(),
+            sign(Reveal(h, r, self.rng.randbytes(32), self.rng.randbytes(32), me), self.key, self.network_id).to_wire(),
+            [1, 2, 3],
+            None,
+        ]
+        out.append(Broadcast(self.rng.choice(junk)))
+        return out
+
+
+BEHAVIOURS = [Equivocator, LyingProposer, Withholder, GarbageSender]
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_safety(net: LocalNet, seed) -> None:
+    """No two different values certified at one height; every certificate verifies; only Byzantine
+    validators are accused, and every accusation is valid evidence."""
+    by_height: dict[int, set[bytes]] = {}
+    for i in net.honest():
+        app = net.apps[i]
+        for height, decided in net.decisions(i).items():
+            by_height.setdefault(height, set()).add(decided.value)
+            decided.certificate.verify(net.network_id, app.validators(height), expect_value=decided.value)
+        for e in net.outputs[i]:
+            if isinstance(e, Evidence):
+                assert net.ids.index(e.validator) in net.byzantine, f"seed {seed}: honest node accused: {e.kind}"
+                assert verify_evidence(e, net.network_id), f"seed {seed}: unverifiable evidence"
+    forks = {h: v for h, v in by_height.items() if len(v) > 1}
+    assert not forks, f"seed {seed}: different values certified at heights {sorted(forks)}"
+
+
+def honest_heights(net: LocalNet) -> int:
+    return net.min_height()
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("n", [1, 4, 7])
+@pytest.mark.parametrize("seed", range(3))
+def test_all_validators_decide_identical_values(n, seed):
+    net = LocalNet(n, seed=seed)
+    for i, app in enumerate(net.apps):
+        app.pending.extend([f"op-{seed}-{k}" for k in range(3)])  # every node knows the same operations
+    net.run(12.0)
+    check_safety(net, seed)
+    assert honest_heights(net) >= 8, f"seed {seed}: only {honest_heights(net)} heights in 12 s"
+    first = net.decisions(0)
+    assert first[1].batch == tuple(f"op-{seed}-{k}" for k in range(3)), "operations are decided at the first height"
+    assert all(first[h].batch == () for h in range(2, 6)), "later heights are empty heartbeats"
+    for i in range(n):
+        assert {h: d.value for h, d in net.decisions(i).items() if h <= 8} == {h: d.value for h, d in first.items() if h <= 8}
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("n,seed", [(4, 10), (4, 11), (7, 12), (7, 13)])
+def test_safety_and_liveness_with_f_byzantine(behaviour, n, seed):
+    f = fault_tolerance(n)
+    rng = Random(seed)
+    byzantine = {i: behaviour for i in rng.sample(range(n), f)}
+    net = LocalNet(n, seed=seed, byzantine=byzantine, drop_rate=0.3, lossy_until=8.0, max_delay_s=0.2)
+    net.run(8.0)
+    check_safety(net, seed)
+    before = honest_heights(net)
+    net.run(20.0)  # faults (losses) stopped at 8 s; the Byzantine nodes keep misbehaving
+    check_safety(net, seed)
+    assert honest_heights(net) >= before + 5, f"seed {seed}: no progress after faults stopped"
+    late = [d.certificate.round for i in net.honest() for h, d in net.decisions(i).items() if h > before + 1]
+    assert max(late) <= f + 1, f"seed {seed}: a height took {max(late) + 1} rounds after faults stopped"
+    if behaviour is Equivocator:
+        accused = {e.validator for i in net.honest() for e in net.outputs[i] if isinstance(e, Evidence)}
+        assert accused == {net.ids[i] for i in byzantine}, f"seed {seed}: equivocator not caught"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mixed_byzantine_on_seven_validators(seed):
+    rng = Random(seed)
+    chosen = rng.sample(range(7), 2)
+    kinds = rng.sample(BEHAVIOURS, 2)
+    net = LocalNet(7, seed=100 + seed, byzantine=dict(zip(chosen, kinds)), drop_rate=0.2, lossy_until=5.0)
+    net.run(15.0)
+    check_safety(net, seed)
+    assert honest_heights(net) >= 5
+
+
+def test_more_than_f_crashed_stops_progress_without_divergence_then_resumes():
+    net = LocalNet(4, seed=7)
+    net.run(3.0)
+    net.crash(3)
+    net.run(6.0)
+    one_down = honest_heights(net)
+    assert one_down >= 4, "one crashed validator of four must not stop progress"
+    net.crash(2)
+    net.run(7.0)
+    stalled = max(len(net.decisions(i)) for i in (0, 1))
+    net.run(15.0)
+    assert max(len(net.decisions(i)) for i in (0, 1)) <= stalled + 1, "two of four down: no quorum, no progress"
+    net.restart(2)
+    net.restart(3)
+    net.run(30.0)
+    check_safety(net, 7)
+    assert net.min_height(list(range(4))) >= stalled + 5, "progress resumes and restarted nodes catch up"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crash_and_restart_mid_round_never_double_signs(seed):
+    rng = Random(seed)
+    net = LocalNet(4, seed=seed, max_delay_s=0.3)
+    t = 0.0
+    for _ in range(6):
+        t += rng.uniform(0.5, 2.0)
+        net.run(t)
+        victim = rng.randrange(4)
+        net.crash(victim)
+        t += rng.uniform(0.0, 1.5)
+        net.run(t)
+        net.restart(victim)
+    net.run(t + 15.0)
+    check_safety(net, seed)
+    for i in range(4):  # nobody ever signed two different messages for one step
+        seen: dict[tuple, dict] = {}
+        for e in net.outputs[i]:
+            if hasattr(e, "state"):
+                for r, slots in e.state["own"].items():
+                    for slot, wire in slots.items():
+                        key = (e.state["h"], r, slot)
+                        assert seen.setdefault(key, wire) == wire, f"seed {seed}: node {i} re-signed {key}"
+    assert net.min_height(list(range(4))) >= 5
+
+
+def test_validator_set_change_takes_effect_at_the_scheduled_height():
+    # validators 0-3 up to height 3, then 1-4 (node 4 joins, node 0 leaves)
+    net = LocalNet(4, seed=3, schedule={0: [0, 1, 2, 3], 4: [1, 2, 3, 4]}, extra_keys=1)
+    net.run(15.0)
+    check_safety(net, 3)
+    for h, d in net.decisions(1).items():
+        signers = set(d.certificate.signatures)
+        expected = set(net.apps[1].validators(h))
+        assert signers <= expected
+    assert net.ids[4] in net.decisions(1)[6].certificate.signatures or len(net.decisions(1)[6].certificate.signatures) >= 3
+    assert net.ids[0] not in net.decisions(1)[6].certificate.signatures
+    assert len(net.decisions(4)) >= 6, "the joining validator decides too"
+    assert hash_value(1) != hash_value(2)
