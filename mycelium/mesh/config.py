@@ -94,6 +94,7 @@ class MeshConfig:
             exchange_interval_s=0.5,
             ping_interval_s=1.0,
             handshake_timeout_s=5.0,
+            admission_wait_s=1.0,
             dial_timeout_s=5.0,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]

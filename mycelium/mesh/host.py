@@ -63,6 +63,8 @@ from mycelium.mesh.rpc import Handler, RequestResponse
 
 tame_library_loggers()
 
+BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its handshake hears "blocked"
+
 
 class MeshError(Exception):
     """The mesh cannot do what was asked; the message says why and what to try."""
@@ -170,7 +172,7 @@ class Mesh:
             inbound_stream_protocol_negotiation_timeout=cfg.negotiate_timeout_s,
             enable_health_monitoring=False,  # we ping ourselves (latency_ms in peers())
         )
-        return new_host(
+        host = new_host(
             key_pair=self._key_pair,
             sec_opt={NOISE_PROTOCOL_ID: noise},
             muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
@@ -187,6 +189,11 @@ class Mesh:
             enable_tcp=True,
             enable_websocket=False,
         )
+        # py-libp2p's AutoConnector dials any peerstore entry until (low + high watermark) / 2
+        # connections exist, ignoring admission and blocks; membership-aware dialling is ours.
+        auto_connector = host.get_network().auto_connector
+        auto_connector.start = _auto_connector_disabled
+        return host
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, admit, discover and serve until cancelled; `started` once listening."""
@@ -262,7 +269,10 @@ class Mesh:
         if node_id == self.node_id:
             raise MeshError(f"{address} is this node's own address")
         self.add_addresses(node_id, [addr])
+        if self.gate.is_blocked(node_id, trio.current_time()):
+            raise MeshError(f"peer {node_id} is blocked after failing ({self.book.get(node_id).failure}); retry later")
         event = self._concluded.setdefault(node_id, trio.Event())
+        self.book.get(node_id).failure = None
         if not await self.discovery.dial(node_id, [addr]) and not self.book.get(node_id).connected:
             raise MeshError(f"could not connect to {address}; is the node up and the port reachable?")
         with trio.move_on_after(self.config.handshake_timeout_s + 1):
@@ -271,6 +281,8 @@ class Mesh:
                 rec = self.book.get(node_id)
                 if rec.failure is not None and not rec.admitted:
                     raise AdmissionFailed(node_id, rec.failure)
+                if not rec.connected and not rec.admitted:
+                    raise AdmissionFailed(node_id, "disconnected (the peer may have blocked us)")
                 event = self._concluded.setdefault(node_id, trio.Event())
             return node_id
         raise AdmissionFailed(node_id, FailureReason.TIMEOUT.value)
@@ -319,7 +331,7 @@ class Mesh:
         now = trio.current_time()
         if self.gate.is_blocked(node, now):
             self.counters.blocked_dropped += 1
-            self._spawn(self._disconnect, node)
+            self._spawn(self._disconnect, node, BLOCKED_GRACE_S)  # time to tell it why (see below)
             return
         rec = self.book.get(node)
         rec.connected = True
@@ -338,6 +350,9 @@ class Mesh:
         rec = self.book.get(node)
         rec.connected = rec.admitted = False
         self._connected_at.pop(node, None)
+        concluded = self._concluded.pop(node, None)
+        if concluded is not None:
+            concluded.set()  # wakes connect(): the peer went away before admitting us
         self._admitted_events.pop(node, None)  # the next connection must prove membership again
 
     def _spawn(self, fn: Any, *args: Any) -> None:
@@ -375,7 +390,8 @@ class Mesh:
         )
         self._spawn(self._disconnect, node_id)
 
-    async def _disconnect(self, node_id: NodeId) -> None:
+    async def _disconnect(self, node_id: NodeId, after_s: float = 0.0) -> None:
+        await trio.sleep(after_s)
         if self.libp2p_host is None:
             return
         try:
@@ -395,7 +411,10 @@ class Mesh:
                 try:
                     stream = await self.libp2p_host.new_stream(peer_id, [self.protocols.membership])
                 except BaseLibp2pError:
-                    hs.fail(FailureReason.NO_PROTOCOL)
+                    # refused negotiation on a live connection: the peer does not speak our membership
+                    # protocol (a plain libp2p node, or another network); a dead one: it dropped us
+                    still_connected = bool(self.libp2p_host.get_network().get_connections(peer_id))
+                    hs.fail(FailureReason.NO_PROTOCOL if still_connected else FailureReason.STREAM_ERROR)
                 else:
                     await self._drive(hs, stream, hs.start())
             hs.fail(FailureReason.TIMEOUT)  # no-op when the handshake already ended
@@ -407,8 +426,13 @@ class Mesh:
         peer_id = stream.muxed_conn.peer_id
         node = peer_id.to_base58()
         if self.gate.is_blocked(node, trio.current_time()):
-            self.counters.blocked_dropped += 1
-            await _reset(stream)
+            refusal = self._handshake(Role.RESPONDER, node).fail(FailureReason.BLOCKED)
+            with trio.move_on_after(BLOCKED_GRACE_S):
+                try:
+                    await write_frame(stream, refusal or b"", max_size=MAX_HANDSHAKE_MESSAGE)
+                    await stream.close()
+                except (FrameError, BaseLibp2pError):
+                    pass  # it is being disconnected anyway; the refusal was a courtesy
             return
         self._handshaking.add(node)
         hs = self._handshake(Role.RESPONDER, node)
@@ -479,6 +503,10 @@ class Mesh:
         self.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
         self.offend(node, Offense.HANDSHAKE_FAILED)
         await self._disconnect(node)
+
+
+async def _auto_connector_disabled() -> None:
+    await trio.lowlevel.checkpoint()  # leaves AutoConnector._started False: it never runs
 
 
 def _transport_addrs(conn: Any) -> list[Any]:
