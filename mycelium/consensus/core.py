@@ -150,6 +150,7 @@ class ConsensusCore:
         if not validators:
             raise ConsensusStateError(f"the application names no validators for height {height}")
         self.validators, self.vset = validators, frozenset(validators)
+        self.is_validator = self.me in self.vset  # otherwise an observer: it follows and decides, never votes
         self.f, self.quorum = fault_tolerance(len(validators)), quorum_size(len(validators))
         self.round, self.step = 0, Step.PROPOSE
         self.locked_round, self.locked_value = -1, None
@@ -164,6 +165,9 @@ class ConsensusCore:
         self._timers = {k: v for k, v in self._timers.items() if k == "rebroadcast"}
         self._future: list[VoteMessage] = getattr(self, "_future", [])
         self._helped: dict[tuple[NodeId, int], float] = getattr(self, "_helped", {})
+        self._later_decisions: dict[int, Decision] = {
+            h: d for h, d in getattr(self, "_later_decisions", {}).items() if h >= height
+        }
 
     def _round(self, round_: int) -> RoundVotes:
         return self.votes.setdefault(round_, RoundVotes())
@@ -214,7 +218,9 @@ class ConsensusCore:
             slots["cand"] = cand
         return signed
 
-    def _send_signed(self, slot: str, message: VoteMessage, out: list[Effect], cand: bytes | None = None) -> VoteMessage:
+    def _send_signed(self, slot: str, message: VoteMessage, out: list[Effect], cand: bytes | None = None) -> None:
+        if not self.is_validator:
+            return
         fresh = slot not in self.own.get(message.round, {})
         signed = self._sign_once(slot, message, out, cand)
         if fresh and slot == "precommit" and signed.value != NIL:
@@ -223,7 +229,6 @@ class ConsensusCore:
         if fresh:
             out.append(PersistLock(self.persisted_state()))
         out.append(Broadcast(signed.to_wire()))
-        return signed
 
     # -- actions -----------------------------------------------------------------------------------
 
@@ -249,9 +254,11 @@ class ConsensusCore:
         self._arm("commit", now + self.config.commit_timeout(self.round), out)
 
     def _reveal(self, out: list[Effect]) -> None:
+        self.step = Step.REVEAL
+        if not self.is_validator:
+            return
         candidate = self.own[self.round]["cand"]
         nonce = commit_nonce(self.key, self.network_id, self.height, self.round, candidate)
-        self.step = Step.REVEAL
         self._send_signed("reveal", Reveal(self.height, self.round, candidate, nonce, self.me), out)
 
     def _precommit(self, value: bytes, out: list[Effect]) -> None:
@@ -374,6 +381,10 @@ class ConsensusCore:
             self.decisions.popitem(last=False)
         self._reset(height + 1, value, now)
         self._start_round(0, now, out)
+        later = self._later_decisions.pop(self.height, None)
+        if later is not None:
+            self._on_decision(later, now, out)
+            return
         future, self._future = self._future, []
         for msg in future:
             if msg.height == self.height:
@@ -422,13 +433,17 @@ class ConsensusCore:
             return
         if last is not None and now - last < self.config.rebroadcast_interval_s:
             return
-        decision = entry[0]
         if len(self._helped) > 4 * len(self.validators) * self.config.decisions_kept:
             self._helped.clear()
         self._helped[(sender, height)] = now
-        out.append(Send(sender, decision.to_wire()))
+        for h, (decision, _) in self.decisions.items():  # all we have from its height on, oldest first
+            if h >= height:
+                out.append(Send(sender, decision.to_wire()))
 
     def _on_decision(self, decision: Decision, now: float, out: list[Effect]) -> None:
+        if decision.height > self.height and len(self._later_decisions) < self.config.decisions_kept:
+            self._later_decisions[decision.height] = decision  # checked when we get there
+            return
         if decision.height != self.height:
             self.errors["decision_not_current"] += 1
             return

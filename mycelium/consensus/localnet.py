@@ -21,7 +21,7 @@ from mycelium.identity import NodeId, NodeKey
 
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
-from mycelium.consensus.outcomes import Decided
+from mycelium.consensus.outcomes import Decided, PersistLock
 
 GENESIS_HASH = hash_value("genesis", person=b"myc-test-genesis")
 
@@ -127,6 +127,27 @@ class LocalNet:
             if stop is not None and stop(self):
                 return
         self.now = max(self.now, until)
+
+    # -- crashes -----------------------------------------------------------------------------------
+
+    def crash(self, node: int) -> None:
+        """Stop `node` (kill -9): it loses its timers and every message sent to it while down."""
+        self.up[node] = False
+
+    def restart(self, node: int) -> None:
+        """Rebuild `node` from what it had on disk: its decided heights (the application's store)
+        and the last PersistLock state, and boot it."""
+        app = self.apps[node]
+        height = max(app.decided, default=0) + 1
+        prev_hash = app.decided[height - 1][0] if height > 1 else GENESIS_HASH
+        locks = [e.state for e in self.outputs[node] if isinstance(e, PersistLock)]
+        self.cores[node] = ConsensusCore.restore(
+            self.keys[node], self.network_id, app, self.config, height=height, prev_hash=prev_hash,
+            state=locks[-1] if locks else None,
+        )
+        self.up[node] = True
+        self._timers = {k: v for k, v in self._timers.items() if k[0] != node}
+        self._push(self.now, "tick", node, None)
 
     # -- observations ------------------------------------------------------------------------------
 
