@@ -91,15 +91,20 @@ class ProcessDriver:
     @asynccontextmanager
     async def open(cls, state_dir: Path, config: ProcessDriverConfig = ProcessDriverConfig()) -> AsyncIterator[ProcessDriver]:
         """The driver with its supervision nursery; on exit every instance is stopped."""
-        async with trio.open_nursery() as nursery:
-            driver = cls(state_dir, nursery, config)
-            await driver.reap_leftovers()
-            try:
-                yield driver
-            finally:
-                with trio.CancelScope(shield=True):
-                    await driver.aclose()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                driver = cls(state_dir, nursery, config)
+                await driver.reap_leftovers()
+                try:
+                    yield driver
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await driver.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # the caller's own error: hand it back unwrapped
+                raise group.exceptions[0] from None
+            raise
 
     async def reap_leftovers(self) -> list[str]:
         records, bad = leftovers.read_records(self.state_dir)
@@ -218,6 +223,8 @@ class ProcessDriver:
                 inst.backoff = None
                 if not inst.stopping:
                     inst.restarts += 1
+            if inst.stopping and inst.state is not InstanceState.EXITED:
+                inst.state, inst.message = InstanceState.EXITED, "stopped while waiting to restart"
         finally:
             spawned()
             inst.proc = None
