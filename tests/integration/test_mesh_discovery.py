@@ -1,0 +1,54 @@
+"""Discovery: five nodes bootstrapped from one address all find each other; redial after restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+
+from mycelium.identity import NodeKey
+from mycelium.mesh.config import MeshConfig
+from mycelium.mesh.host import open_mesh
+from mycelium.mesh.testing import wait_until
+
+NET = "ab" * 32
+SECRET = b"\x07" * 32
+
+
+def full_mesh(meshes) -> bool:  # type: ignore[no-untyped-def]
+    ids = {m.node_id for m in meshes}
+    return all(set(m.admitted_peers()) == ids - {m.node_id} for m in meshes)
+
+
+async def test_five_nodes_from_one_bootstrap_address_see_each_other() -> None:
+    cfg = MeshConfig.for_tests()
+    async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as seed:
+        joiner_cfg = dataclasses.replace(cfg, bootstrap=(seed.listen_addresses()[0],))
+        async with open_mesh(joiner_cfg, NodeKey.generate(), NET, SECRET) as n1, open_mesh(
+            joiner_cfg, NodeKey.generate(), NET, SECRET
+        ) as n2, open_mesh(joiner_cfg, NodeKey.generate(), NET, SECRET) as n3, open_mesh(
+            joiner_cfg, NodeKey.generate(), NET, SECRET
+        ) as n4:
+            meshes = [seed, n1, n2, n3, n4]
+            await wait_until(lambda: full_mesh(meshes), timeout_s=20)
+            # everyone knows everyone's dialable address (peer exchange), not only the seed's
+            for m in meshes:
+                for p in m.peers():
+                    assert p.admitted and p.connected and p.addresses, (m.node_id, p)
+
+
+async def test_addresses_from_elsewhere_are_dialled_and_lost_peers_redialled() -> None:
+    cfg = MeshConfig.for_tests()
+    b_key = NodeKey.generate()
+    async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a:
+        async with open_mesh(cfg, b_key, NET, SECRET) as b:
+            b_address = b.own_addresses()
+            # e.g. learned from a Latent spore: no explicit connect()
+            a.add_addresses(b.node_id, b_address)
+            await wait_until(lambda: b.node_id in a.admitted_peers(), timeout_s=10)
+        await wait_until(lambda: b_key.node_id not in a.admitted_peers(), timeout_s=5)
+        # b restarts on the same port with the same key; a redials it with backoff
+        port_cfg = dataclasses.replace(cfg, listen=tuple(b_address))
+        async with open_mesh(port_cfg, b_key, NET, SECRET) as b2:
+            await wait_until(lambda: b2.node_id in a.admitted_peers(), timeout_s=15)
+        assert a.counters.dial_attempts >= 2
