@@ -89,7 +89,7 @@ class CapabilityProfile:
         if not isinstance(obj, dict):
             raise ProfileError(f"a capability profile must be a map, got {type(obj).__name__}")
         version = obj.get("v")
-        if version != PROFILE_VERSION:
+        if isinstance(version, bool) or version != PROFILE_VERSION:
             raise ProfileError(f"capability profile version {version!r} is not supported (this build reads 1)")
         expected = {"v", "cores", "ram", "ram_avail", "disk_free", "arch", "bat", "on_bat", "uptime_s", "load_m", "reach"}
         missing = expected - obj.keys()
