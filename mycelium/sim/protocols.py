@@ -56,13 +56,17 @@ def register_protocol(name: str, builder: Builder) -> None:
 
 
 def load_protocol(name: str) -> Builder:
-    target = PROTOCOLS.get(name)
+    """The builder registered as `name`, or the one at the import path `package.module:function`
+    (so tests and experiments can run their own scenarios from the command line)."""
+    target = PROTOCOLS.get(name) or (name if ":" in name else None)
     if target is None:
-        raise SimConfigError(f"unknown protocol {name!r}; use one of {sorted(PROTOCOLS)}")
+        raise SimConfigError(f"unknown protocol {name!r}; use one of {sorted(PROTOCOLS)} or module:function")
     if callable(target):
         return target
     module, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module), attr)
+    except AttributeError as exc:
+        raise SimConfigError(f"protocol {name!r}: {module} has no {attr}") from exc
     except ImportError as exc:
         raise SimConfigError(f"protocol {name!r} is not available ({exc}); is {module} written yet?") from exc

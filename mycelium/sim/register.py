@@ -1,8 +1,8 @@
 """A tiny reference protocol for the simulator itself: gossip of one max-register.
 
-Each node holds a register (value, writer). While `now < write_until_s` every node writes the
-current round number every `write_every_rounds` rounds (so many nodes write equal values: the writer
-id breaks the tie), and every `interval_s` it pushes its register to `fanout` pseudo-random peers.
+Each node holds a register (value, writer). While `now < write_until_s` every node writes, every
+`write_every_rounds` rounds, the number of the current write window (now // (interval_s x
+write_every_rounds)), so most nodes write equal values and the writer id breaks the tie; and every `interval_s` it pushes its register to `fanout` pseudo-random peers.
 Merge keeps the larger (value, writer) pair: a join-semilattice, so all replicas converge after the
 writes stop. `RegisterGossip.merge` is a static method on purpose: tests replace it with a broken
 rule and check that the simulator's invariants catch it.
@@ -91,7 +91,8 @@ class RegisterGossip:
         cfg = self.config
         self.rounds += 1
         if now < cfg.write_until_s and self.rounds % cfg.write_every_rounds == 0:
-            self.last_write = RegisterValue(int(now // cfg.interval_s), self.node_id)
+            epoch = int(now // (cfg.interval_s * cfg.write_every_rounds))  # shared by all writers in a window
+            self.last_write = RegisterValue(epoch, self.node_id)
             self.register = self.merge(self.register, self.last_write)
         effects: list = [SetTimer("gossip", now + cfg.interval_s)]
         if self.peers:
@@ -106,8 +107,10 @@ class RegisterGossip:
 
 
 def own_write_kept(core: RegisterGossip) -> str | None:
+    """No write is lost: the register never falls below the node's own latest value (equal values
+    written by others are as good; the writer only breaks ties)."""
     mine, own = core.register, core.last_write
-    if (mine.value, mine.writer) < (own.value, own.writer):
+    if mine.value < own.value:
         return f"register {mine} is below the node's own write {own}"
     return None
 
