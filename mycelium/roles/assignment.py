@@ -39,6 +39,16 @@ in the very assignment where it is first eligible. For the validator set the gua
 and exact: an eligible challenger takes any free seat at once (growth, a dead or unfit validator),
 and with inputs held still, repeated assignments reach a fixed point within `max_validators`
 steps where no challenger outscores any healthy validator by more than `swap_margin`.
+
+What the caller (consensus, at an epoch boundary) must feed in
+---------------------------------------------------------------
+- `alive` must already be smoothed: the redundant-execution verdict after "no liveness for a
+  configured time". A validator whose verdict flaps is replaced when it is dead and, once back, can
+  retake a seat only by beating the weakest validator by `swap_margin` — the rule adds no memory of
+  its own beyond the current roles.
+- `battery_epochs` counts consecutive epochs on battery from the Primary's history; without it
+  (None) an incumbent on battery is treated as past its grace period at once.
+- Apply the result only at a height boundary, and refuse it in read-only mode (`readonly.py`).
 """
 
 from __future__ import annotations
@@ -222,7 +232,9 @@ def _explain(
     def failure(n: NodeId) -> str:
         return "dead" if not candidates[n].alive else "; ".join(unfit_why[n])
 
-    dropped = sorted((n for n in holders if n not in chosen and n not in swapped), key=lambda n: (candidates[n].alive, n))
+    dropped = sorted(
+        (n for n in holders if n not in chosen and n not in swapped), key=lambda n: (candidates[n].alive, n)
+    )
     newcomers = [n for n in promoted if n not in swapped]
     for old, new in zip(dropped, newcomers):
         if not candidates[old].alive:

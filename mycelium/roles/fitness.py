@@ -237,7 +237,11 @@ def _disk_bar(minimum: int, incumbent: bool, config: RoleConfig) -> int:
 # --------------------------------------------------------------------------- facts for status
 
 
-_REACH_TEXT = {Reachability.DIRECT: "direct address", Reachability.RELAY: "relay only", Reachability.UNKNOWN: "reachability unknown"}
+_REACH_TEXT = {
+    Reachability.DIRECT: "direct address",
+    Reachability.RELAY: "relay only",
+    Reachability.UNKNOWN: "reachability unknown",
+}
 
 
 def facts(c: Candidate) -> str:

@@ -91,7 +91,7 @@ class CapabilityProfile:
         version = obj.get("v")
         if isinstance(version, bool) or version != PROFILE_VERSION:
             raise ProfileError(f"capability profile version {version!r} is not supported (this build reads 1)")
-        expected = {"v", "cores", "ram", "ram_avail", "disk_free", "arch", "bat", "on_bat", "uptime_s", "load_m", "reach"}
+        expected = _WIRE_FIELDS
         missing = expected - obj.keys()
         if missing:
             raise ProfileError(f"capability profile lacks {', '.join(sorted(map(str, missing)))}")
@@ -114,6 +114,11 @@ class CapabilityProfile:
             load_1m_milli=obj["load_m"],
             reachability=reach,
         )
+
+
+_WIRE_FIELDS = frozenset(
+    {"v", "cores", "ram", "ram_avail", "disk_free", "arch", "bat", "on_bat", "uptime_s", "load_m", "reach"}
+)
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -26,7 +26,8 @@ class ReadOnlyConfig:
     enter_after_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.enter_after_s, (int, float)) and math.isfinite(self.enter_after_s) and self.enter_after_s >= 0):
+        value = self.enter_after_s
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"enter_after_s must be a finite number ≥ 0, got {self.enter_after_s!r}")
 
 
@@ -139,5 +140,10 @@ class QuorumWatch:
             left = self._last_quorum + self.config.enter_after_s - now
             reason = f"quorum lost ({counts}); read-only in {max(0.0, left):.0f} s unless it returns"
         return ReadOnlyStatus(
-            read_only=self._since is not None, reason=reason, since=self._since, reachable=got, needed=need, validators=n
+            read_only=self._since is not None,
+            reason=reason,
+            since=self._since,
+            reachable=got,
+            needed=need,
+            validators=n,
         )

@@ -69,14 +69,19 @@ def test_profile_wire_round_trip(p):
     assert CapabilityProfile.from_wire(decode(canonical(p.to_wire()))) == p
 
 
-wire_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=40), st.binary(max_size=8))
+wire_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=40), st.binary(max_size=8)
+)
 
 
 VALID_WIRE = CapabilityProfile(2, 4, 1, 0, "x86_64", True, False, 0, 0, Reachability.RELAY).to_wire()
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(VALID_WIRE)), wire_values), st.sets(st.sampled_from(sorted(VALID_WIRE))))
+@given(
+    st.dictionaries(st.sampled_from(sorted(VALID_WIRE)), wire_values),
+    st.sets(st.sampled_from(sorted(VALID_WIRE))),
+)
 def test_garbage_profiles_are_refused_with_profile_error_only(overrides, dropped):
     wire = {k: v for k, v in (VALID_WIRE | overrides).items() if k not in dropped}
     try:

@@ -92,7 +92,8 @@ def fit_worlds(draw):
             load_1m_milli=draw(st.integers(0, 2000)),
             reachability=draw(st.sampled_from(list(Reachability))),
         )
-        cands[f"n{i:02}"] = Candidate(profile, trust=draw(st.integers(400, 1000)), uptime_permille=draw(st.integers(900, 1000)))
+        trust, uptime = draw(st.integers(400, 1000)), draw(st.integers(900, 1000))
+        cands[f"n{i:02}"] = Candidate(profile, trust=trust, uptime_permille=uptime)
     return cands, {}
 
 
@@ -192,7 +193,9 @@ def test_settles_and_nobody_is_starved(world):
     cands, current = world
     roles, _ = settle(cands, current)  # raises if it takes more than max_validators + 2 steps
     healthy = [
-        n for n in validators(roles) if cands[n].alive and not sclerotium_blockers(cands[n], incumbent=True, config=CONFIG)
+        n
+        for n in validators(roles)
+        if cands[n].alive and not sclerotium_blockers(cands[n], incumbent=True, config=CONFIG)
     ]
     for n, c in cands.items():
         if n in validators(roles):
@@ -265,4 +268,5 @@ def test_a_metric_hovering_at_a_threshold_does_not_flip_roles_back(world, data):
             if roles[n] is not history[n][-1]:
                 history[n].append(roles[n])
     for n, seen in history.items():
-        assert len(seen) == len(set(seen)), f"{n} flipped back: {[r.value for r in seen]} ({metric} {low}/{high} on {target})"
+        flips = [r.value for r in seen]
+        assert len(seen) == len(set(seen)), f"{n} flipped back: {flips} ({metric} {low}/{high} on {target})"

@@ -39,11 +39,11 @@ def laptop(on_battery: bool, battery_epochs: int | None = None) -> Candidate:
     return node(16, battery_present=True, on_battery=on_battery, battery_epochs=battery_epochs)
 
 
-def run(cands: dict[str, Candidate], current: dict[str, Role] | None = None, config: RoleConfig = RoleConfig()) -> Assignment:
+def run(cands: dict[str, Candidate], current: dict | None = None, config: RoleConfig = RoleConfig()) -> Assignment:
     return assign_roles(cands, current or {}, config)
 
 
-def settle(cands: dict[str, Candidate], current: dict[str, Role] | None = None, config: RoleConfig = RoleConfig()) -> dict[str, Role]:
+def settle(cands: dict[str, Candidate], current: dict | None = None, config: RoleConfig = RoleConfig()) -> dict:
     roles = dict(current or {})
     for _ in range(config.max_validators + 3):
         nxt = run(cands, roles, config).roles

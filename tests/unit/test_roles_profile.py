@@ -13,7 +13,15 @@ import pytest
 from mycelium.encoding import canonical, decode
 from mycelium.roles import probe as probe_module
 from mycelium.roles.probe import probe
-from mycelium.roles.profile import GIB, MIB, CapabilityProfile, ProfileError, Reachability, RepublishConfig, changed_enough
+from mycelium.roles.profile import (
+    GIB,
+    MIB,
+    CapabilityProfile,
+    ProfileError,
+    Reachability,
+    RepublishConfig,
+    changed_enough,
+)
 
 
 def profile(**kw) -> CapabilityProfile:
