@@ -1,1 +1,10 @@
-"""Workload drivers behind one interface: process (embedded default), k3s, qemu."""
+"""Workloads: manifests, placement, reconciliation and drivers (process now; k3s, qemu later).
+
+    spec.py         ServiceSpec: the integer-only, canonical wire form of a service
+    manifest.py     YAML spore manifests -> ServiceSpec, errors with file/line/field (+ manifest.schema.json)
+    placement.py    pure: which nodes run which service (weighted rendezvous, selectors, capacity)
+    reconciler.py   pure: actions that make this node run what is placed on it
+    driver.py       the Driver interface shared by every runtime
+    conformance.py  check_driver(make_driver): the suite every driver passes
+    process.py      the embedded process driver (with leftovers.py, limits.py, logfiles.py, probes.py)
+"""

@@ -75,7 +75,7 @@ async def check_start_status_stop(make_driver: MakeDriver) -> None:
         assert status.pid, status
         assert handle in await driver.instances()
         final = await driver.stop(handle, grace_s=5)
-        assert final.state is InstanceState.EXITED and final.pid is None, final
+        assert final.state is InstanceState.EXITED and final.pid is None and final.final, final
         assert final.exit_code == -15, f"a plain process should die of SIGTERM, not {final.exit_code}"
         assert handle not in await driver.instances()
         try:
@@ -117,6 +117,7 @@ async def check_on_failure_does_not_restart_success(make_driver: MakeDriver) -> 
         handle = await driver.start(InstanceSpec("done-0", spec))
         status = await wait_status(driver, handle, lambda s: "not restarting" in s.message, "finished")
         assert status.state is InstanceState.EXITED and status.exit_code == 0 and status.restarts == 0, status
+        assert status.final, "an instance its policy will not restart is final"
 
 
 async def check_crash_loop(make_driver: MakeDriver) -> None:

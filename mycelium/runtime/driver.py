@@ -66,6 +66,7 @@ class InstanceStatus:
     ports: Mapping[str, int] = field(default_factory=dict, hash=False)  # port name -> actual port
     limits: str = ""  # how resources are enforced here, e.g. "cgroup v2" or "rlimit only: …"
     message: str = ""  # the last notable event, for humans ("exited with code 1; restart in 2 s")
+    final: bool = False  # the driver no longer supervises it (exited under its policy, or stopped)
 
 
 class DriverError(Exception):

@@ -50,6 +50,7 @@ class ProcessDriverConfig:
     reap_grace_s: float = 2.0  # SIGTERM→SIGKILL grace for leftovers of a crashed driver
     drain_s: float = 1.0  # keep reading output this long after the main process exited
     port_check_host: str = "0.0.0.0"  # where fixed ports are test-bound and free ports are picked
+    startup_probe_ms: int = 250  # probe interval before the first healthy result (if < the period)
 
 
 @dataclass(slots=True, eq=False)
@@ -303,7 +304,10 @@ class ProcessDriver:
                     inst.kill_reason = f"killed after {failures} failed health checks ({detail})"
                     leftovers.signal_group(proc.pid, signal.SIGKILL)
                     return
-            await trio.sleep(check.period_ms / 1000)
+            # until the first success, probe more often so a fresh instance turns healthy quickly
+            starting = inst.state in (InstanceState.STARTING, InstanceState.CRASH_LOOP)
+            period_ms = min(check.period_ms, self.config.startup_probe_ms) if starting else check.period_ms
+            await trio.sleep(period_ms / 1000)
 
     # ------------------------------------------------------------------ helpers
 
@@ -349,7 +353,7 @@ class ProcessDriver:
             instance_id=inst.spec.instance_id, state=inst.state, version=inst.spec.service.version(),
             restarts=inst.restarts, exit_code=inst.exit_code,
             pid=inst.proc.pid if inst.proc is not None and inst.proc.returncode is None else None,
-            ports=dict(inst.ports), limits=inst.limits.note, message=inst.message)
+            ports=dict(inst.ports), limits=inst.limits.note, message=inst.message, final=inst.done.is_set())
 
     def _get(self, handle: InstanceHandle) -> _Instance:
         inst = self._instances.get(handle.instance_id)
