@@ -51,9 +51,10 @@ class Converged:
             groups.setdefault(self.state_of(node.inner), []).append(node.id)
         if len(groups) <= 1:
             return None
-        sizes = sorted((len(ids), ids[0]) for ids in groups.values())
-        parts = ", ".join(f"{size} nodes like {first}" for size, first in reversed(sizes))
-        return f"{len(groups)} distinct states among honest nodes: {parts}"
+        sizes = sorted(((len(ids), ids[0]) for ids in groups.values()), key=lambda s: (-s[0], s[1]))
+        parts = ", ".join(f"{size} like {first}" for size, first in sizes[:5])
+        more = f" and {len(sizes) - 5} more" if len(sizes) > 5 else ""
+        return f"{len(groups)} distinct states among honest nodes (node count like node id): {parts}{more}"
 
 
 @dataclass(slots=True)
