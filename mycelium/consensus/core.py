@@ -31,6 +31,24 @@ from mycelium.consensus.votes import Added, RoundVotes
 ROUND_WINDOW = 4  # votes are stored for rounds up to current + this; further ones only count for round skips
 
 
+# Every input the core drops or merely notes is counted in `ConsensusCore.errors` under one of these.
+REJECTIONS = {
+    "malformed": "not a consensus message of this version (undecodable, wrong types, bad sizes)",
+    "not_validator": "signed by a node outside this height's validator set",
+    "not_proposer": "a proposal from a validator that is not this round's proposer",
+    "bad_signature": "signature does not verify for its claimed validator",
+    "old_height": "for a height we already decided (a straggler; a stuck sender gets the decision)",
+    "future_buffered": "for the next height: kept until we get there",
+    "future_dropped": "for a later height, or the buffer is full (it is resent)",
+    "round_ahead": "too many rounds ahead to store; counted toward a round skip only",
+    "duplicate": "the same message again (rebroadcast)",
+    "equivocation": "a second, different signed message for one step: evidence emitted",
+    "decision_not_current": "a catch-up decision for a height we are not at",
+    "bad_decision": "a catch-up decision whose certificate or batch does not check out",
+    "refused_double_sign": "we were about to sign a different message for a step already signed",
+}
+
+
 class Step(str, Enum):
     PROPOSE = "propose"  # waiting for the round's proposal
     COMMIT = "commit"  # committed; waiting for 2f+1 commitments (or the commit timeout) to reveal

@@ -26,7 +26,7 @@ from mycelium.consensus.outcomes import Decided, PersistLock
 GENESIS_HASH = hash_value("genesis", person=b"myc-test-genesis")
 
 
-def test_key(seed: int, index: int) -> NodeKey:
+def localnet_key(seed: int, index: int) -> NodeKey:
     return NodeKey.from_seed(hash_value([seed, index], person=b"myc-test-key"))
 
 
@@ -66,7 +66,7 @@ class LocalNet:
                  schedule: dict[int, list[int]] | None = None, extra_keys: int = 0) -> None:
         self.rng = Random(seed)
         self.network_id = hash_value(["localnet", seed]).hex()
-        keys = sorted((test_key(seed, i) for i in range(n + extra_keys)), key=lambda k: k.node_id)
+        keys = sorted((localnet_key(seed, i) for i in range(n + extra_keys)), key=lambda k: k.node_id)
         self.keys = keys
         self.ids = [k.node_id for k in keys]
         sets = {h: [self.ids[i] for i in members] for h, members in (schedule or {0: list(range(n))}).items()}
