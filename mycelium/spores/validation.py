@@ -37,6 +37,7 @@ class DropReason(Enum):
     CONTRADICTS_PRIMARY = "contradicts_primary"  # a Latent claim the Primary says otherwise about
     WRONG_SCOPE = "wrong_scope"  # an entry or message for another scope than this store's
     UNSUPPORTED_VERSION = "unsupported_version"  # a wire protocol version this build does not speak
+    BAD_PRIMARY = "bad_primary"  # a Primary or Seed that breaks the chain rule or its certificate
 
 
 @dataclass(frozen=True, slots=True)

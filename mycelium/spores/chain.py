@@ -1,0 +1,246 @@
+"""The node's copy of the Primary chain, and a sans-IO catch-up core.
+
+`PrimaryChain` holds the newest certified Primaries (bounded history; the Genesis record is always
+known), accepts a link only if `verify_successor` accepts it against the current head, and serves
+ranges to peers. A SQLite layer (mycelium.storage) persists what it holds; on restart
+`PrimaryChain.resume` trusts the links the node itself verified and stored before.
+
+`PrimaryCatchup` is the catch-up protocol (implements mycelium.effects.Core): every interval it
+asks one peer for the links after its head (`PrimaryRequest`), verifies every certificate of the
+answer (`PrimaryLinks`) and appends them; a tampered link is dropped with the chain's reason
+(counted in `rejected`) and the peer is reported to trust scoring. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from mycelium.effects import Effect, Send, SetTimer
+from mycelium.encoding import EncodingError, canonical, decode
+from mycelium.identity import Genesis, NodeId
+from mycelium.spores.primary import (
+    MAX_PRIMARY_BYTES,
+    CertifiedPrimary,
+    ChainError,
+    PrimaryError,
+    PrimarySpore,
+    verify_genesis,
+    verify_successor,
+)
+from mycelium.spores.validation import DropReason, NullTrustReporter, TrustReporter
+
+CATCHUP_VERSION = 1
+MAX_LINKS_PER_MESSAGE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    # certified Primaries kept (and served to peers); older ones are pruned. At one decision per
+    # few seconds, 4096 links cover hours: enough for a node that was offline to catch up link by link
+    max_history: int = 4096
+    catchup_interval_s: float = 5.0  # how often we ask a peer for links after our head
+    max_links_per_message: int = 32  # per answer; each link may carry a large Primary
+    timer_name: str = "spores.primary.catchup"
+
+    def __post_init__(self) -> None:
+        if self.max_history < 1 or not 1 <= self.max_links_per_message <= MAX_LINKS_PER_MESSAGE:
+            raise ValueError(f"ChainConfig: max_history ≥ 1 and 1 ≤ max_links_per_message ≤ {MAX_LINKS_PER_MESSAGE}")
+        if self.catchup_interval_s <= 0:
+            raise ValueError("ChainConfig.catchup_interval_s must be positive")
+
+
+class PrimaryChain:
+    """Verified certified Primaries from some trusted height up to the head (bounded)."""
+
+    def __init__(self, genesis: Genesis, genesis_link: CertifiedPrimary, config: ChainConfig | None = None) -> None:
+        verify_genesis(genesis_link.primary, genesis_link.certificate, genesis)
+        self.genesis = genesis
+        self.config = config or ChainConfig()
+        self._links: deque[CertifiedPrimary] = deque([genesis_link], maxlen=self.config.max_history)
+
+    @classmethod
+    def resume(cls, genesis: Genesis, stored: Iterable[CertifiedPrimary], config: ChainConfig | None = None) -> PrimaryChain:
+        """Rebuild from links this node verified before (its own disk): the first is trusted, every
+        following one is verified again so a corrupted store is caught."""
+        links = list(stored)
+        if not links:
+            raise ChainError("genesis", "no stored Primary to resume from; start from the genesis Primary")
+        chain = cls.__new__(cls)
+        chain.genesis = genesis
+        chain.config = config or ChainConfig()
+        if links[0].primary.network_id != genesis.network_id:
+            raise ChainError("network", "the stored Primaries belong to another network than this node's genesis")
+        if links[0].primary.height == 0:
+            verify_genesis(links[0].primary, links[0].certificate, genesis)
+        chain._links = deque([links[0]], maxlen=chain.config.max_history)
+        chain.extend(links[1:])
+        return chain
+
+    @property
+    def head(self) -> CertifiedPrimary:
+        return self._links[-1]
+
+    @property
+    def primary(self) -> PrimarySpore:
+        return self._links[-1].primary
+
+    @property
+    def height(self) -> int:
+        return self._links[-1].primary.height
+
+    @property
+    def oldest_height(self) -> int:
+        return self._links[0].primary.height
+
+    def get(self, height: int) -> CertifiedPrimary | None:
+        index = height - self.oldest_height
+        return self._links[index] if 0 <= index < len(self._links) else None
+
+    def append(self, link: CertifiedPrimary) -> None:
+        """Add the next link; ChainError (with its reason) if it does not follow the head."""
+        verify_successor(self.primary, link.primary, link.certificate)
+        self._links.append(link)
+
+    def extend(self, links: Iterable[CertifiedPrimary]) -> int:
+        """Append links in order, skipping ones we already hold; returns how many were added."""
+        added = 0
+        for link in links:
+            if link.primary.height <= self.height:  # already held, or pruned from our history
+                held = self.get(link.primary.height)
+                if held is not None and held.primary.hash() != link.primary.hash():
+                    raise ChainError("prev_hash", f"a different Primary is certified at height {link.primary.height}: a fork or a forgery")
+                continue
+            self.append(link)
+            added += 1
+        return added
+
+    def links_after(self, height: int, limit: int) -> list[CertifiedPrimary]:
+        start = max(height + 1, self.oldest_height)
+        return [self._links[h - self.oldest_height] for h in range(start, min(self.height, start + limit - 1) + 1)]
+
+
+# --------------------------------------------------------------------------- catch-up protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryRequest:
+    after_height: int  # send the links above this height
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 1, "after": self.after_height})
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryLinks:
+    links: tuple[CertifiedPrimary, ...]
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 2, "links": [link.to_wire() for link in self.links]})
+
+
+class CatchupMessageError(ValueError):
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
+    if isinstance(data, (PrimaryRequest, PrimaryLinks)):
+        data = data.to_bytes()
+    if not isinstance(data, (bytes, bytearray)):
+        raise CatchupMessageError(DropReason.MALFORMED, "catch-up message must be bytes")
+    max_bytes = MAX_LINKS_PER_MESSAGE * MAX_PRIMARY_BYTES // 16
+    if len(data) > max_bytes:
+        raise CatchupMessageError(DropReason.OVERSIZE, f"catch-up message of {len(data)} bytes exceeds {max_bytes}")
+    try:
+        obj = decode(bytes(data), max_size=max_bytes)
+    except EncodingError as exc:
+        raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
+    if not isinstance(obj, dict):
+        raise CatchupMessageError(DropReason.MALFORMED, "catch-up message must be a map")
+    if obj.get("v") != CATCHUP_VERSION:
+        raise CatchupMessageError(DropReason.UNSUPPORTED_VERSION, f"catch-up version {obj.get('v')!r} is not {CATCHUP_VERSION}")
+    if obj.get("t") == 1 and set(obj) == {"v", "t", "after"}:
+        after = obj["after"]
+        if isinstance(after, int) and not isinstance(after, bool) and after >= -1:
+            return PrimaryRequest(after)
+    elif obj.get("t") == 2 and set(obj) == {"v", "t", "links"}:
+        links = obj["links"]
+        if isinstance(links, list) and len(links) <= MAX_LINKS_PER_MESSAGE:
+            try:
+                return PrimaryLinks(tuple(CertifiedPrimary.from_wire(link) for link in links))
+            except PrimaryError as exc:
+                raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
+    elif obj.get("t") not in (1, 2):
+        raise CatchupMessageError(DropReason.UNKNOWN_TYPE, f"catch-up message type {obj.get('t')!r} is unknown")
+    raise CatchupMessageError(DropReason.MALFORMED, "catch-up message fields are malformed")
+
+
+class PrimaryCatchup:
+    """Pulls Primaries newer than our head from peers and serves ours (a mycelium.effects.Core).
+
+    Appended links are also returned as `NewPrimary` effects, so the owner can persist them
+    (fsync before acting on them) and update validation (members, contradictions)."""
+
+    def __init__(self, node_id: NodeId, chain: PrimaryChain, *, reporter: TrustReporter | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.node_id = node_id
+        self.chain = chain
+        self.config = chain.config
+        self.reporter: TrustReporter = reporter or NullTrustReporter()
+        self.rng = rng or random.Random(node_id)
+        self.peers: tuple[NodeId, ...] = ()
+        self.next_at: float | None = None
+        self.drops: Counter[DropReason] = Counter()  # messages dropped, by reason
+        self.rejected: Counter[str] = Counter()  # links refused, by ChainError reason
+
+    def set_peers(self, peers: Iterable[NodeId]) -> None:
+        self.peers = tuple(sorted(p for p in set(peers) if p != self.node_id))
+
+    def on_tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.next_at is None or now >= self.next_at:
+            if self.peers:
+                peer = self.rng.choice(self.peers)
+                effects.append(Send(peer, PrimaryRequest(self.chain.height).to_bytes()))
+            self.next_at = now + self.config.catchup_interval_s
+        effects.append(SetTimer(self.config.timer_name, self.next_at))
+        return effects
+
+    def on_message(self, sender: NodeId, message: Any, now: float) -> list[Effect]:
+        try:
+            msg = decode_catchup(message)
+        except CatchupMessageError as exc:
+            self.drops[exc.reason] += 1
+            self.reporter.report_invalid(sender, None, exc.reason)
+            return []
+        if isinstance(msg, PrimaryRequest):
+            links = self.chain.links_after(msg.after_height, self.config.max_links_per_message)
+            return [Send(sender, PrimaryLinks(tuple(links)).to_bytes())] if links else []
+        return self._on_links(sender, msg)
+
+    def _on_links(self, sender: NodeId, msg: PrimaryLinks) -> list[Effect]:
+        effects: list[Effect] = []
+        for link in sorted(msg.links, key=lambda l: l.primary.height):
+            if link.primary.height <= self.chain.height:
+                continue  # already held (extend would check it matches; not needed to make progress)
+            try:
+                self.chain.append(link)
+            except ChainError as exc:
+                self.rejected[exc.reason] += 1
+                self.reporter.report_invalid(sender, None, DropReason.BAD_PRIMARY)
+                break  # later links cannot follow a refused one
+            effects.append(NewPrimary(link))
+        if effects and len(msg.links) >= self.config.max_links_per_message:
+            effects.append(Send(sender, PrimaryRequest(self.chain.height).to_bytes()))  # more may follow
+        return effects
+
+
+@dataclass(frozen=True, slots=True)
+class NewPrimary:
+    """Effect: a verified Primary was appended to the chain (persist it, then act on it)."""
+
+    link: CertifiedPrimary
