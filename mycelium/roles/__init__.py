@@ -6,7 +6,7 @@ imported here so that pure cores importing this package never load psutil.
 """
 
 from mycelium.roles.assignment import Assignment, assign_roles, bft_size
-from mycelium.roles.fitness import DEFAULT_ROLE_CONFIG, Candidate, Role, RoleConfig, RoleError
+from mycelium.roles.fitness import DEFAULT_ROLE_CONFIG, Candidate, Role, RoleConfig, RoleError, next_battery_epochs
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig, ReadOnlyMode, ReadOnlyStatus
 
@@ -27,4 +27,5 @@ __all__ = [
     "assign_roles",
     "bft_size",
     "changed_enough",
+    "next_battery_epochs",
 ]

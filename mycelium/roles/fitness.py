@@ -179,6 +179,14 @@ def battery_blocks(c: Candidate, *, incumbent: bool, config: RoleConfig) -> bool
     return epochs >= config.battery_grace_epochs
 
 
+def next_battery_epochs(previous: int | None, profile: CapabilityProfile, *, limit: int = 1 << 16) -> int:
+    """`Candidate.battery_epochs` for this epoch, from last epoch's count and this epoch's profile:
+    one more while on battery, 0 once plugged in (bounded so the Primary's value stays small)."""
+    if not profile.on_battery:
+        return 0
+    return min((previous or 0) + 1, limit)
+
+
 def sclerotium_blockers(c: Candidate, *, incumbent: bool, config: RoleConfig = DEFAULT_ROLE_CONFIG) -> list[str]:
     """Why `c` may not become (incumbent=False) or stay (incumbent=True) a validator; [] = fit.
 

@@ -302,3 +302,13 @@ def test_rhizomorph_trust_hovering_at_the_promotion_bar_does_not_flap():
         assert roles["x"] is R
     cands["x"] = node(trust=90)  # under the keep bar
     assert run(cands, roles).roles["x"] is H
+
+
+def test_next_battery_epochs_counts_consecutive_epochs_on_battery():
+    from mycelium.roles.fitness import next_battery_epochs
+
+    on, off = profile(battery_present=True, on_battery=True), profile(battery_present=True)
+    assert next_battery_epochs(None, on) == 1
+    assert next_battery_epochs(2, on) == 3
+    assert next_battery_epochs(5, off) == 0
+    assert next_battery_epochs(10, on, limit=10) == 10
