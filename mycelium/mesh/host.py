@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections import Counter
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,7 @@ from mycelium.mesh.rpc import Handler, RequestResponse
 
 tame_library_loggers()
 
+TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT})  # redialled, not blocked
 BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its handshake hears "blocked"
 
 
@@ -137,7 +139,7 @@ class Mesh:
             base_s=config.redial_base_s, max_s=config.redial_max_s, jitter=config.redial_jitter, rng=self._rng
         )
         self._replay = ReplayGuard()
-        self._handshaking: set[NodeId] = set()
+        self._handshaking: Counter[NodeId] = Counter()  # handshakes running per peer
         self._admitted_events: dict[NodeId, trio.Event] = {}
         self._connected_at: dict[NodeId, float] = {}
         self._concluded: dict[NodeId, trio.Event] = {}
@@ -339,7 +341,7 @@ class Mesh:
         rec.via_relay = any("/p2p-circuit" in str(a) for a in _transport_addrs(conn))
         self._connected_at.setdefault(node, now)
         if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
-            self._spawn(self._initiate, peer_id)
+            self._spawn(self._initiate, peer_id, conn)
 
     def _on_disconnected(self, conn: Any) -> None:
         node = conn.muxed_conn.peer_id.to_base58()
@@ -372,7 +374,7 @@ class Mesh:
         if rec is not None and rec.admitted:
             return True
         opened = self._connected_at.get(node_id)
-        if node_id in self._handshaking or (opened is not None and now - opened < self.config.admission_wait_s):
+        if self._handshaking[node_id] or (opened is not None and now - opened < self.config.admission_wait_s):
             with trio.move_on_after(self.config.admission_wait_s):
                 await self.wait_admitted(node_id)
                 return True
@@ -399,27 +401,27 @@ class Mesh:
         except BaseLibp2pError as exc:
             self.log.debug("mesh.disconnect.failed", peer=node_id, error=str(exc))
 
-    async def _initiate(self, peer_id: ID) -> None:
+    async def _initiate(self, peer_id: ID, conn: Any) -> None:
         node = peer_id.to_base58()
         rec = self.book.get(node)
-        if rec.admitted or node in self._handshaking:
+        if rec.admitted or self._handshaking[node]:
             return
-        self._handshaking.add(node)
+        self._handshaking[node] += 1
         hs = self._handshake(Role.INITIATOR, node)
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
+                started = getattr(conn, "event_started", None)
+                if started is not None:
+                    await started.wait()  # the notifee fires before the muxer is ready for streams
                 try:
                     stream = await self.libp2p_host.new_stream(peer_id, [self.protocols.membership])
-                except BaseLibp2pError:
-                    # refused negotiation on a live connection: the peer does not speak our membership
-                    # protocol (a plain libp2p node, or another network); a dead one: it dropped us
-                    still_connected = bool(self.libp2p_host.get_network().get_connections(peer_id))
-                    hs.fail(FailureReason.NO_PROTOCOL if still_connected else FailureReason.STREAM_ERROR)
+                except BaseLibp2pError as exc:
+                    hs.fail(_classify_open_failure(exc))
                 else:
                     await self._drive(hs, stream, hs.start())
             hs.fail(FailureReason.TIMEOUT)  # no-op when the handshake already ended
         finally:
-            self._handshaking.discard(node)
+            self._release_handshake(node)
         await self._conclude(peer_id, hs)
 
     async def _on_membership_stream(self, stream: Any) -> None:
@@ -434,15 +436,20 @@ class Mesh:
                 except (FrameError, BaseLibp2pError):
                     pass  # it is being disconnected anyway; the refusal was a courtesy
             return
-        self._handshaking.add(node)
+        self._handshaking[node] += 1
         hs = self._handshake(Role.RESPONDER, node)
         try:
             with trio.move_on_after(self.config.handshake_timeout_s):
                 await self._drive(hs, stream, None)
             hs.fail(FailureReason.TIMEOUT)
         finally:
-            self._handshaking.discard(node)
+            self._release_handshake(node)
         await self._conclude(peer_id, hs)
+
+    def _release_handshake(self, node: NodeId) -> None:
+        self._handshaking[node] -= 1
+        if self._handshaking[node] <= 0:
+            del self._handshaking[node]
 
     def _handshake(self, role: Role, node: NodeId) -> Handshake:
         return Handshake(
@@ -500,13 +507,28 @@ class Mesh:
         if rec.admitted:
             return  # a duplicate handshake on a second connection failed; the first one stands
         rec.failure = reason
-        self.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
-        self.offend(node, Offense.HANDSHAKE_FAILED)
+        if hs.failure in TRANSIENT_FAILURES:
+            # the connection broke or stalled (a restart, a flaky link): retry later, no block
+            delay = self.redial.failed(node, trio.current_time())
+            self.log.info("mesh.peer.handshake_interrupted", peer=node, reason=reason, retry_in_s=round(delay, 2))
+        else:
+            self.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
+            self.offend(node, Offense.HANDSHAKE_FAILED)
         await self._disconnect(node)
 
 
 async def _auto_connector_disabled() -> None:
     await trio.lowlevel.checkpoint()  # leaves AutoConnector._started False: it never runs
+
+
+def _classify_open_failure(exc: BaseException) -> FailureReason:
+    """Opening the membership stream failed: did the peer decline the protocol (a plain libp2p
+    node, or a node of another network), or did the connection break?"""
+    while exc is not None:
+        if "protocols not supported" in str(exc):
+            return FailureReason.NO_PROTOCOL
+        exc = exc.__cause__  # type: ignore[assignment]
+    return FailureReason.STREAM_ERROR
 
 
 def _transport_addrs(conn: Any) -> list[Any]:
