@@ -1,1 +1,13 @@
-"""Spore data model, codec, validation, merge and limits: pure, no I/O."""
+"""Spore data model, codec, validation, merge and limits: pure, no I/O.
+
+entry.py       signed Latent entries (typed, keyed by observer/subject, per-author versions)
+validation.py  validate-first: drop reasons, counting, trust reports
+latent.py      the bounded Latent CRDT store (merge laws proven in its docstring and tests)
+gossip.py      sans-IO anti-entropy core (digests, range requests, deltas)
+primary.py     Primary spores: the certified hash chain from genesis
+chain.py       the node's bounded Primary chain and the sans-IO catch-up core
+seed.py        Seed spores and the authority order Primary > Seed > Latent
+report.py      JSON-ready descriptions for `mycelium spores --json`
+certificate.py quorum certificates (shared with consensus)
+testing.py     deterministic keys, signed entries and a loopback network for tests
+"""

@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from mycelium.encoding import HASH_SIZE, digest, hash_value
+from mycelium.encoding import HASH_SIZE, EncodingError, canonical, decode, digest, hash_value
 from mycelium.identity import NodeId
 from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryKey, EntryType
 
@@ -218,6 +218,20 @@ class LatentStore:
         clone.evicted = Counter(self.evicted)
         clone.refused = self.refused
         return clone
+
+    def snapshot(self) -> bytes:
+        """Canonical bytes of the whole state, for the node's own disk (restore with `restore`)."""
+        return canonical({"sc": self.scope, "e": [e.to_wire() for e in self.entries()]})
+
+    @classmethod
+    def restore(cls, data: bytes, limits: LatentLimits | None = None, *, bucket_bits: int = 4) -> LatentStore:
+        """Rebuild a store from `snapshot()` bytes; EntryError/EncodingError if they are corrupt."""
+        obj = decode(data, max_size=64 << 20)
+        if not isinstance(obj, dict) or not isinstance(obj.get("sc"), str) or not isinstance(obj.get("e"), list):
+            raise EncodingError("Latent snapshot must be a map of scope and entries")
+        store = cls(obj["sc"], limits, bucket_bits=bucket_bits)
+        store.merge_entries(Entry.from_wire(e) for e in obj["e"])
+        return store
 
     def _put(self, key: EntryKey, entry: Entry, rank: tuple) -> None:
         self._entries[key] = entry
