@@ -174,15 +174,16 @@ def _choose_validators(
         return sorted(nodes, key=lambda n: (-scores[n], n))
 
     holders = [n for n in ids if now[n] is Role.SCLEROTIUM and candidates[n].cap.allows(Role.SCLEROTIUM)]
+    holder_set = set(holders)
     for n in ids:
-        if now[n] is Role.SCLEROTIUM and n not in holders:
+        if now[n] is Role.SCLEROTIUM and n not in holder_set:
             reasons[n].append(f"capped at {candidates[n].cap.value} by operator")
     unfit_why = {n: sclerotium_blockers(candidates[n], incumbent=True, config=config) for n in holders}
     healthy = best_first([n for n in holders if candidates[n].alive and not unfit_why[n]])
     unfit = best_first([n for n in holders if candidates[n].alive and unfit_why[n]])
     dead = best_first([n for n in holders if not candidates[n].alive])
     challengers = best_first(
-        [n for n in ids if n not in holders and not sclerotium_blockers(candidates[n], incumbent=False, config=config)]
+        [n for n in ids if n not in holder_set and not sclerotium_blockers(candidates[n], incumbent=False, config=config)]
     )
 
     size = bft_size(min(len(holders) + len(challengers), config.max_validators))
