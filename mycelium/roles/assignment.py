@@ -183,7 +183,11 @@ def _choose_validators(
     unfit = best_first([n for n in holders if candidates[n].alive and unfit_why[n]])
     dead = best_first([n for n in holders if not candidates[n].alive])
     challengers = best_first(
-        [n for n in ids if n not in holder_set and not sclerotium_blockers(candidates[n], incumbent=False, config=config)]
+        [
+            n
+            for n in ids
+            if n not in holder_set and not sclerotium_blockers(candidates[n], incumbent=False, config=config)
+        ]
     )
 
     size = bft_size(min(len(holders) + len(challengers), config.max_validators))
