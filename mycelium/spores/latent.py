@@ -148,6 +148,7 @@ class LatentStore:
         self._root_cache: bytes | None = None
         self.evicted = Counter()  # entries dropped by limits, by type name (pruned or refused)
         self.refused = 0  # entries refused for shape, scope or observer != author
+        self.equivocations: Counter[NodeId] = Counter()  # same key and version signed twice, by author
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class LatentStore:
             "by_author": dict(sorted(by_author.items())),
             "evicted": dict(sorted(self.evicted.items())),
             "refused": self.refused,
+            "equivocations": dict(sorted(self.equivocations.items())),
             "digest": self.digest().hex(),
         }
 
@@ -197,7 +199,10 @@ class LatentStore:
             return False
         key = entry.key
         rank = entry.rank()
-        if key in self._ranks and self._ranks[key] >= rank:
+        held = self._ranks.get(key)
+        if held is not None and held[0] == rank[0] and held != rank:
+            self.equivocations[entry.author] += 1  # one version, two contents: the digest decides
+        if held is not None and held >= rank:
             return False
         self._put(key, entry, rank)
         self._prune_after_insert(entry)
@@ -217,6 +222,7 @@ class LatentStore:
             clone._put(key, entry, self._ranks[key])
         clone.evicted = Counter(self.evicted)
         clone.refused = self.refused
+        clone.equivocations = Counter(self.equivocations)
         return clone
 
     def snapshot(self) -> bytes:

@@ -33,6 +33,7 @@ def test_equal_versions_are_ordered_by_digest():
     a.merge_entries([x, y])
     b.merge_entries([y, x])
     assert a.get(x.key) == winner == b.get(x.key)
+    assert a.equivocations[x.author] == 1 and b.equivocations[x.author] == 1
 
 
 def test_refuses_other_scope_and_foreign_observer():
