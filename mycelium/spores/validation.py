@@ -17,8 +17,6 @@ from mycelium.spores.entry import (
     OBSERVATION_TYPES,
     Entry,
     EntryError,
-    EntryType,
-    MalformedEntry,
     OversizeEntry,
     UnknownEntryType,
 )
