@@ -1,5 +1,6 @@
 """Merge laws of the bounded Latent CRDT, limits under any input, and N-replica convergence."""
 
+import dataclasses
 from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
@@ -7,10 +8,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mycelium.spores.entry import TEMPORAL_TYPES, EntryType
-from mycelium.spores.gossip import GossipConfig, LatentGossip
+from mycelium.spores.gossip import Delta, GossipConfig, LatentGossip, MessageError, decode_message, encode_message
 from mycelium.spores.latent import LatentLimits, LatentStore, prune
 from mycelium.spores.testing import NETWORK_ID, LoopbackNet, node_id, signed_entry
-from mycelium.spores.validation import EntryValidator
+from mycelium.spores.validation import DropReason, EntryValidator
 
 # tight limits so that pruning happens in almost every example
 LIMITS = LatentLimits(
@@ -131,6 +132,15 @@ def test_limits_are_never_exceeded(xs, cap_endpoint, cap_health, window_ms, max_
 REPLICAS = 4
 
 
+def garbage_decodes(data):
+    """Random bytes that happen to form a valid message (e.g. an empty Delta) are not dropped."""
+    try:
+        decode_message(data, max_bytes=1 << 16)
+    except MessageError:
+        return False
+    return True
+
+
 class ReplicasConverge(RuleBasedStateMachine):
     """N gossip replicas; entries land anywhere, messages are delivered in any order or lost;
     once the network is healed, anti-entropy brings every replica to prune(all entries)."""
@@ -146,6 +156,7 @@ class ReplicasConverge(RuleBasedStateMachine):
         self.net = LoopbackNet(self.cores)
         self.now = 10.0
         self.all_entries = []
+        self.injected = 0
 
     @rule(replica=st.integers(0, REPLICAS - 1), entry=entries())
     def publish(self, replica, entry):
@@ -166,6 +177,18 @@ class ReplicasConverge(RuleBasedStateMachine):
         if not drop:
             self.net.absorb(to, self.cores[to].on_message(sender, message, self.now))
 
+    @rule(replica=st.integers(0, REPLICAS - 1), entry=entries(), garbage=st.binary(max_size=40))
+    def inject_forgery_and_garbage(self, replica, entry, garbage):
+        """A Byzantine peer sends a re-versioned (so badly signed) copy of a real entry, and junk."""
+        forged = dataclasses.replace(entry, version=entry.version + 1, timestamp_ms=entry.timestamp_ms + (1 if entry.temporal else 0))
+        core = self.cores[node_id(replica)]
+        before = core.drops.total
+        core.on_message(node_id(9), encode_message(Delta("network", (forged.to_wire(),))), self.now)
+        core.on_message(node_id(9), garbage, self.now)
+        assert core.drops[DropReason.BAD_SIGNATURE] >= 1
+        self.injected += core.drops.total - before
+        assert core.drops.total - before == 2 or garbage_decodes(garbage)
+
     @invariant()
     def replicas_stay_within_limits(self):
         for core in self.cores.values():
@@ -184,7 +207,9 @@ class ReplicasConverge(RuleBasedStateMachine):
         assert len(digests) == 1, "replicas did not converge after 8 healed anti-entropy rounds"
         expected = prune(self.all_entries, LIMITS)
         assert state(next(iter(self.cores.values())).store) == expected
-        assert all(c.drops.total == 0 for c in self.cores.values())
+        assert sum(c.drops.total for c in self.cores.values()) == self.injected
+        for core in self.cores.values():
+            assert all(e.verify_signature(NETWORK_ID) for e in core.store.entries())
 
 
 ReplicasConverge.TestCase.settings = settings(
