@@ -88,6 +88,15 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         pass  # the whole group is gone already (or was never ours): nothing to signal
 
 
+async def wait_group_gone(record: RunRecord, timeout_s: float, poll_s: float = 0.01) -> bool:
+    """Wait until no live process of the group is left (signals take a moment); True if none is."""
+    with trio.move_on_after(timeout_s):
+        while group_members(record):
+            await trio.sleep(poll_s)
+        return True
+    return False
+
+
 def collect_zombie(pid: int) -> None:
     """If `pid` is our own dead child, reap it (only in tests does a 'crashed' driver share our pid)."""
     try:

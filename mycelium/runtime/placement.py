@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from mycelium.encoding import hash_value
@@ -73,6 +74,7 @@ def _log2_fixed(x: int) -> int:
     return result
 
 
+@lru_cache(maxsize=65536)  # pure; placement recomputes the same pairs at every membership change
 def rendezvous_score(service: str, node: NodeId, weight: int) -> int:
     """The integer weighted-HRW score of `node` for `service` (higher wins)."""
     h = int.from_bytes(hash_value([service, node], person=_PERSON)[:8], "big")

@@ -248,8 +248,9 @@ class ProcessDriver:
             return 127
         inst.proc = proc
         started_at = leftovers.start_time(proc.pid)
+        record = leftovers.RunRecord(inst.spec.instance_id, proc.pid, proc.pid, started_at or 0.0)
         if started_at is not None:
-            leftovers.write_record(inst.dir, leftovers.RunRecord(inst.spec.instance_id, proc.pid, proc.pid, started_at))
+            leftovers.write_record(inst.dir, record)
         looping = inst.quick_failures >= service.restart.crash_loop_after
         inst.state = (InstanceState.CRASH_LOOP if looping else
                       InstanceState.STARTING if service.health else InstanceState.RUNNING)
@@ -266,6 +267,10 @@ class ProcessDriver:
             with trio.move_on_after(self.config.drain_s):
                 await drained.wait()
             run.cancel_scope.cancel()
+        if not await leftovers.wait_group_gone(record, self.config.drain_s):
+            inst.log.write(f"[mycelium] process group {proc.pid} survived SIGKILL for {self.config.drain_s} s "
+                           "(stuck in the kernel?); its run record is kept so a restart reaps it\n".encode())
+            return proc.returncode
         inst.proc = None
         leftovers.remove_record(inst.dir)
         return proc.returncode

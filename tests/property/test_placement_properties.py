@@ -56,7 +56,7 @@ def _shuffled(mapping: dict, seed: int) -> dict:
     return dict(items)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(nodes_st(), services_st(), st.integers(0, 2**32))
 def test_deterministic_under_input_reordering_and_wire_form(nodes, services, seed):
     expected = place(services, nodes)
@@ -65,7 +65,7 @@ def test_deterministic_under_input_reordering_and_wire_form(nodes, services, see
     assert place(wire, nodes) == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(nodes_st(), services_st())
 def test_constraints_hold(nodes, services):
     placement = place(services, nodes)
@@ -89,7 +89,7 @@ def test_constraints_hold(nodes, services):
         assert used_mem[nid] <= node.memory_bytes
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(nodes_st(ample=True), services_st(), st.data())
 def test_failure_moves_only_the_failed_nodes_replicas(nodes, services, data):
     before = place(services, nodes)
