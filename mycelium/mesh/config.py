@@ -56,6 +56,7 @@ class GossipConfig:
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4701",)  # TCP multiaddrs; port 0 = ephemeral
+    port_fallback: bool = True  # a taken fixed port → ephemeral port + warning; False → PortTaken error
     bootstrap: tuple[str, ...] = ()  # full multiaddrs with /p2p/<node id>; dialled on start and kept
     mdns: bool = False  # find peers on the LAN by mDNS (the daemon turns it on; tests leave it off)
     target_connections: int = 8  # keep at least this many admitted peers; dial known peers below it
@@ -81,6 +82,7 @@ class MeshConfig:
     ping_timeout_s: float = 5.0
     # -- libp2p host -----------------------------------------------------------------------------
     negotiate_timeout_s: int = 10  # multistream-select negotiation of one stream
+    close_timeout_s: float = 5.0  # shutdown: closing connections and listeners may take this long
     gossip: GossipConfig = field(default_factory=GossipConfig)
 
     @classmethod

@@ -16,6 +16,8 @@ mycelium protocol handler calls `admit_stream()` first.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import secrets
 from collections import Counter
@@ -58,11 +60,22 @@ from mycelium.mesh.membership import (
     Role,
 )
 from mycelium.mesh.peers import PeerBook, PeerInfo
+from mycelium.mesh.ports import claim_listen_addresses
 from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
 from mycelium.mesh.rpc import Handler, RequestResponse
 
 tame_library_loggers()
+# These py-libp2p loggers report, at ERROR, conditions the mesh expects, handles and counts itself
+# (a redial to a node that is down, a plain libp2p peer declining our protocols); keep them quiet
+# unless LIBP2P_DEBUG is set for a debugging session.
+if not os.environ.get("LIBP2P_DEBUG"):
+    for _name in (
+        "libp2p.transport.tcp.tcp",
+        "libp2p.protocol_muxer.multiselect_client",
+        "libp2p.host.basic_host",
+    ):
+        logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT})  # redialled, not blocked
 BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its handshake hears "blocked"
@@ -158,7 +171,7 @@ class Mesh:
             raise MeshError("the mesh is not running; start it with `await nursery.start(mesh.run)`")
         return self._nursery
 
-    def _build_host(self) -> Any:
+    def _build_host(self, listen: list[str]) -> Any:
         cfg = self.config
         noise = NoiseTransport(
             libp2p_keypair=self._key_pair, noise_privkey=create_x25519_key_pair().private_key, early_data=None
@@ -178,7 +191,7 @@ class Mesh:
             key_pair=self._key_pair,
             sec_opt={NOISE_PROTOCOL_ID: noise},
             muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
-            listen_addrs=[multiaddr.Multiaddr(a) for a in cfg.listen],
+            listen_addrs=[multiaddr.Multiaddr(a) for a in listen],
             enable_mDNS=cfg.mdns,
             enable_upnp=False,
             enable_autotls=False,
@@ -201,26 +214,36 @@ class Mesh:
         """Listen, admit, discover and serve until cancelled; `started` once listening."""
         if self.libp2p_host is not None:
             raise MeshError("this Mesh already ran; build a new one to start again")
-        host = self.libp2p_host = self._build_host()
+        listen, warnings = claim_listen_addresses(self.config.listen, fallback=self.config.port_fallback)
+        for warning in warnings:
+            self.log.warning("mesh.listen.fallback", detail=warning)
+        host = self.libp2p_host = self._build_host(listen)
         router, pubsub = build_pubsub(host, self.config.gossip)
         self._gossip = Gossip(self, router, pubsub)
         host.get_network().register_notifee(_ConnectionWatcher(self))
         host.set_stream_handler(self.protocols.membership, self._on_membership_stream)
         self.rpc.install(host)
         try:
-            async with host.run([multiaddr.Multiaddr(a) for a in self.config.listen]):
-                async with background_trio_service(pubsub), background_trio_service(router):
-                    await pubsub.wait_until_ready()
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        nursery.start_soon(self.discovery.maintain_loop)
-                        nursery.start_soon(self.discovery.exchange_loop)
-                        nursery.start_soon(self.discovery.ping_loop)
-                        if self.config.mdns:
-                            nursery.start_soon(self.discovery.mdns_loop)
-                        self.log.info("mesh.listening", node=self.node_id, addresses=self.listen_addresses())
-                        task_status.started()
-                        await trio.sleep_forever()
+            async with host.run([multiaddr.Multiaddr(a) for a in listen]):
+                try:
+                    async with background_trio_service(pubsub), background_trio_service(router):
+                        await pubsub.wait_until_ready()
+                        async with trio.open_nursery() as nursery:
+                            self._nursery = nursery
+                            nursery.start_soon(self.discovery.maintain_loop)
+                            nursery.start_soon(self.discovery.exchange_loop)
+                            nursery.start_soon(self.discovery.ping_loop)
+                            if self.config.mdns:
+                                nursery.start_soon(self.discovery.mdns_loop)
+                            self.log.info("mesh.listening", node=self.node_id, addresses=self.listen_addresses())
+                            task_status.started()
+                            await trio.sleep_forever()
+                finally:
+                    # py-libp2p closes its listeners and connections in `finally` blocks that our
+                    # cancellation interrupts, leaving the TCP listener open (a zombie that accepts
+                    # and drops dials). Close explicitly, shielded, with a bound.
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout_s):
+                        await host.close()
         finally:
             self._nursery = None
             for rec in self.book.records():

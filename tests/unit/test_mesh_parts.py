@@ -152,3 +152,26 @@ def test_counters_snapshot_is_flat() -> None:
     snap = c.snapshot()
     assert snap["garbage"] == 2 and snap["handshake_failed_bad_proof"] == 1
     assert all(isinstance(v, int) for v in snap.values())
+
+
+def test_taken_port_falls_back_or_fails_clearly() -> None:
+    import socket
+
+    from mycelium.mesh.ports import PortTaken, claim_listen_addresses
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        taken = (f"/ip4/127.0.0.1/tcp/{port}",)
+        addrs, warnings = claim_listen_addresses(taken, fallback=True)
+        assert addrs == ["/ip4/127.0.0.1/tcp/0"] and str(port) in warnings[0]
+        with pytest.raises(PortTaken, match="--listen"):
+            claim_listen_addresses(taken, fallback=False)
+    finally:
+        holder.close()
+    assert claim_listen_addresses((f"/ip4/127.0.0.1/tcp/{port}",), fallback=False) == (
+        [f"/ip4/127.0.0.1/tcp/{port}"],
+        [],
+    )
