@@ -104,3 +104,31 @@ async def test_plain_libp2p_peer_may_ping_but_gets_no_mycelium_service() -> None
             [seen] = [p for p in a.peers() if p.node_id == plain.get_id().to_base58()]
             assert not seen.admitted
             await plain.close()
+
+
+async def test_gossip_from_a_plain_libp2p_peer_never_reaches_subscribers() -> None:
+    from libp2p.tools.anyio_service import background_trio_service
+
+    from mycelium.mesh.gossip import build_pubsub
+    from mycelium.mesh.protocols import TOPIC_LATENT
+
+    cfg = MeshConfig.for_tests()
+    async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a:
+        plain = plain_libp2p_host()
+        router, pubsub = build_pubsub(plain, cfg.gossip)  # speaks gossipsub, knows the topic name
+        async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                async with a.subscribe(TOPIC_LATENT) as inbox:
+                    with trio.fail_after(10):
+                        await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addresses()[0])))
+                        await pubsub.subscribe(a.protocols.topic(TOPIC_LATENT))
+                        for _ in range(10):
+                            await pubsub.publish(a.protocols.topic(TOPIC_LATENT), b"forged spore")
+                            await trio.sleep(0.2)
+                    with trio.move_on_after(0.5):
+                        message = await inbox.receive()
+                        raise AssertionError(f"a plain peer's gossip was delivered: {message}")
+                await wait_until(lambda: a.counters.unadmitted_access >= 1, timeout_s=5)
+                assert a.counters.gossip_received == 0
+            await plain.close()
