@@ -79,6 +79,7 @@ class _Located:
         self.file = file
         self.lines: dict[Path_, int] = {}
         self.problems: list[Problem] = []
+        self.nodes = 0  # YAML nodes converted so far
 
     def line(self, path: Path_) -> int:
         for end in range(len(path), -1, -1):
@@ -91,7 +92,19 @@ class _Located:
                                      field_path(path), message))
 
 
+MAX_NODES = 100_000  # YAML aliases can expand exponentially ("billion laughs"); a manifest is small
+MAX_DEPTH = 32
+
+
+class _TooBig(Exception):
+    pass
+
+
 def _plain(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, loc: _Located) -> Any:
+    loc.nodes += 1
+    if loc.nodes > MAX_NODES or len(path) > MAX_DEPTH:
+        raise _TooBig(f"the document expands to more than {MAX_NODES} values or {MAX_DEPTH} levels "
+                      "(YAML aliases?); expected a small manifest")
     loc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # YAML merge keys (<<) become ordinary entries
@@ -129,6 +142,8 @@ def _parse_yaml(text: str, loc: _Located) -> Any:
         if "expected a single document" in str(exc):
             reason = "several YAML documents in one file; put one manifest per file"
         loc.problem((), f"not valid YAML: {reason}", mark.line + 1 if mark else 0)
+    except _TooBig as exc:
+        loc.problem((), str(exc), 0)
     except yaml.YAMLError as exc:
         loc.problem((), f"not valid YAML: {exc}", 0)
     finally:

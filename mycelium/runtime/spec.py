@@ -18,6 +18,7 @@ from mycelium.encoding import hash_value
 
 WIRE_VERSION = 1  # bump (and keep reading the old one) when the wire form of a ServiceSpec changes
 ELIGIBLE_ROLES = ("sclerotium", "rhizomorph")  # hyphae never run workloads
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # service names (same rule as the schema)
 
 # Defaults for fields a manifest leaves out. Each trades something; change them with care, they are
 # part of what every node computes (a changed default changes placements of existing manifests only
@@ -269,6 +270,15 @@ def _from_wire(w: Any) -> ServiceSpec:
     if not set(roles) <= set(ELIGIBLE_ROLES):
         raise SpecError(f"malformed service spec on the wire: selector.roles {roles!r}")
     image = w["image"]
+    if not DNS_LABEL.fullmatch(_typed(w["name"], str, "name")):
+        raise SpecError(f"malformed service spec on the wire: name {w['name']!r} is not a DNS label")
+    for p in _typed(w["ports"], list, "ports"):
+        if _nat(p["port"], "ports.port") > 65535:
+            raise SpecError(f"malformed service spec on the wire: port {p['port']} is out of range")
+    for f in _typed(w["files"], list, "files"):
+        path = _typed(f["path"], str, "files.path")
+        if path.startswith("/") or ".." in path.split("/"):
+            raise SpecError(f"malformed service spec on the wire: file path {path!r} leaves the working directory")
     return ServiceSpec(
         name=_typed(w["name"], str, "name"),
         labels=_str_map(w["labels"], "labels"),

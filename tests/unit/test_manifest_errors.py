@@ -242,3 +242,11 @@ def test_schema_ships_as_package_data():
 def test_parse_manifest_from_text_uses_the_given_name():
     with pytest.raises(ManifestError, match=r"cli-input:3: name"):
         parse_manifest(GOOD.replace("name: web", "name: WEB"), "cli-input")
+
+
+def test_alias_bomb_and_deep_nesting_are_refused(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 8):
+        bomb += f"l{i}: &l{i} [" + ", ".join([f"*{'a' if i == 1 else f'l{i - 1}'}"] * 10) + "]\n"
+    assert "YAML aliases" in only(tmp_path, bomb).message
+    assert "levels" in only(tmp_path, "a: " + "[" * 40 + "]" * 40 + "\n").message

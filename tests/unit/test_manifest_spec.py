@@ -81,6 +81,9 @@ def _mutations():
     yield {k: v for k, v in GOOD_WIRE.items() if k != "ports"}
     yield [GOOD_WIRE]
     yield {**GOOD_WIRE, "restart": {**GOOD_WIRE["restart"], "policy": "maybe"}}
+    yield {**GOOD_WIRE, "name": "../etc"}
+    yield {**GOOD_WIRE, "ports": [{"name": "http", "port": 70000}]}
+    yield {**GOOD_WIRE, "files": [{"path": "../x", "content": "", "mode": 420}]}
 
 
 @pytest.mark.parametrize("wire", list(_mutations()))
