@@ -21,7 +21,7 @@ from mycelium.spores.certificate import CertificateError, QuorumCertificate, fau
 from mycelium.consensus.application import Application
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.messages import (
-    NIL, Commitment, Decision, MessageError, Precommit, Proposal, Reveal, VoteMessage,
+    NIL, Commitment, Decision, MessageError, Precommit, Proposal, Reveal, Status, VoteMessage,
     commit_nonce, commitment_hash, parse_message, sign, verify_message,
 )
 from mycelium.consensus.outcomes import Decided, Participation, PersistLock
@@ -124,11 +124,15 @@ class ConsensusCore:
             return out
         if isinstance(msg, Decision):
             self._on_decision(msg, now, out)
+        elif isinstance(msg, Status):
+            if msg.height < self.height:
+                self._help_catch_up(sender, msg.height, now, out)
         elif msg.height < self.height:
             self.errors["old_height"] += 1
             self._help_catch_up(sender, msg.height, now, out)
         elif msg.height > self.height:
             self._buffer_future(msg)
+            self._ask_for_catch_up(sender, now, out)
         else:
             self._on_vote(msg, now, out)
         return out
@@ -183,6 +187,7 @@ class ConsensusCore:
         self._timers = {k: v for k, v in self._timers.items() if k == "rebroadcast"}
         self._future: list[VoteMessage] = getattr(self, "_future", [])
         self._helped: dict[tuple[NodeId, int], float] = getattr(self, "_helped", {})
+        self._asked_at: float = getattr(self, "_asked_at", float("-inf"))
         self._later_decisions: dict[int, Decision] = {
             h: d for h, d in getattr(self, "_later_decisions", {}).items() if h >= height
         }
@@ -441,6 +446,14 @@ class ConsensusCore:
             return
         self.errors["future_buffered"] += 1
         self._future.append(msg)
+
+    def _ask_for_catch_up(self, sender: NodeId, now: float, out: list[Effect]) -> None:
+        """A peer is at a later height: tell it where we are (at most twice per rebroadcast interval;
+        a clock that went backwards re-allows it)."""
+        if 0 <= now - self._asked_at < self.config.rebroadcast_interval_s / 2:
+            return
+        self._asked_at = now
+        out.append(Send(sender, Status(self.height).to_wire()))
 
     def _help_catch_up(self, sender: NodeId, height: int, now: float, out: list[Effect]) -> None:
         # Votes for a height we just decided are normal stragglers; only a peer still voting there

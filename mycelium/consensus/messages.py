@@ -37,6 +37,7 @@ class MessageType(IntEnum):
     REVEAL = 3
     PRECOMMIT = 4
     DECISION = 5
+    STATUS = 6
 
 
 class MessageError(ValueError):
@@ -257,16 +258,34 @@ class Decision:
         return cls(height, _batch(obj), _hash(obj, "prev"), certificate)
 
 
+@dataclass(frozen=True, slots=True)
+class Status:
+    """"I am at `height`": sent to a peer that is ahead, which answers with the decisions we miss.
+    Unsigned: it asks for public, self-proving data, and answers are rate-limited per sender."""
+
+    height: int
+
+    mtype = MessageType.STATUS
+
+    def to_wire(self) -> dict:
+        return {"v": WIRE_VERSION, "t": int(self.mtype), "h": self.height}
+
+    @classmethod
+    def from_wire(cls, obj: dict) -> Status:
+        return cls(_int(obj, "h", 0, MAX_HEIGHT))
+
+
 VoteMessage = Union[Proposal, Commitment, Reveal, Precommit]
-Message = Union[Proposal, Commitment, Reveal, Precommit, Decision]
+Message = Union[Proposal, Commitment, Reveal, Precommit, Decision, Status]
 _PARSERS = {
     MessageType.PROPOSAL: Proposal.from_wire,
     MessageType.COMMITMENT: Commitment.from_wire,
     MessageType.REVEAL: Reveal.from_wire,
     MessageType.PRECOMMIT: Precommit.from_wire,
     MessageType.DECISION: Decision.from_wire,
+    MessageType.STATUS: Status.from_wire,
 }
-MESSAGE_CLASSES = (Proposal, Commitment, Reveal, Precommit, Decision)
+MESSAGE_CLASSES = (Proposal, Commitment, Reveal, Precommit, Decision, Status)
 VOTE_CLASSES = (Proposal, Commitment, Reveal, Precommit)
 
 

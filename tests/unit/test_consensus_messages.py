@@ -98,7 +98,7 @@ def test_malformed_messages_are_refused_with_a_reason(raw, why):
 
 def test_message_types_are_append_only():
     assert [(m.name, m.value) for m in MessageType] == [
-        ("PROPOSAL", 1), ("COMMITMENT", 2), ("REVEAL", 3), ("PRECOMMIT", 4), ("DECISION", 5)]
+        ("PROPOSAL", 1), ("COMMITMENT", 2), ("REVEAL", 3), ("PRECOMMIT", 4), ("DECISION", 5), ("STATUS", 6)]
 
 
 def test_sign_refuses_a_message_naming_another_validator():
