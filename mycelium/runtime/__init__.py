@@ -6,5 +6,6 @@
     reconciler.py   pure: actions that make this node run what is placed on it
     driver.py       the Driver interface shared by every runtime
     conformance.py  check_driver(make_driver): the suite every driver passes
-    process.py      the embedded process driver (with leftovers.py, limits.py, logfiles.py, probes.py)
+    process.py      the embedded process driver (with leftovers.py, limits.py, logfiles.py, ports.py,
+                    probes.py); `python -m mycelium.runtime` checks or runs a manifest locally
 """

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,10 +30,11 @@ import trio
 
 from mycelium.runtime import leftovers
 from mycelium.runtime.driver import (
-    DriverError, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus, PortInUse, UnknownInstance,
+    DriverError, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus, UnknownInstance,
 )
 from mycelium.runtime.limits import LimitPlan, plan_limits, remove_cgroup
 from mycelium.runtime.logfiles import RotatingLog, read_lines
+from mycelium.runtime.ports import assign_ports
 from mycelium.runtime.probes import probe
 
 LOG_FILE = "output.log"
@@ -133,9 +133,13 @@ class ProcessDriver:
                               "(an image needs the k3s driver)")
         ports = self._assign_ports(spec)
         instance_dir = self.state_dir / spec.instance_id
-        (instance_dir / "work").mkdir(parents=True, exist_ok=True)
-        log = RotatingLog(instance_dir / "logs" / LOG_FILE, max_bytes=self.config.log_max_bytes,
-                          keep=self.config.log_keep)
+        try:
+            (instance_dir / "work").mkdir(parents=True, exist_ok=True)
+            log = RotatingLog(instance_dir / "logs" / LOG_FILE, max_bytes=self.config.log_max_bytes,
+                              keep=self.config.log_keep)
+        except OSError as exc:
+            raise DriverError(f"cannot prepare {instance_dir} for instance {spec.instance_id}: {exc}; "
+                              "check that the state directory is writable and the disk is not full") from exc
         inst = _Instance(spec, instance_dir, ports, {}, plan_limits(spec.instance_id, service.resources,
                                                                     self.config.cgroup_root), log)
         inst.env = self._environment(inst)
@@ -153,10 +157,10 @@ class ProcessDriver:
         termed: trio.Process | None = None
         while not inst.done.is_set():
             proc = inst.proc
-            if proc is not None and proc is not termed:
+            if proc is not None and proc.returncode is None and proc is not termed:
                 leftovers.signal_group(proc.pid, signal.SIGTERM)
                 termed = proc
-            if proc is not None and trio.current_time() >= deadline:
+            if proc is not None and proc.returncode is None and trio.current_time() >= deadline:
                 leftovers.signal_group(proc.pid, signal.SIGKILL)
             with trio.move_on_after(0.05):
                 await inst.done.wait()
@@ -243,14 +247,17 @@ class ProcessDriver:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             inst.kill_reason = (f"cannot start {argv[0]!r}: {detail}; check spec.command and that the "
                                 "program is installed on this node")
-            inst.log.write(f"[mycelium] {inst.kill_reason}\n".encode())
+            _note(inst, inst.kill_reason)
             spawned()
             return 127
         inst.proc = proc
         started_at = leftovers.start_time(proc.pid)
         record = leftovers.RunRecord(inst.spec.instance_id, proc.pid, proc.pid, started_at or 0.0)
         if started_at is not None:
-            leftovers.write_record(inst.dir, record)
+            try:
+                leftovers.write_record(inst.dir, record)
+            except OSError as exc:  # the process runs anyway; only crash-recovery is weakened
+                inst.message = f"cannot write the run record ({exc}): a daemon crash could leave it orphaned"
         looping = inst.quick_failures >= service.restart.crash_loop_after
         inst.state = (InstanceState.CRASH_LOOP if looping else
                       InstanceState.STARTING if service.health else InstanceState.RUNNING)
@@ -268,17 +275,22 @@ class ProcessDriver:
                 await drained.wait()
             run.cancel_scope.cancel()
         if not await leftovers.wait_group_gone(record, self.config.drain_s):
-            inst.log.write(f"[mycelium] process group {proc.pid} survived SIGKILL for {self.config.drain_s} s "
-                           "(stuck in the kernel?); its run record is kept so a restart reaps it\n".encode())
+            _note(inst, f"process group {proc.pid} survived SIGKILL for {self.config.drain_s} s "
+                  "(stuck in the kernel?); its run record is kept so a restart reaps it")
             return proc.returncode
         inst.proc = None
         leftovers.remove_record(inst.dir)
         return proc.returncode
 
     async def _pump(self, inst: _Instance, proc: trio.Process, drained: trio.Event) -> None:
+        lost = 0
         try:
             while chunk := await proc.stdout.receive_some(65536):
-                inst.log.write(chunk)
+                try:
+                    inst.log.write(chunk)
+                except OSError as exc:  # keep draining: a full pipe would block the process
+                    lost += len(chunk)
+                    inst.message = f"cannot write logs ({exc.strerror}); {lost} bytes of output dropped"
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the pipe went away with the process: nothing more to read
         finally:
@@ -318,18 +330,7 @@ class ProcessDriver:
 
     def _assign_ports(self, spec: InstanceSpec) -> dict[str, int]:
         taken = {p for other in self._instances.values() for p in other.ports.values()}
-        ports: dict[str, int] = {}
-        for port in spec.service.ports:
-            if port.port:
-                if port.port in taken or not _bindable(self.config.port_check_host, port.port):
-                    raise PortInUse(
-                        f"port {port.port} ({port.name}) of service {spec.service.name} is already in use on "
-                        f"this machine; stop what listens there (see `ss -ltnp 'sport = :{port.port}'`) or "
-                        f"set `port: 0` in the manifest so the runtime picks a free port")
-                ports[port.name] = port.port
-            else:
-                ports[port.name] = _free_port(self.config.port_check_host, taken | set(ports.values()))
-        return ports
+        return assign_ports(spec.service, taken, self.config.port_check_host)
 
     def _environment(self, inst: _Instance) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(inst.workdir),
@@ -372,27 +373,15 @@ class ProcessDriver:
         remove_cgroup(inst.limits)
 
 
+def _note(inst: _Instance, text: str) -> None:
+    """A line from the supervisor in the instance's log, so `mycelium logs` shows why things happened."""
+    try:
+        inst.log.write(f"[mycelium] {text}\n".encode())
+    except OSError:
+        pass  # the same failure is already visible in the status message; logs are best effort
+
+
 def _expand(arg: str, env: dict[str, str]) -> str:
     """Replace $(NAME) by env[NAME] (unknown names stay as written; $$(NAME) is a literal $(NAME))."""
     return re.sub(r"\$(\$?)\(([A-Za-z_][A-Za-z0-9_]*)\)",
                   lambda m: f"$({m.group(2)})" if m.group(1) else env.get(m.group(2), m.group(0)), arg)
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(host: str, avoid: set[int]) -> int:
-    for _ in range(64):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
-            return port
-    raise DriverError("could not find a free port after 64 tries; is the ephemeral port range exhausted?")
