@@ -3,6 +3,8 @@ target connection count, peer exchange among admitted peers, mDNS on the LAN, la
 
 from __future__ import annotations
 
+import mycelium.mesh.libp2p_setup  # noqa: F401,I001 - before libp2p: fixes its logging
+
 import random
 from typing import TYPE_CHECKING
 

@@ -6,6 +6,8 @@ Each request/response uses its own stream and writes sequentially, so frames of 
 
 from __future__ import annotations
 
+import mycelium.mesh.libp2p_setup  # noqa: F401,I001 - before libp2p: fixes its logging
+
 from typing import Protocol
 
 from libp2p.exceptions import BaseLibp2pError

@@ -8,6 +8,8 @@ admitted peers, and (strict signing) carry their origin's verified node id.
 
 from __future__ import annotations
 
+import mycelium.mesh.libp2p_setup  # noqa: F401,I001 - before libp2p: fixes its logging
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass

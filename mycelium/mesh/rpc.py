@@ -7,6 +7,8 @@ safe because nothing else ever writes on the stream.
 
 from __future__ import annotations
 
+import mycelium.mesh.libp2p_setup  # noqa: F401,I001 - before libp2p: fixes its logging
+
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING
