@@ -289,9 +289,17 @@ class ConsensusCore:
         self._send_signed("precommit", Precommit(self.height, self.round, value, self.me), out)
 
     def _rebroadcast(self, out: list[Effect]) -> None:
-        for slot, wire in self.own.get(self.round, {}).items():
-            if slot != "cand":
-                out.append(Broadcast(wire))
+        """Resend our signed messages of the current round, and of the rounds a lock or a re-proposal
+        refers to: a validator that lost its memory of round vr (restart, partition) needs 2f+1 reveals
+        from vr to accept a re-proposal of vr's value (Tendermint gets them from vote gossip)."""
+        rounds = {self.round, self.valid_round, self.locked_round}
+        proposal = self.votes[self.round].proposal if self.round in self.votes else None
+        if proposal is not None:
+            rounds.add(proposal.valid_round)
+        for round_ in sorted(r for r in rounds if r >= 0):
+            for slot, wire in self.own.get(round_, {}).items():
+                if slot != "cand":
+                    out.append(Broadcast(wire))
 
     def _candidate(self, round_: int) -> bytes | None:
         """The candidate hash of round_'s proposal, computed by us; None if the proposal is invalid."""

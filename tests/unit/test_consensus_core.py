@@ -265,3 +265,18 @@ def test_lagging_validator_catches_up_from_a_decision():
     out = late.on_message(net.ids[1], decisions[1].to_wire(), 1.0)  # ahead: kept for later
     out += late.on_message(net.ids[1], decisions[0].to_wire(), 1.0)
     assert [e.height for e in out if isinstance(e, Decided)] == [1, 2] and late.height == 3
+
+
+def test_rebroadcast_resends_the_locked_rounds_votes():
+    """Regression (sim seed 11, a liar among four, a restart): a validator that forgot round 0's
+    reveals could never accept the re-proposal of the value locked there, unless the validators
+    that revealed it in round 0 resend those reveals in later rounds."""
+    core = core_for(0)
+    core.start(0.0)
+    a, _ = drive_to_lock_on_a(core)
+    feed(core, [precommit(i, 0, NIL) for i in (1, 2, 3)], now=1.0)
+    core.on_tick(10.0)
+    assert core.round == 1 and core.locked_round == 0
+    out = core.on_tick(20.0)  # the rebroadcast timer fires
+    resent = own(out, Reveal)
+    assert any(r.round == 0 and r.candidate == a for r in resent)
