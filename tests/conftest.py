@@ -16,6 +16,7 @@ import random
 import pytest
 
 FIXED_SIM_SEEDS = (1, 2, 3, 7, 42)
+_SEEDS = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,12 +47,12 @@ def sim_seeds(config: pytest.Config) -> list[int]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config._mycelium_sim_seeds = sim_seeds(config)  # computed once, so every test sees the same seeds
+    config.stash[_SEEDS] = sim_seeds(config)  # computed once, so every test sees the same seeds
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "sim_seed" in metafunc.fixturenames:
-        seeds = metafunc.config._mycelium_sim_seeds
+        seeds = metafunc.config.stash[_SEEDS]
         metafunc.parametrize("sim_seed", seeds, ids=[f"seed={s}" for s in seeds])
 
 

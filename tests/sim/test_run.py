@@ -4,6 +4,7 @@ seed, and replayed identically."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,12 @@ def test_latent_fifty_nodes_ten_minutes(sim_seed):
 
 def test_world_is_importable_for_custom_scenarios():
     assert World.__module__ == "mycelium.sim.world"
+
+
+PLANS = sorted((Path(__file__).resolve().parents[2] / "mycelium" / "sim" / "plans").glob("*.json"))
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.stem for p in PLANS])
+def test_bundled_plans_load_and_pass(plan):
+    assert PLANS, "mycelium/sim/plans/ should hold example plans"
+    check(RunConfig(protocol="register", nodes=10, seed=1, duration_s=240, tail_s=120, faults=str(plan)))
