@@ -186,7 +186,7 @@ class ConsensusCore:
         self._timers: dict[str, tuple[float, int, int]] = getattr(self, "_timers", {})
         self._timers = {k: v for k, v in self._timers.items() if k == "rebroadcast"}
         self._future: list[VoteMessage] = getattr(self, "_future", [])
-        self._helped: dict[tuple[NodeId, int], float] = getattr(self, "_helped", {})
+        self._helped: dict[NodeId, float] = getattr(self, "_helped", {})  # peer -> when we last helped it
         self._asked_at: float = getattr(self, "_asked_at", float("-inf"))
         self._later_decisions: dict[int, Decision] = {
             h: d for h, d in getattr(self, "_later_decisions", {}).items() if h >= height
@@ -467,14 +467,14 @@ class ConsensusCore:
         # Votes for a height we just decided are normal stragglers; only a peer still voting there
         # half a rebroadcast interval later is stuck and gets the decision (once per interval).
         entry = self.decisions.get(height)
-        last = self._helped.get((sender, height))
-        if entry is None or now - entry[1] < self.config.rebroadcast_interval_s / 2:
+        last = self._helped.get(sender)
+        if entry is None or 0 <= now - entry[1] < self.config.rebroadcast_interval_s / 2:
             return
-        if last is not None and now - last < self.config.rebroadcast_interval_s:
+        if last is not None and 0 <= now - last < self.config.rebroadcast_interval_s:
             return
-        if len(self._helped) > 4 * len(self.validators) * self.config.decisions_kept:
+        if len(self._helped) > 64 * len(self.validators):  # many senders (relays, observers): start over
             self._helped.clear()
-        self._helped[(sender, height)] = now
+        self._helped[sender] = now
         for h, (decision, _) in self.decisions.items():  # all we have from its height on, oldest first
             if h >= height:
                 out.append(Send(sender, decision.to_wire()))
