@@ -59,6 +59,7 @@ class MeshConfig:
     port_fallback: bool = True  # a taken fixed port → ephemeral port + warning; False → PortTaken error
     bootstrap: tuple[str, ...] = ()  # full multiaddrs with /p2p/<node id>; dialled on start and kept
     mdns: bool = False  # find peers on the LAN by mDNS (the daemon turns it on; tests leave it off)
+    dht: bool = False  # Kademlia peer routing among members (find_peer); for networks beyond ~50 nodes
     target_connections: int = 8  # keep at least this many admitted peers; dial known peers below it
     max_connections: int = 64  # stop dialling (and exchange fewer peers) above this
     # -- admission -------------------------------------------------------------------------------
@@ -76,6 +77,7 @@ class MeshConfig:
     redial_base_s: float = 1.0  # first retry of a failed peer; doubles per failure …
     redial_max_s: float = 300.0  # … up to this; each delay is jittered by ±redial_jitter
     redial_jitter: float = 0.2
+    peer_exchange: bool = True  # ask admitted peers for the members they know (on admission, then periodically)
     exchange_interval_s: float = 15.0  # peer exchange with one admitted peer this often
     max_exchanged_peers: int = 64  # peers returned by (and accepted from) one peer exchange
     ping_interval_s: float = 15.0  # latency probe of each connected peer

@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import multiaddr
@@ -48,6 +48,7 @@ from mycelium.mesh.peers import PeerBook, PeerInfo
 from mycelium.mesh.ports import claim_listen_addresses
 from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
+from mycelium.mesh.routing import PeerRouting
 from mycelium.mesh.rpc import Handler, RequestResponse
 
 
@@ -99,6 +100,7 @@ class Mesh:
         self.libp2p_host: Any = None
         self._nursery: trio.Nursery | None = None
         self._gossip: Gossip | None = None
+        self._routing: PeerRouting | None = None
         self.rpc = RequestResponse(self)
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
@@ -160,18 +162,25 @@ class Mesh:
         host = self.libp2p_host = self._build_host(listen)
         router, pubsub = build_pubsub(host, self.config.gossip)
         self._gossip = Gossip(self, router, pubsub)
+        if self.config.dht:
+            self._routing = PeerRouting(self)
         host.get_network().register_notifee(ConnectionWatcher(self))
         host.set_stream_handler(self.protocols.membership, self.admission.on_membership_stream)
         self.rpc.install(host)
         try:
             async with host.run([multiaddr.Multiaddr(a) for a in listen]):
                 try:
-                    async with background_trio_service(pubsub), background_trio_service(router):
+                    async with AsyncExitStack() as services:
+                        await services.enter_async_context(background_trio_service(pubsub))
+                        await services.enter_async_context(background_trio_service(router))
+                        if self._routing is not None:
+                            await services.enter_async_context(background_trio_service(self._routing.dht))
                         await pubsub.wait_until_ready()
                         async with trio.open_nursery() as nursery:
                             self._nursery = nursery
                             nursery.start_soon(self.discovery.maintain_loop)
-                            nursery.start_soon(self.discovery.exchange_loop)
+                            if self.config.peer_exchange:
+                                nursery.start_soon(self.discovery.exchange_loop)
                             nursery.start_soon(self.discovery.ping_loop)
                             if self.config.mdns:
                                 nursery.start_soon(self.discovery.mdns_loop)
@@ -276,6 +285,19 @@ class Mesh:
         async with self._gossip.subscribe(topic_name) as channel:
             yield channel
 
+    async def find_peer(self, node_id: NodeId, timeout_s: float = 10.0) -> list[str]:
+        """Dialable addresses of `node_id`: what we know, else a DHT lookup (when `dht` is on).
+        Found addresses are remembered, so the maintenance loop can dial the peer."""
+        rec = self.book.find(node_id)
+        if rec is not None and rec.addresses:
+            return list(rec.addresses)
+        if self._routing is None:
+            return []
+        addrs = await self._routing.find_peer(node_id, timeout_s)
+        if addrs:
+            self.add_addresses(node_id, addrs)
+        return addrs
+
     async def wait_admitted(self, node_id: NodeId) -> None:
         """Return once `node_id` is admitted (wrap in a timeout)."""
         await self.admission.wait_admitted(node_id)
@@ -301,7 +323,10 @@ class Mesh:
         """A peer just passed the handshake: open gossip to it and exchange peer lists."""
         if self._gossip is not None:
             await self._gossip.add_admitted_peer(peer_id)
-        self.spawn(self.discovery.exchange_with, peer_id.to_base58())
+        if self._routing is not None:
+            await self._routing.add_member(peer_id)
+        if self.config.peer_exchange:
+            self.spawn(self.discovery.exchange_with, peer_id.to_base58())
 
 async def _auto_connector_disabled() -> None:
     await trio.lowlevel.checkpoint()  # leaves AutoConnector._started False: it never runs

@@ -52,3 +52,19 @@ async def test_addresses_from_elsewhere_are_dialled_and_lost_peers_redialled() -
         async with open_mesh(port_cfg, b_key, NET, SECRET) as b2:
             await wait_until(lambda: b2.node_id in a.admitted_peers(), timeout_s=15)
         assert a.counters.dial_attempts >= 2
+
+
+async def test_dht_finds_a_member_known_only_to_a_neighbour() -> None:
+    cfg = MeshConfig.for_tests(dht=True, peer_exchange=False)
+    async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
+        cfg, NodeKey.generate(), NET, SECRET
+    ) as b, open_mesh(cfg, NodeKey.generate(), NET, SECRET) as c:
+        with trio.fail_after(20):
+            await a.connect(b.listen_addresses()[0])
+            await c.connect(b.listen_addresses()[0])
+            addrs: list[str] = []
+            while not addrs:
+                addrs = await a.find_peer(c.node_id, timeout_s=5)
+                await trio.sleep(0.1)
+            assert set(addrs) & set(c.own_addresses())
+            await wait_until(lambda: c.node_id in a.admitted_peers(), timeout_s=10)  # dialled by maintenance
