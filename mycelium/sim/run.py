@@ -92,7 +92,7 @@ def build_world(config: RunConfig) -> tuple[World, Monitor, Nemesis]:
     world = World(
         scenario.node_ids, scenario.make_core, rng=rng, network=network,
         codec=scenario.codec if config.wire else None, on_output=scenario.on_output,
-        clock_origin_s=scenario.clock_origin_s,
+        clock_origin_s=scenario.clock_origin_s, check_every=config.check_every,
     )
     if config.faults is None:
         plan = generate_plan(rng, config.nodes, config.duration_s, scenario.hooks,
@@ -104,8 +104,6 @@ def build_world(config: RunConfig) -> tuple[World, Monitor, Nemesis]:
     nemesis = Nemesis(world, plan, scenario.hooks)
     monitor = Monitor(scenario.invariants)
     world.checkers.append(monitor.safety)
-    world.check_every = config.check_every
-    world._next_check = config.check_every
     return world, monitor, nemesis
 
 

@@ -127,6 +127,7 @@ class World:
         on_output: Callable[[World, SimNode, Any], None] | None = None,
         boot_jitter_s: float = 1.0,
         clock_origin_s: float = 0.0,
+        check_every: int = 100,
     ) -> None:
         ids = list(node_ids)
         if len(set(ids)) != len(ids):
@@ -146,8 +147,8 @@ class World:
         self._heap: list[tuple] = []
         self._seq = count()
         self.checkers: list[Callable[[World], None]] = []  # run every `check_every` events
-        self.check_every = 100
-        self._next_check = self.check_every
+        self.check_every = check_every
+        self._next_check = check_every
 
     # -------------------------------------------------------------------------------- lifecycle
 

@@ -161,11 +161,9 @@ def test_scheduled_calls_run_at_their_time_and_can_be_cancelled():
 
 
 def test_safety_checkers_run_every_k_events():
-    w = world_of(lambda nid, p: Ticker(nid, 1.0), n=1)
+    w = world_of(lambda nid, p: Ticker(nid, 1.0), n=1, check_every=5)
     calls = []
     w.checkers.append(lambda w_: calls.append(w_.stats.events))
-    w.check_every = 5
-    w._next_check = 5
     w.start()
     w.run_until(19.5)  # 20 events: boot + 19 timers
     assert calls == [5, 10, 15, 20]
