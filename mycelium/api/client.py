@@ -39,8 +39,8 @@ class ApiError(ClientError):
     def __init__(self, status: int, code: str, message: str, hint: str = "") -> None:
         super().__init__(message, hint)
         self.status, self.code = status, code
-        if status == 400:
-            self.exit_code = 2  # the request itself was bad: usage / bad input
+        # 4xx: the request was bad or refused in this state (usage / bad input); 5xx: unknown state
+        self.exit_code = 2 if 400 <= status < 500 or status == 501 else 4
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -15,6 +15,7 @@ from mycelium.api.client import ClientError, ControlClient, DaemonNotRunning
 from mycelium.config import Config
 
 POLL_S = 0.05
+SIGNAL_AFTER_S = 3.0  # `down`: wait this long for a daemon whose answer was lost before sending SIGTERM
 
 
 def run_foreground(cfg: Config, join_token: str | None) -> int:
@@ -78,6 +79,17 @@ def start_detached(cfg: Config, up_args: list[str], join_token: str | None, read
                f"see {cfg.log_path}, or wait and run `mycelium status`")
 
 
+def _wait_unlocked(lock: Path, timeout_s: float) -> bool:
+    from mycelium.daemon import read_lock_pid
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if read_lock_pid(lock) is None:
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
 def _log_tail(path: Path, offset: int, lines: int = 15) -> str:
     try:
         with open(path, "rb") as f:
@@ -102,7 +114,9 @@ def stop_daemon(client: ControlClient, state_dir: Path, timeout_s: float) -> tup
     except ClientError:
         if pid is None:
             return 4, f"cannot reach the daemon on {state_dir} and no process holds its lock"
-        os.kill(pid, signal.SIGTERM)
+        # it may have got the request and be stopping already: give it a moment before signalling
+        if not _wait_unlocked(lock, SIGNAL_AFTER_S):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if read_lock_pid(lock) is None:

@@ -95,6 +95,13 @@ def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ..
         cfg = load_config(ctx.state_dir, overrides=overrides)
     except ConfigError as exc:
         fail(str(exc), f"edit {ctx.state_dir / 'config.toml'} or the flag named above")
+    if join_token:
+        from mycelium.identity import JoinToken, TokenError
+
+        try:
+            JoinToken.decode(join_token)
+        except TokenError as exc:
+            fail(f"cannot join: {exc}", "ask a member of the network for a fresh token: `mycelium invite`")
     if detach:
         up_args = [*(f"--listen={a}" for a in listen), *(f"--bootstrap={a}" for a in bootstrap)]
         up_args += [f"--max-role={max_role}"] if max_role else []

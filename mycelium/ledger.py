@@ -1,0 +1,298 @@
+"""The node's view of the Primary chain, and the consensus Application that extends it.
+
+The chain lives in SQLite (`storage.db`); every certified Primary is committed (fsynced) there
+before anything acts on it. As the Application (`consensus.application`), the ledger proposes the
+operations waiting in its pool, checks proposed batches, executes them with the deterministic
+`operations.apply_batch`, and appends the decided Primary with its certificate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from mycelium.encoding import EncodingError, canonical, decode
+from mycelium.identity import NodeId, NodeKey
+from mycelium.logs import bind_identity, get_logger
+from mycelium.operations import MAX_BATCH, Operation, OperationError, apply_batch, check_operation, role_reasons
+from mycelium.spores.certificate import QuorumCertificate
+from mycelium.spores.chain import PrimaryChain
+from mycelium.spores.primary import (
+    CertifiedPrimary,
+    PrimaryError,
+    PrimarySpore,
+    certify_genesis,
+    genesis_primary,
+    verify_successor,
+)
+from mycelium.storage.db import StateDB, StoredPrimary
+from mycelium.storage.network import NetworkMembership
+
+log = get_logger("mycelium.ledger")
+
+LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
+MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
+HISTORY_KEPT = 4096  # certified Primaries kept in the database (the head carries the full state)
+
+
+class LedgerError(Exception):
+    """The ledger refuses a request; the message says why."""
+
+
+class Ledger:
+    def __init__(self, db: StateDB, membership: NetworkMembership, key: NodeKey, chain: PrimaryChain | None) -> None:
+        self.db = db
+        self.membership = membership
+        self.key = key
+        self.chain = chain  # None until this node has the network's genesis (a joiner catching up)
+        self.pool: OrderedDict[bytes, Operation] = OrderedDict()
+        self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
+        self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
+        self._reasons_cache: tuple[bytes, dict] | None = None
+
+    @classmethod
+    def open(cls, db: StateDB, membership: NetworkMembership, key: NodeKey) -> Ledger:
+        genesis = membership.genesis
+        head = db.head_primary()
+        links = _load_recent(db, head.height, HISTORY_KEPT) if head is not None else []
+        if links:
+            return cls(db, membership, key, PrimaryChain.resume(genesis, links))
+        if genesis.founder == key.node_id:
+            primary = genesis_primary(genesis)
+            link = CertifiedPrimary(primary, certify_genesis(primary, key))
+            db.append_primary(_stored(link))
+            log.info("founded the chain", height=0, hash=primary.hash().hex()[:16])
+            return cls(db, membership, key, PrimaryChain(genesis, link))
+        return cls(db, membership, key, None)
+
+    # ------------------------------------------------------------------------------ reading
+    @property
+    def head(self) -> PrimarySpore | None:
+        return self.chain.primary if self.chain else None
+
+    @property
+    def height(self) -> int:
+        return self.chain.height if self.chain else 0
+
+    @property
+    def head_hash(self) -> bytes | None:
+        return self.head.hash() if self.head else None
+
+    def role_of(self, node: NodeId) -> str:
+        head = self.head
+        return (head.role_of(node) if head else None) or "none"
+
+    def role_reason(self, node: NodeId) -> str:
+        head = self.head
+        if head is None:
+            return "not admitted yet: waiting for the network's chain"
+        if node not in head.members:
+            return "not admitted yet: waiting for a validator to decide the join"
+        if len(head.members) == 1:
+            return "the only member of its network"
+        key = head.hash()
+        if self._reasons_cache is None or self._reasons_cache[0] != key:
+            self._reasons_cache = (key, role_reasons(head.members))
+        return "; ".join(self._reasons_cache[1].get(node, ()))
+
+    def validators(self) -> list[NodeId]:
+        return self.head.validators() if self.head else []
+
+    def member_count(self) -> int:
+        return len(self.head.members) if self.head else 0
+
+    def is_member(self, node: NodeId) -> bool:
+        return bool(self.head and node in self.head.members)
+
+    def service_count(self) -> int:
+        return len(self.head.services) if self.head else 0
+
+    # ------------------------------------------------------------------------------ submitting
+    def submit(self, op: Operation) -> None:
+        """Queue an operation for the next height this node proposes (checked now, and again then)."""
+        if self.head is None:
+            raise LedgerError("this node has no Primary yet, so it cannot check operations; wait for catch-up")
+        try:
+            check_operation(op, self.head, now_s=int(time.time()))
+        except OperationError as exc:
+            raise LedgerError(str(exc)) from exc
+        if len(self.pool) >= MAX_POOL:
+            raise LedgerError(f"{MAX_POOL} operations are already waiting; try again when the network catches up")
+        self.pool[op.id] = op
+
+    # ------------------------------------------------------------------------------ Application
+    def _app_head(self) -> PrimarySpore | None:
+        """What consensus builds on: the committed Primary whose certificate is on its way, else the head.
+        (The core moves to height+1 right after `commit`, before the Decided effect is carried out.)"""
+        head = self.head
+        if self._committed is not None and (head is None or self._committed.height > head.height):
+            return self._committed
+        return head
+
+    def validators_for(self, height: int) -> list[NodeId]:
+        head = self._app_head()
+        if head is None or height != head.height + 1:
+            return []
+        return head.validators()
+
+    def make_batch(self, height: int) -> list[Any]:
+        head = self._app_head()
+        if head is None:
+            return []
+        now_s = int(time.time())
+        batch = []
+        for op_id, op in list(self.pool.items()):
+            try:
+                check_operation(op, head, now_s=now_s)
+            except OperationError:
+                del self.pool[op_id]  # no longer applicable (already applied, expired, member gone)
+                continue
+            batch.append(op.to_wire())
+            if len(batch) >= MAX_BATCH:
+                break
+        return batch
+
+    def validate_batch(self, height: int, batch: list[Any]) -> bool:
+        head = self._app_head()
+        if head is None or height != head.height + 1 or len(batch) > MAX_BATCH:
+            return False
+        now_s = int(time.time())
+        try:
+            for raw in batch:
+                check_operation(Operation.from_wire(raw), head, now_s=now_s)
+        except OperationError:
+            return False
+        return True
+
+    def execute(self, height: int, batch: list[Any], prev_hash: bytes) -> bytes:
+        head = self._app_head()
+        if head is None or head.hash() != prev_hash:
+            raise LedgerError(f"cannot execute height {height}: this node's head is not {prev_hash.hex()[:16]}")
+        candidate = apply_batch(head, list(batch))
+        value = candidate.hash()
+        self._candidates[(height, value)] = candidate
+        return value
+
+    def commit(self, height: int, value: bytes, batch: list[Any]) -> None:
+        """Remember the decided candidate; the Decided effect that follows carries its certificate."""
+        candidate = self._candidates.get((height, value))
+        if candidate is None:
+            head = self._app_head()
+            if head is None or head.height != height - 1:
+                raise LedgerError(f"commit of height {height} does not follow this node's head")
+            candidate = apply_batch(head, list(batch))
+            if candidate.hash() != value:
+                raise LedgerError(f"decided hash {value.hex()[:16]} is not what this node computes for height {height}")
+            self._candidates[(height, value)] = candidate
+        self._committed = candidate
+        self._forget_applied(batch)
+
+    def _forget_applied(self, batch: list[Any]) -> None:
+        for raw in batch:
+            try:
+                self.pool.pop(Operation.from_wire(raw).id, None)
+            except OperationError:
+                pass  # a malformed op can't have been applied; nothing to remove
+
+    def store_decided(self, height: int, value: bytes, batch: list[Any], certificate: QuorumCertificate) -> PrimarySpore:
+        """Append the decided Primary (fsynced) and drop the operations it applied from the pool."""
+        candidate = self._candidates.pop((height, value), None)
+        if candidate is None:
+            head = self.head
+            if head is None:
+                raise LedgerError("decision before this node has any Primary")
+            candidate = apply_batch(head, list(batch))
+            if candidate.hash() != value:
+                raise LedgerError(f"decided hash {value.hex()[:16]} is not what this node computes for height {height}")
+        link = CertifiedPrimary(candidate, certificate)
+        verify_successor(self.head, candidate, certificate)
+        self.db.append_primary(_stored(link))
+        self.chain.append(link)
+        self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
+        self._forget_applied(batch)
+        if height % 256 == 0:
+            self.db.prune_primaries(HISTORY_KEPT)
+        bind_identity(epoch=candidate.height)
+        return candidate
+
+    def adopt_links(self, links: list[CertifiedPrimary]) -> int:
+        """Verified catch-up: append links that extend our chain (each certificate checked)."""
+        added = 0
+        for link in links:
+            if self.chain is None:
+                self.chain = PrimaryChain(self.membership.genesis, link)
+                self.db.reset_chain()
+                self.db.append_primary(_stored(link))
+                added += 1
+                continue
+            if link.primary.height <= self.chain.height:
+                continue
+            verify_successor(self.chain.primary, link.primary, link.certificate)
+            self.db.append_primary(_stored(link))
+            self.chain.append(link)
+            added += 1
+        return added
+
+    # ------------------------------------------------------------------------------ consensus lock
+    @property
+    def _lock_key(self) -> str:
+        return LOCK_META_PREFIX + self.membership.network_id
+
+    def persist_lock(self, state: dict) -> None:
+        self.db.set_meta(self._lock_key, canonical(state))
+
+    def load_lock(self) -> dict | None:
+        raw = self.db.get_meta(self._lock_key)
+        if raw is None:
+            return None
+        try:
+            state = decode(raw)
+        except EncodingError:
+            log.error("consensus lock state is unreadable; refusing to guess", key=self._lock_key)
+            raise
+        return state if isinstance(state, dict) else None
+
+
+class ConsensusApp:
+    """Adapter: the consensus core's Application protocol over a Ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def validators(self, height: int) -> list[NodeId]:
+        return self.ledger.validators_for(height)
+
+    def make_batch(self, height: int) -> list[Any]:
+        return self.ledger.make_batch(height)
+
+    def validate_batch(self, height: int, batch: list[Any]) -> bool:
+        return self.ledger.validate_batch(height, batch)
+
+    def execute(self, height: int, batch: list[Any], prev_hash: bytes) -> bytes:
+        return self.ledger.execute(height, batch, prev_hash)
+
+    def commit(self, height: int, value: bytes, batch: list[Any]) -> None:
+        self.ledger.commit(height, value, batch)
+
+
+def _stored(link: CertifiedPrimary) -> StoredPrimary:
+    p = link.primary
+    return StoredPrimary(p.height, p.hash(), p.prev_hash, p.to_bytes(), canonical(link.certificate.to_wire()))
+
+
+def _load_link(stored: StoredPrimary) -> CertifiedPrimary:
+    try:
+        return CertifiedPrimary(PrimarySpore.from_bytes(stored.body), QuorumCertificate.from_wire(decode(stored.cert)))
+    except (PrimaryError, EncodingError, ValueError) as exc:
+        raise LedgerError(f"stored Primary {stored.height} is corrupt ({exc}); move state.db aside to resync") from exc
+
+
+def _load_recent(db: StateDB, head_height: int, limit: int) -> list[CertifiedPrimary]:
+    """The newest `limit` stored links, oldest first (the chain re-verifies each on resume)."""
+    out = []
+    h = head_height
+    while len(out) < limit and (stored := db.primary_at(h)) is not None:
+        out.append(_load_link(stored))
+        h -= 1
+    return list(reversed(out))

@@ -1,0 +1,225 @@
+"""Signed operations and the deterministic function that applies a decided batch to a Primary.
+
+Every validator runs `apply_batch(prev, batch)` independently and must get byte-identical results:
+no wall clock, no randomness, no floats, every iteration over sorted keys. Checks that need the
+local clock (an invite's expiry, an operation's age) live in `check_operation`, which validators
+run before they accept a proposal (`validate_batch`); honest validators with sane clocks agree.
+
+Operation types are append-only. Who may author what:
+    profile  a member, about itself: its capability profile and operator cap
+    join     a new node, with a member's signed invite (unexpired, uses left)
+    leave    a member, about itself
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
+
+from mycelium.encoding import EncodingError, canonical
+from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, verify
+from mycelium.roles.assignment import Candidate, Role, RoleError, assign_roles
+from mycelium.roles.profile import CapabilityProfile, ProfileError
+from mycelium.spores.primary import Member, PrimarySpore
+
+OP_DOMAIN = b"mycelium-op-v1"
+MAX_BATCH = 256  # operations in one height
+MAX_OP_BYTES = 64 * 1024
+MAX_OP_AGE_S = 24 * 3600  # an operation older than this is refused (replays of old signed requests)
+MAX_OP_FUTURE_S = 300  # clock skew tolerated on an operation's timestamp
+NEW_MEMBER_TRUST_PPM = 500_000  # the neutral prior
+INVITES_USED = "invites_used"  # Primary params key: invite id (hex) → uses consumed
+APPLIED = "applied_ops"  # Primary params key: ids of recently applied operations (replay guard)
+APPLIED_KEPT = 4096  # ids remembered; older operations are refused by age (MAX_OP_AGE_S) anyway
+
+
+class OpType(str, Enum):
+    PROFILE = "profile"
+    JOIN = "join"
+    LEAVE = "leave"
+
+
+class OperationError(ValueError):
+    """An operation is malformed, forged or not allowed; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    type: OpType
+    author: NodeId
+    body: dict
+    time_s: int  # the author's clock when it signed; bounds replay (see MAX_OP_AGE_S)
+    nonce: bytes  # 16 random bytes: two identical requests are two operations
+    signature: bytes = b""
+
+    def signed_part(self, network_id: str) -> dict:
+        return {"net": network_id, "t": self.type.value, "author": self.author, "body": self.body,
+                "time": self.time_s, "nonce": self.nonce}
+
+    def signing_bytes(self, network_id: str) -> bytes:
+        return OP_DOMAIN + canonical(self.signed_part(network_id))
+
+    def to_wire(self) -> dict:
+        return {"t": self.type.value, "author": self.author, "body": self.body, "time": self.time_s,
+                "nonce": self.nonce, "sig": self.signature}
+
+    @property
+    def id(self) -> bytes:
+        return self.nonce
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Operation:
+        if not isinstance(obj, dict) or set(obj) != {"t", "author", "body", "time", "nonce", "sig"}:
+            raise OperationError("an operation is a map of t, author, body, time, nonce, sig")
+        try:
+            op_type = OpType(obj["t"])
+        except ValueError:
+            raise OperationError(f"unknown operation type {obj['t']!r}") from None
+        author, body, time_s, nonce, sig = obj["author"], obj["body"], obj["time"], obj["nonce"], obj["sig"]
+        if not is_node_id(author):
+            raise OperationError("operation author is not a node id")
+        if not isinstance(body, dict):
+            raise OperationError("operation body must be a map")
+        if not isinstance(time_s, int) or isinstance(time_s, bool) or time_s < 0:
+            raise OperationError("operation time must be a non-negative integer")
+        if not (isinstance(nonce, bytes) and len(nonce) == 16 and isinstance(sig, bytes)):
+            raise OperationError("operation nonce must be 16 bytes and its signature bytes")
+        try:
+            if len(canonical(obj)) > MAX_OP_BYTES:
+                raise OperationError(f"operation is over {MAX_OP_BYTES} bytes")
+        except EncodingError as exc:
+            raise OperationError(f"operation has no canonical encoding: {exc}") from exc
+        return cls(op_type, author, body, time_s, nonce, sig)
+
+
+def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *, now_s: int) -> Operation:
+    op = Operation(op_type, key.node_id, body, now_s, secrets.token_bytes(16))
+    return replace(op, signature=key.sign(op.signing_bytes(network_id)))
+
+
+def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile, max_role: str, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.PROFILE, {"profile": profile.to_wire(), "max_role": max_role}, now_s=now_s)
+
+
+def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: CapabilityProfile, max_role: str,
+                   *, now_s: int) -> Operation:
+    body = {"invite": invite.to_wire(), "profile": profile.to_wire(), "max_role": max_role}
+    return sign_operation(key, network_id, OpType.JOIN, body, now_s=now_s)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> None:
+    """Raise OperationError unless `op` may be applied on top of `prev`. `now_s` is the local clock
+    (None inside the deterministic apply, which must not look at it)."""
+    if not verify(op.author, op.signing_bytes(prev.network_id), op.signature):
+        raise OperationError(f"operation from {op.author[:16]} has an invalid signature")
+    if now_s is not None:
+        if op.time_s > now_s + MAX_OP_FUTURE_S:
+            raise OperationError(f"operation is dated {op.time_s - now_s} s in the future")
+        if op.time_s < now_s - MAX_OP_AGE_S:
+            raise OperationError("operation is too old (a replay?)")
+    body = op.body
+    if op.type in (OpType.PROFILE, OpType.JOIN):
+        try:
+            CapabilityProfile.from_wire(body.get("profile"))
+        except ProfileError as exc:
+            raise OperationError(f"operation carries a bad profile: {exc}") from exc
+        if body.get("max_role") not in ("sclerotium", "rhizomorph", "hypha"):
+            raise OperationError("operation max_role must be sclerotium, rhizomorph or hypha")
+    if op.type is OpType.PROFILE or op.type is OpType.LEAVE:
+        if op.author not in prev.members:
+            raise OperationError(f"{op.author[:16]} is not a member")
+    elif op.type is OpType.JOIN:
+        if op.author in prev.members:
+            raise OperationError(f"{op.author[:16]} is already a member")
+        try:
+            invite = Invite.from_wire(body.get("invite"))
+        except TokenError as exc:
+            raise OperationError(f"join carries a malformed invite: {exc}") from exc
+        if invite.network_id != prev.network_id or not invite.verify_signature():
+            raise OperationError("join carries an invite that is forged or for another network")
+        if invite.issuer not in prev.members:
+            raise OperationError("join carries an invite from a node that is not a member")
+        used = prev.params.get(INVITES_USED, {}).get(invite.invite_id.hex(), 0)
+        if used >= invite.uses:
+            raise OperationError("the invite has no uses left")
+        if now_s is not None and invite.expires_s <= now_s:
+            raise OperationError("the invite has expired")
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
+    """The next Primary: `batch` applied in order on top of `prev`, then roles reassigned.
+    Operations that fail their (clock-free) checks are skipped, identically on every validator."""
+    members = dict(prev.members)
+    params = dict(prev.params)
+    invites_used = dict(params.get(INVITES_USED, {}))
+    applied = list(params.get(APPLIED, []))
+    seen: set[bytes] = set(applied)
+    for raw in batch[:MAX_BATCH]:
+        try:
+            op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
+            current = replace(prev, members=members, params={**params, INVITES_USED: invites_used})
+            check_operation(op, current, now_s=None)
+        except OperationError:
+            continue
+        if op.nonce in seen:
+            continue  # a replay: this very operation was applied already
+        seen.add(op.nonce)
+        applied.append(op.nonce)
+        if op.type is OpType.PROFILE:
+            m = members[op.author]
+            members[op.author] = replace(m, profile=op.body["profile"], caps={"max_role": op.body["max_role"]})
+        elif op.type is OpType.JOIN:
+            invite = Invite.from_wire(op.body["invite"])
+            invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
+            members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
+                                        prev.height + 1, op.body["profile"])
+        elif op.type is OpType.LEAVE:
+            del members[op.author]
+    if invites_used:
+        params[INVITES_USED] = invites_used
+    if applied:
+        params[APPLIED] = applied[-APPLIED_KEPT:]
+    members = _reassign_roles(members)
+    validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
+    return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
+                   prev_hash=prev.hash(), members=members, params=params)
+
+
+def _reassign_roles(members: dict[NodeId, Member]) -> dict[NodeId, Member]:
+    candidates: dict[NodeId, Candidate] = {}
+    for node, m in members.items():
+        try:
+            profile = CapabilityProfile.from_wire(m.profile)
+            cap = Role(m.caps.get("max_role", "sclerotium"))
+            candidates[node] = Candidate(profile=profile, trust=m.trust_ppm // 1000, cap=cap)
+        except (ProfileError, RoleError, ValueError):
+            continue  # no usable profile yet: keeps its role until it publishes one
+    if not candidates:
+        return members
+    current = {n: Role(m.role) for n, m in members.items()}
+    assignment = assign_roles(candidates, current)
+    return {n: (replace(m, role=assignment.roles[n].value) if n in assignment.roles else m)
+            for n, m in sorted(members.items())}
+
+
+def role_reasons(members: dict[NodeId, Member]) -> dict[NodeId, tuple[str, ...]]:
+    """The role rule's deciding facts for each member (for `mycelium status`)."""
+    candidates = {}
+    for node, m in members.items():
+        try:
+            candidates[node] = Candidate(profile=CapabilityProfile.from_wire(m.profile), trust=m.trust_ppm // 1000,
+                                         cap=Role(m.caps.get("max_role", "sclerotium")))
+        except (ProfileError, RoleError, ValueError):
+            continue
+    if not candidates:
+        return {}
+    prior = {n: Role(m.role) for n, m in members.items()}
+    return assign_roles(candidates, prior).reasons

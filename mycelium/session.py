@@ -1,0 +1,310 @@
+"""One network session: everything a node runs for the network it belongs to, in one nursery.
+
+    mesh ─┬─ rpc "consensus"  votes between validators (per-peer outbound queues, never blocking consensus)
+          ├─ rpc "chain"      Primary catch-up: links after a height, each certificate verified on receipt
+          └─ rpc "submit"     operations from nodes that are not validators (joins, profiles)
+    consensus driver          ConsensusCore over the ledger
+    admission                 a joiner fetches the chain, then submits its join until it is a member
+    profile                   publishes this node's capability profile when it changed enough
+    quorum watch              read-only mode when no quorum of validators is reachable
+
+The daemon rebuilds the session when the node joins, leaves or founds another network.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+import trio
+
+from mycelium.config import DEFAULT_PORT
+from mycelium.consensus.config import ConsensusConfig
+from mycelium.consensus.core import ConsensusCore
+from mycelium.consensus.driver import ConsensusDriver
+from mycelium.consensus.outcomes import Decided
+from mycelium.identity import NodeId
+from mycelium.ledger import ConsensusApp, LedgerError
+from mycelium.logs import get_logger
+from mycelium.mesh.config import MeshConfig
+from mycelium.mesh.host import Mesh, MeshError
+from mycelium.operations import Operation, OperationError, join_operation, profile_operation
+from mycelium.roles.probe import probe
+from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
+from mycelium.roles.readonly import QuorumWatch
+from mycelium.spores.chain import CatchupMessageError, PrimaryLinks, PrimaryRequest, decode_catchup
+from mycelium.spores.primary import ChainError
+
+log = get_logger("mycelium.session")
+
+RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"
+OUTBOUND_QUEUE = 256  # consensus messages queued per peer; beyond this the oldest are dropped
+CONSENSUS_SEND_TIMEOUT_S = 5.0
+CATCHUP_INTERVAL_S = 2.0
+PROFILE_INTERVAL_S = 30.0
+JOIN_RETRY_S = 2.0
+WATCH_INTERVAL_S = 1.0
+MAX_LINKS = 32
+
+
+def listen_addresses(configured: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The configured listen addresses, with the default port replaced by an ephemeral one when
+    something else holds it (returns the addresses and warnings to log)."""
+    out, warnings = [], []
+    for addr in configured:
+        parts = addr.split("/")
+        if len(parts) >= 5 and parts[1] == "ip4" and parts[3] == "tcp" and parts[4] == str(DEFAULT_PORT):
+            probe_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe_sock.bind((parts[2], DEFAULT_PORT))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    parts[4] = "0"
+                    warnings.append(f"port {DEFAULT_PORT} is taken; listening on an ephemeral port instead "
+                                    "(set node.listen to pin one)")
+            finally:
+                probe_sock.close()
+        out.append("/".join(parts))
+    return tuple(out), warnings
+
+
+class MeshTransport:
+    """Consensus messages over the mesh: one bounded queue and sender task per peer, so a slow or
+    dead peer never stalls the consensus loop."""
+
+    def __init__(self, mesh: Mesh, nursery: trio.Nursery) -> None:
+        self.mesh = mesh
+        self._nursery = nursery
+        self._queues: dict[NodeId, trio.MemorySendChannel] = {}
+        self.dropped: Counter[str] = Counter()
+
+    async def send(self, to: NodeId, data: bytes) -> None:
+        self._enqueue(to, data)
+
+    async def broadcast(self, data: bytes) -> None:
+        for peer in self.mesh.admitted_peers():
+            self._enqueue(peer, data)
+
+    def _enqueue(self, peer: NodeId, data: bytes) -> None:
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue, receive = trio.open_memory_channel[bytes](OUTBOUND_QUEUE)
+            self._queues[peer] = queue
+            self._nursery.start_soon(self._sender, peer, receive)
+        try:
+            queue.send_nowait(data)
+        except trio.WouldBlock:
+            self.dropped["queue_full"] += 1  # the core rebroadcasts what matters
+
+    async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
+        async for data in receive:
+            try:
+                await self.mesh.request(peer, RPC_CONSENSUS, data, timeout_s=CONSENSUS_SEND_TIMEOUT_S)
+            except (MeshError, trio.TooSlowError, OSError) as exc:
+                self.dropped["send_failed"] += 1
+                log.debug("consensus send failed", peer=peer, error=str(exc))
+            except Exception as exc:  # mesh request errors are its own types; keep this peer's sender alive
+                self.dropped["send_failed"] += 1
+                log.debug("consensus send failed", peer=peer, error=repr(exc))
+
+
+class NetworkSession:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.cfg = node.cfg
+        self.key = node.key
+        self.membership = node.membership
+        self.ledger = node.ledger
+        self.mesh: Mesh | None = None
+        self.driver: ConsensusDriver | None = None
+        self.watch: QuorumWatch | None = None
+        self.profile: CapabilityProfile | None = None
+        self.rejected: Counter[str] = Counter()
+        self._rng = random.Random()
+        self._nursery: trio.Nursery | None = None
+        self._consensus_scope: trio.CancelScope | None = None
+
+    # ------------------------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listen, warnings = listen_addresses(self.cfg.node.listen)
+        for w in warnings:
+            log.warning(w)
+        mesh_cfg = MeshConfig(
+            listen=listen,
+            bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
+            mdns=self.cfg.node.mdns,
+        )
+        self.mesh = mesh = Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret)
+        mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
+        mesh.register_handler(RPC_CHAIN, self._on_chain)
+        mesh.register_handler(RPC_SUBMIT, self._on_submit)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(mesh.run)
+            self.transport = MeshTransport(mesh, nursery)
+            self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
+            self._start_consensus()
+            self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id)
+            nursery.start_soon(self._catchup_loop)
+            nursery.start_soon(self._membership_loop)
+            nursery.start_soon(self._watch_loop)
+            task_status.started()
+
+    def _start_consensus(self) -> None:
+        """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""
+        if self._consensus_scope is not None:
+            self._consensus_scope.cancel()
+        if self.ledger.head is None:
+            self.driver = None
+            return
+        config = ConsensusConfig(heartbeat_interval_s=float(self.cfg.node.heartbeat_s))
+        state = self.ledger.load_lock()
+        if state is not None and state.get("h") != self.ledger.height + 1:
+            state = None  # the lock was for a height this node has since seen decided
+        core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
+                                     height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
+        self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
+                                      on_decided=self._on_decided)
+        scope = trio.CancelScope()
+        self._consensus_scope = scope
+
+        async def run_driver() -> None:
+            with scope:
+                await self.driver.run()
+
+        self._nursery.start_soon(run_driver)
+
+    def _on_decided(self, decided: Decided) -> None:
+        if self.ledger.height >= decided.height:
+            return  # caught up past it already
+        try:
+            primary = self.ledger.store_decided(decided.height, decided.value, list(decided.batch), decided.certificate)
+        except (LedgerError, ChainError) as exc:
+            log.error("decided Primary could not be stored; resyncing from peers", height=decided.height, error=str(exc))
+            return
+        self.node.metrics.epoch.set(primary.height)
+        self.node.metrics.members.set(len(primary.members))
+        if self.watch:
+            self.watch.set_validators(primary.validators())
+        log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
+                 members=len(primary.members), role=primary.role_of(self.key.node_id))
+
+    # ------------------------------------------------------------------------------ rpc handlers
+    async def _on_consensus(self, peer: NodeId, data: bytes) -> bytes:
+        if self.driver is not None:
+            self.driver.deliver(peer, data)
+        return b""
+
+    async def _on_chain(self, peer: NodeId, data: bytes) -> bytes:
+        try:
+            request = decode_catchup(data)
+        except CatchupMessageError as exc:
+            self.rejected[f"chain_{exc.reason.value}"] += 1
+            return PrimaryLinks(()).to_bytes()
+        if not isinstance(request, PrimaryRequest) or self.ledger.chain is None:
+            return PrimaryLinks(()).to_bytes()
+        return PrimaryLinks(tuple(self.ledger.chain.links_after(request.after_height, MAX_LINKS))).to_bytes()
+
+    async def _on_submit(self, peer: NodeId, data: bytes) -> bytes:
+        from mycelium.encoding import EncodingError, decode
+
+        try:
+            op = Operation.from_wire(decode(data))
+            self.ledger.submit(op)
+        except (EncodingError, OperationError, LedgerError) as exc:
+            self.rejected["submit"] += 1
+            return f"refused: {exc}".encode()
+        if self.driver is not None:
+            self.driver.poke()
+        return b"ok"
+
+    # ------------------------------------------------------------------------------ loops
+    async def _catchup_loop(self) -> None:
+        """Ask a random admitted peer for the links after our head; verify and store them."""
+        while True:
+            peers = self.mesh.admitted_peers()
+            if peers:
+                peer = self._rng.choice(peers)
+                try:
+                    answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
+                    links = decode_catchup(answer)
+                    if isinstance(links, PrimaryLinks) and links.links:
+                        before = self.ledger.height if self.ledger.head else -1
+                        added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
+                        if added:
+                            log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
+                            self._start_consensus()
+                            if self.watch:
+                                self.watch.set_validators(self.ledger.validators())
+                            continue  # more may follow
+                except (CatchupMessageError, ChainError, LedgerError) as exc:
+                    self.rejected["bad_chain"] += 1
+                    log.warning("refused Primary links from peer", peer=peer, error=str(exc))
+                except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer later
+                    log.debug("catch-up request failed", peer=peer, error=repr(exc))
+            await trio.sleep(CATCHUP_INTERVAL_S)
+
+    async def _membership_loop(self) -> None:
+        """Joiners submit their join until admitted; members publish their profile when it changed."""
+        published: CapabilityProfile | None = None
+        while True:
+            head = self.ledger.head
+            me = self.key.node_id
+            now_s = int(time.time())
+            if head is not None and me not in head.members and self.membership.invite is not None:
+                op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
+                                    self.cfg.node.max_role, now_s=now_s)
+                await self._submit_to_validators(op)
+                await trio.sleep(JOIN_RETRY_S)
+                continue
+            if head is not None and me in head.members:
+                self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
+                member = head.members[me]
+                try:
+                    current = CapabilityProfile.from_wire(member.profile) if member.profile else None
+                except ProfileError:
+                    current = None
+                cap_changed = member.caps.get("max_role") != self.cfg.node.max_role
+                if (changed_enough(current, self.profile) or cap_changed) and published != self.profile:
+                    op = profile_operation(self.key, self.membership.network_id, self.profile, self.cfg.node.max_role,
+                                           now_s=now_s)
+                    await self._submit_to_validators(op)
+                    published = self.profile
+            await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+
+    async def _submit_to_validators(self, op: Operation) -> None:
+        from mycelium.encoding import canonical
+
+        if self.key.node_id in self.ledger.validators():
+            try:
+                self.ledger.submit(op)
+            except LedgerError as exc:
+                log.warning("own operation refused", op=op.type.value, error=str(exc))
+            if self.driver:
+                self.driver.poke()
+            return
+        data = canonical(op.to_wire())
+        for validator in self.ledger.validators():
+            if validator not in self.mesh.admitted_peers():
+                continue
+            try:
+                answer = await self.mesh.request(validator, RPC_SUBMIT, data, timeout_s=10)
+                if answer != b"ok":
+                    log.warning("operation refused by validator", op=op.type.value, validator=validator,
+                                answer=answer[:200].decode(errors="replace"))
+            except Exception as exc:  # mesh errors: another validator may take it
+                log.debug("submit failed", validator=validator, error=repr(exc))
+
+    def _reachability(self) -> Reachability:
+        return Reachability.DIRECT if self.mesh and self.mesh.admitted_peers() else Reachability.UNKNOWN
+
+    async def _watch_loop(self) -> None:
+        while True:
+            status = self.watch.observe(trio.current_time(), self.mesh.admitted_peers(), caught_up=self.ledger.head is not None)
+            self.node.metrics.read_only.set(1 if status.read_only else 0)
+            self.node.metrics.peers.set(len(self.mesh.admitted_peers()))
+            await trio.sleep(WATCH_INTERVAL_S)
