@@ -16,7 +16,10 @@ Every record has `at_s` and `kind`; faults with a `duration_s` undo themselves a
       {"at_s": 70, "kind": "heal"}
     ]}
 
-In `partition`, a node in two groups is a bridge and a node in no group is isolated.
+In `partition`, a node in two groups is a bridge and a node in no group is isolated. Undoing a
+partition (its `duration_s` ending) reconnects everyone, including any partition that started
+meanwhile; link faults (loss, duplicate, reorder) likewise return to the base network's values.
+`crash` keeps the node's persisted state; `"wipe": true` restarts it from nothing (disk lost).
 """
 
 from __future__ import annotations

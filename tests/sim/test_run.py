@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from mycelium.sim.run import RunConfig, run
-from mycelium.sim.world import World
 
 ALL_FAULTS_PLAN = {"faults": [
     {"at_s": 0, "kind": "byzantine", "node": 9, "behaviour": "garbage", "options": {"probability": 0.5}},
@@ -138,10 +137,6 @@ def test_register_thousand_nodes_ten_minutes(sim_seed):
 @pytest.mark.slow
 def test_latent_fifty_nodes_ten_minutes(sim_seed):
     check(RunConfig(protocol="latent", nodes=50, seed=sim_seed, duration_s=600, tail_s=180))
-
-
-def test_world_is_importable_for_custom_scenarios():
-    assert World.__module__ == "mycelium.sim.world"
 
 
 PLANS = sorted((Path(__file__).resolve().parents[2] / "mycelium" / "sim" / "plans").glob("*.json"))
