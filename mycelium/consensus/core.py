@@ -415,7 +415,8 @@ class ConsensusCore:
         later = self._later_decisions.pop(self.height, None)
         if later is not None:
             self._on_decision(later, now, out)
-            return
+            if self.height != height + 1:
+                return  # it decided this height too (and replayed the buffer there)
         future, self._future = self._future, []
         for msg in future:
             if msg.height == self.height:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mycelium.effects import Broadcast
 from mycelium.encoding import canonical, decode
 from mycelium.identity import NodeId, NodeKey
 from mycelium.sim.byzantine import ByzantineHooks
@@ -176,5 +175,3 @@ class _Check:
     def check(self, world: Any) -> str | None:
         return self._fn(world)
 
-
-__all__ = ["scenario", "WireCodec", "Broadcast"]
