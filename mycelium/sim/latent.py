@@ -180,8 +180,20 @@ def scenario(params: ScenarioParams) -> Scenario:
             out.append(wire)
         return encode_message(Delta(msg.scope, tuple(out)))
 
+    def report(world: Any) -> dict:
+        """Honest live nodes' totals: entries held, and drops by reason (garbage shows up as malformed)."""
+        honest = [n.inner for n in world.honest_nodes()]
+        drops: dict[str, int] = {}
+        for core in honest:
+            for reason, count in core.gossip.drops.as_dict().items():
+                drops[reason] = drops.get(reason, 0) + count
+        out = {"entries": sum(len(c.store) for c in honest)}
+        out.update({f"dropped_{k}": v for k, v in sorted(drops.items())})
+        return out
+
     return Scenario(
         node_ids=ids,
+        report=report,
         make_core=make_core,
         invariants=[
             EveryHonestNode(limits_respected, name="limits"),

@@ -37,6 +37,8 @@ class Scenario:
     codec: Codec | None = None  # used only when ScenarioParams.wire is True
     network: NetworkConfig | None = None  # None = NetworkConfig() defaults
     on_output: Callable[[Any, Any, Any], None] | None = None  # (world, node, effect) for protocol outputs
+    # protocol counters for the summary, e.g. messages dropped by reason (must be deterministic)
+    report: Callable[[Any], dict] | None = None
     clock_origin_s: float = 0.0  # every node's clock starts here (e.g. a unix time for signed timestamps)
     # largest clock jump a generated plan uses; a protocol that rejects skewed data (Latent: 30 s)
     # cannot converge within the tail after bigger jumps, so it says what it tolerates

@@ -128,8 +128,12 @@ def scenario(params: ScenarioParams) -> Scenario:
         # claims another node's write as its own: a bounded lie, so honest replicas can still converge
         return RegisterValue(message.value, author)
 
+    def report(world: Any) -> dict:
+        return {"rejected": sum(n.inner.rejected for n in world.nodes if n.up)}
+
     return Scenario(
         node_ids=ids,
+        report=report,
         make_core=make_core,
         invariants=[
             EveryHonestNode(own_write_kept, name="own-write-kept"),

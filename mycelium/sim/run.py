@@ -22,7 +22,7 @@ from random import Random
 from mycelium.sim.invariants import InvariantViolation, Monitor
 from mycelium.sim.nemesis import FaultPlan, Nemesis, generate_plan
 from mycelium.sim.network import NetworkConfig, SimConfigError
-from mycelium.sim.protocols import ScenarioParams, load_protocol
+from mycelium.sim.protocols import Scenario, ScenarioParams, load_protocol
 from mycelium.sim.world import World
 
 DEFAULT_CHECK_EVERY = 1000  # events between safety checks (see RunConfig.check_every)
@@ -82,6 +82,11 @@ class RunResult:
 
 
 def build_world(config: RunConfig) -> tuple[World, Monitor, Nemesis]:
+    world, monitor, nemesis, _ = _build(config)
+    return world, monitor, nemesis
+
+
+def _build(config: RunConfig) -> tuple[World, Monitor, Nemesis, Scenario]:
     """The world of a run, ready to start (exposed for tests that drive phases themselves)."""
     config.validate()
     rng = Random(config.seed)
@@ -104,7 +109,7 @@ def build_world(config: RunConfig) -> tuple[World, Monitor, Nemesis]:
     nemesis = Nemesis(world, plan, scenario.hooks)
     monitor = Monitor(scenario.invariants)
     world.checkers.append(monitor.safety)
-    return world, monitor, nemesis
+    return world, monitor, nemesis, scenario
 
 
 def heal(world: World) -> None:
@@ -120,7 +125,7 @@ def run(config: RunConfig) -> RunResult:
     """Run one simulation. Configuration errors raise SimConfigError; invariant violations and core
     exceptions are reported in `RunResult.failure` (with the seed and the replay commands)."""
     started = time.perf_counter()
-    world, monitor, nemesis = build_world(config)
+    world, monitor, nemesis, scenario = _build(config)
     outcome, detail = "ok", None
     try:
         nemesis.install()
@@ -138,6 +143,7 @@ def run(config: RunConfig) -> RunResult:
         detail = f"{type(exc).__name__}: {exc} (at {frame.filename}:{frame.lineno}, t={world.now:.6f}s)"
     real_s = time.perf_counter() - started
     summary = summarise(config, world, monitor, nemesis, outcome, detail)
+    summary["protocol_stats"] = scenario.report(world) if scenario.report is not None else {}
     failure = None
     if outcome != "ok":
         failure = (f"simulation {outcome} (seed {config.seed}): {detail}\n"
@@ -184,8 +190,10 @@ def render_text(summary: dict, real_s: float | None) -> str:
         "byzantine nodes: {} ({})".format(
             len(summary["byzantine"]),
             ", ".join(f"{b['node']} {'+'.join(b['behaviours'])}" for b in summary["byzantine"]) or "none"),
-        "invariants:",
     ]
+    if summary.get("protocol_stats"):
+        lines.append("protocol: " + ", ".join(f"{k} {v}" for k, v in summary["protocol_stats"].items()))
+    lines.append("invariants:")
     for inv in summary["invariants"]:
         lines.append(f"  {inv['status']:<9} {inv['name']} ({inv['kind']}, {inv['checks']} checks)")
     if summary["result"] == "ok":

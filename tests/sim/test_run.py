@@ -146,3 +146,13 @@ PLANS = sorted((Path(__file__).resolve().parents[2] / "mycelium" / "sim" / "plan
 def test_bundled_plans_load_and_pass(plan):
     assert PLANS, "mycelium/sim/plans/ should hold example plans"
     check(RunConfig(protocol="register", nodes=10, seed=1, duration_s=240, tail_s=120, faults=str(plan)))
+
+
+def test_protocol_counters_show_garbage_being_dropped(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"at_s": 0, "kind": "byzantine", "node": 0, "behaviour": "garbage",
+                                 "options": {"probability": 1.0}}]))
+    latent = check(RunConfig(protocol="latent", nodes=5, seed=1, duration_s=60, tail_s=30, faults=str(plan)))
+    assert latent.summary["protocol_stats"]["dropped_malformed"] > 0
+    register = check(RunConfig(protocol="register", nodes=5, seed=1, duration_s=60, tail_s=30, faults=str(plan)))
+    assert register.summary["protocol_stats"]["rejected"] > 0
