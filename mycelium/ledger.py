@@ -93,7 +93,7 @@ class Ledger:
             return "the only member of its network"
         key = head.hash()
         if self._reasons_cache is None or self._reasons_cache[0] != key:
-            self._reasons_cache = (key, role_reasons(head.members))
+            self._reasons_cache = (key, role_reasons(head.members, head.height))
         return "; ".join(self._reasons_cache[1].get(node, ()))
 
     def validators(self) -> list[NodeId]:

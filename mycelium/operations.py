@@ -30,6 +30,10 @@ MAX_OP_BYTES = 64 * 1024
 MAX_OP_AGE_S = 24 * 3600  # an operation older than this is refused (replays of old signed requests)
 MAX_OP_FUTURE_S = 300  # clock skew tolerated on an operation's timestamp
 NEW_MEMBER_TRUST_PPM = 500_000  # the neutral prior
+# A member's observed uptime (for the role rule) ramps from 0 to 100% over this many heights after it
+# joins: a newcomer must stay around before it can take a validator seat. Deterministic: counted in
+# heights, not seconds. (Liveness verdicts from redundant execution will refine this.)
+UPTIME_WARMUP_HEIGHTS = 12
 INVITES_USED = "invites_used"  # Primary params key: invite id (hex) → uses consumed
 APPLIED = "applied_ops"  # Primary params key: ids of recently applied operations (replay guard)
 APPLIED_KEPT = 4096  # ids remembered; older operations are refused by age (MAX_OP_AGE_S) anyway
@@ -187,21 +191,28 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         params[INVITES_USED] = invites_used
     if applied:
         params[APPLIED] = applied[-APPLIED_KEPT:]
-    members = _reassign_roles(members)
+    members = _reassign_roles(members, prev.height + 1)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
                    prev_hash=prev.hash(), members=members, params=params)
 
 
-def _reassign_roles(members: dict[NodeId, Member]) -> dict[NodeId, Member]:
-    candidates: dict[NodeId, Candidate] = {}
+def _candidates(members: dict[NodeId, Member], height: int) -> dict[NodeId, Candidate]:
+    out: dict[NodeId, Candidate] = {}
     for node, m in members.items():
         try:
             profile = CapabilityProfile.from_wire(m.profile)
             cap = Role(m.caps.get("max_role", "sclerotium"))
-            candidates[node] = Candidate(profile=profile, trust=m.trust_ppm // 1000, cap=cap)
+            age = max(0, height - m.joined_at_height)
+            uptime = 1000 if m.joined_at_height == 0 else min(1000, 1000 * age // UPTIME_WARMUP_HEIGHTS)
+            out[node] = Candidate(profile=profile, trust=m.trust_ppm // 1000, cap=cap, uptime_permille=uptime)
         except (ProfileError, RoleError, ValueError):
             continue  # no usable profile yet: keeps its role until it publishes one
+    return out
+
+
+def _reassign_roles(members: dict[NodeId, Member], height: int) -> dict[NodeId, Member]:
+    candidates = _candidates(members, height)
     if not candidates:
         return members
     current = {n: Role(m.role) for n, m in members.items()}
@@ -210,15 +221,9 @@ def _reassign_roles(members: dict[NodeId, Member]) -> dict[NodeId, Member]:
             for n, m in sorted(members.items())}
 
 
-def role_reasons(members: dict[NodeId, Member]) -> dict[NodeId, tuple[str, ...]]:
+def role_reasons(members: dict[NodeId, Member], height: int) -> dict[NodeId, tuple[str, ...]]:
     """The role rule's deciding facts for each member (for `mycelium status`)."""
-    candidates = {}
-    for node, m in members.items():
-        try:
-            candidates[node] = Candidate(profile=CapabilityProfile.from_wire(m.profile), trust=m.trust_ppm // 1000,
-                                         cap=Role(m.caps.get("max_role", "sclerotium")))
-        except (ProfileError, RoleError, ValueError):
-            continue
+    candidates = _candidates(members, height)
     if not candidates:
         return {}
     prior = {n: Role(m.role) for n, m in members.items()}

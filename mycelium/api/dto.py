@@ -42,3 +42,59 @@ def _version() -> str:
     from mycelium import __version__
 
     return __version__
+
+
+def peers(node: Any) -> dict:
+    """`mycelium peers --json`: every peer the mesh knows, with its role in the Primary."""
+    session = node.session
+    mesh = session.mesh if session else None
+    rows = []
+    for p in (mesh.peers() if mesh else []):
+        rows.append({
+            "node_id": p.node_id,
+            "addresses": [f"{a}/p2p/{p.node_id}" for a in p.addresses],
+            "role": node.ledger.role_of(p.node_id),
+            "member": node.ledger.is_member(p.node_id),
+            "connected": p.connected,
+            "admitted": p.admitted,
+            "latency_ms": None if p.latency_ms is None else round(p.latency_ms, 2),
+            "last_seen": p.last_seen,
+            "via_relay": p.via_relay,
+            "failure": p.failure,
+            "blocked_until": p.blocked_until,
+        })
+    rows.sort(key=lambda r: (not r["connected"], r["node_id"]))
+    counters = mesh.counters.snapshot() if mesh else {}
+    return {"schema": 1, "peers": rows, "counters": counters}
+
+
+def spores(node: Any, kind: str | None) -> dict:
+    """`mycelium spores --json`: the Primary held (and, as they are wired in, Seed and Latent)."""
+    out: dict[str, Any] = {"schema": 1}
+    head = node.ledger.head
+    chain = node.ledger.chain
+    if kind in (None, "primary"):
+        if head is None:
+            out["primary"] = None
+        else:
+            cert = chain.head.certificate
+            out["primary"] = {
+                "height": head.height,
+                "epoch": head.epoch,
+                "hash": head.hash().hex(),
+                "prev_hash": head.prev_hash.hex(),
+                "members": {n: {"role": m.role, "trust_ppm": m.trust_ppm, "joined_at_height": m.joined_at_height,
+                                "max_role": m.caps.get("max_role", "sclerotium")}
+                            for n, m in sorted(head.members.items())},
+                "validators": head.validators(),
+                "services": sorted(head.services),
+                "certificate": {"height": cert.height, "round": cert.round, "signers": sorted(cert.signatures)},
+                "evidence": len(head.evidence),
+            }
+    session = node.session
+    if kind in (None, "latent"):
+        latent = getattr(session, "latent", None) if session else None
+        out["latent"] = latent.summary() if latent is not None else None
+    if kind in (None, "seed"):
+        out["seed"] = getattr(session, "seeds", None) and [s for s in session.seeds] or []
+    return out

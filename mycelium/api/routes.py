@@ -86,8 +86,17 @@ def install_routes(server: ControlServer, node: Any) -> None:
     server.route("POST", protocol.JOIN, join)
     server.route("POST", protocol.LEAVE, leave)
     server.route("POST", protocol.NETWORK_CREATE, network_create)
-    server.route("GET", protocol.PEERS, getattr(node, "api_peers", None) or not_yet("listing peers", "the mesh issue"))
-    server.route("GET", protocol.SPORES, getattr(node, "api_spores", None) or not_yet("showing spores", "the spores issue"))
+    async def peers(_req: Request) -> tuple[int, Any]:
+        return 200, dto.peers(node)
+
+    async def spores(req: Request) -> tuple[int, Any]:
+        kind = req.query.get("kind")
+        if kind not in (None, "primary", "seed", "latent"):
+            raise ApiError(400, "bad_request", f"unknown spore kind {kind!r}", "use primary, seed or latent")
+        return 200, dto.spores(node, kind)
+
+    server.route("GET", protocol.PEERS, peers)
+    server.route("GET", protocol.SPORES, spores)
     server.route("GET", protocol.SERVICES, not_yet("listing services", "the Endomycetes issue"))
     server.route("POST", protocol.DEPLOY, not_yet("deploying services", "the Endomycetes issue"))
 

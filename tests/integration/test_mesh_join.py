@@ -1,0 +1,83 @@
+"""Issue 3: daemons form one network from invites over real libp2p on loopback, list each other
+in `mycelium peers`, and refuse a node of another network."""
+
+import json
+
+import pytest
+
+from tests.integration.daemons import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _peers(d):
+    res = d.cli("peers", "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _admitted(d):
+    return {p["node_id"] for p in _peers(d)["peers"] if p["connected"] and p["admitted"]}
+
+
+def test_five_daemons_join_by_invite_and_list_each_other(daemons):
+    nodes = [daemons.new() for _ in range(5)]
+    first = nodes[0]
+    assert first.up().returncode == 0
+    assert first.cli("network", "create", "five").returncode == 0
+    wait_until(lambda: first.status()["epoch"] >= 1, timeout=30, what="the founder's first height")
+    token = json.loads(first.cli("invite", "--uses", "4", "--ttl", "10m", "--json").stdout)["token"]
+    for d in nodes[1:]:
+        res = d.up("--join", token)
+        assert res.returncode == 0, res.stderr + d.log()
+    ids = {d.status()["node_id"] for d in nodes}
+    network_id = first.status()["network_id"]
+
+    def all_members():
+        statuses = [d.status() for d in nodes]
+        return all(s["members"] == 5 and s["admitted"] and s["network_id"] == network_id for s in statuses)
+
+    wait_until(all_members, timeout=90, interval=0.5, what="all five nodes admitted in every node's Primary")
+    for d in nodes:
+        me = d.status()["node_id"]
+        wait_until(lambda: _admitted(d) >= ids - {me}, timeout=60, interval=0.5,
+                   what=f"{me[-6:]} to list the four others as connected and admitted")
+        rows = {p["node_id"]: p for p in _peers(d)["peers"]}
+        for other in ids - {me}:
+            assert rows[other]["member"] and rows[other]["role"] in ("sclerotium", "rhizomorph", "hypha")
+            assert rows[other]["addresses"] and all(a.endswith("/p2p/" + other) for a in rows[other]["addresses"])
+
+    # every node holds the same Primary once heights settle
+    def same_primary():
+        hashes = {(s["epoch"], s["primary_hash"]) for s in (d.status() for d in nodes)}
+        return len(hashes) == 1
+    wait_until(same_primary, timeout=60, interval=0.3, what="one identical Primary on all five nodes")
+
+    # a token is used up after its uses
+    extra = daemons.new()
+    res = extra.up("--join", token)
+    assert res.returncode == 0
+    wait_until(lambda: "invite has no uses left" in extra.log() or "refused" in extra.log(), timeout=30,
+               what="the sixth join to be refused for lack of invite uses")
+    assert not extra.status()["admitted"]
+
+
+def test_node_of_another_network_is_refused(daemons):
+    home, stranger = daemons.new(), daemons.new()
+    assert home.up().returncode == 0
+    assert home.cli("network", "create", "home").returncode == 0
+    wait_until(lambda: home.status()["addresses"], timeout=30, what="home to listen")
+    home_addr = home.status()["addresses"][0]
+    assert stranger.up("--bootstrap", home_addr).returncode == 0
+    stranger_id = stranger.status()["node_id"]
+
+    def refused():
+        rows = {p["node_id"]: p for p in _peers(home)["peers"]}
+        row = rows.get(stranger_id)
+        return row is not None and not row["admitted"] and row["failure"]
+
+    wait_until(refused, timeout=30, what="home to record the stranger's failed membership proof")
+    assert _admitted(stranger) == set() and _admitted(home) == set()
+    counters = _peers(home)["counters"]
+    assert sum(v for k, v in counters.items() if "fail" in k or "block" in k) >= 1, counters
+    assert home.status()["members"] == 1
