@@ -71,6 +71,7 @@ class ConsensusCore:
         self.errors: Counter[str] = Counter()  # rejected input by reason (see on_message)
         self.decisions: OrderedDict[int, tuple[Decision, float]] = OrderedDict()  # height -> (proof, when)
         self._started = False
+        self._last_now = float("-inf")  # latest `now` seen, to notice a clock that went back
         self._restored: dict | None = None
         self._reset(height, prev_hash, now=0.0)
 
@@ -101,8 +102,9 @@ class ConsensusCore:
     def start(self, now: float) -> list[Effect]:
         """Begin (or resume) the current height. on_message/on_tick call this if the owner did not."""
         if self._started:
-            return []
+            return self._follow_clock(now)
         self._started = True
+        self._last_now = now
         out: list[Effect] = []
         self._reset(self.height, self.prev_hash, now)
         restored, self._restored = self._restored, None
@@ -112,6 +114,19 @@ class ConsensusCore:
             self._resume(restored, now, out)
         self._arm("rebroadcast", now + self.config.rebroadcast_interval_s, out)
         self._apply_rules(now, out)
+        return out
+
+    def _follow_clock(self, now: float) -> list[Effect]:
+        """A clock that went back (wall-clock shells, the simulator's clock jumps) would push every
+        pending timer far away and stall us: move them back by the same amount."""
+        out: list[Effect] = []
+        if now < self._last_now:
+            back = self._last_now - now
+            self.height_started_at -= back
+            for name, (at, height, round_) in sorted(self._timers.items()):
+                self._timers[name] = (at - back, height, round_)
+                out.append(SetTimer(name, at - back))
+        self._last_now = now
         return out
 
     def on_message(self, sender: NodeId, message: Any, now: float) -> list[Effect]:

@@ -42,3 +42,10 @@ def test_two_byzantine_validators_of_seven(tmp_path):
     ]}))
     result = run(RunConfig(protocol=PROTOCOL, nodes=7, seed=3, duration_s=15, tail_s=20, faults=str(plan), wire=True))
     assert result.ok, result.failure
+
+
+def test_regression_seed_110_clock_jump_back_with_a_silent_validator():
+    """A withholding validator and another whose clock jumped back 179 s: its stalled timers left
+    the honest three one reveal short until pending timers followed the clock back."""
+    result = run(RunConfig(protocol=PROTOCOL, nodes=4, seed=110, duration_s=60, tail_s=60, wire=True))
+    assert result.ok, result.failure

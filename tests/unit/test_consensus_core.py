@@ -280,3 +280,15 @@ def test_rebroadcast_resends_the_locked_rounds_votes():
     out = core.on_tick(20.0)  # the rebroadcast timer fires
     resent = own(out, Reveal)
     assert any(r.round == 0 and r.candidate == a for r in resent)
+
+
+def test_a_clock_that_goes_back_moves_pending_timers_back():
+    """Regression (sim seed 110: a validator's clock jumped back 179 s and its timers stalled it)."""
+    core = core_for(0)
+    first = core.start(1000.0)
+    propose_at = next(e.at for e in first if isinstance(e, SetTimer) and e.name == "propose")
+    out = core.on_message(IDS[1], b"junk", 900.0)  # the clock jumped back 100 s
+    moved = {e.name: e.at for e in out if isinstance(e, SetTimer)}
+    assert moved["propose"] == pytest.approx(propose_at - 100.0)
+    out = core.on_tick(propose_at - 100.0)
+    assert own(out, Commitment), "the propose timeout fires on the new clock"
