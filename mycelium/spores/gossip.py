@@ -139,10 +139,16 @@ class GossipConfig:
     # largest message we send or accept; a gossipsub message should stay well under its 1 MiB cap
     max_message_bytes: int = 64 * 1024
     timer_name: str = "spores.latent.anti_entropy"
+    # a peer's Digest or RangeRequest is answered at most once per this many intervals: an honest
+    # peer sends about one of each per round, a flooding one cannot make us send our state faster
+    # (0 = answer everything; unanswered requests are repaired by the next round)
+    answer_spacing_intervals: float = 0.25
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0 or self.fanout < 0:
             raise ValueError("GossipConfig: interval_s must be positive and fanout non-negative")
+        if self.answer_spacing_intervals < 0:
+            raise ValueError("GossipConfig.answer_spacing_intervals must not be negative")
         if self.max_message_bytes < MAX_ENTRY_BYTES + 64:
             raise ValueError(f"GossipConfig.max_message_bytes must hold one entry ({MAX_ENTRY_BYTES + 64} bytes)")
 
@@ -169,6 +175,8 @@ class LatentGossip:
         self.next_round_at: float | None = None
         self.sent: Counter[str] = Counter()  # messages sent, by type name
         self.received: Counter[str] = Counter()  # messages accepted, by type name
+        self.unanswered: Counter[str] = Counter()  # requests not answered (answer spacing), by type
+        self._answered_at: dict[tuple[NodeId, str], float] = {}
 
     @property
     def drops(self) -> DropCounter:
@@ -204,7 +212,11 @@ class LatentGossip:
         if msg.scope != self.store.scope:
             self.drops.count(DropReason.WRONG_SCOPE)
             return []
-        self.received[type(msg).__name__] += 1
+        kind = type(msg).__name__
+        self.received[kind] += 1
+        if not isinstance(msg, Delta) and not self._may_answer(sender, kind, now):
+            self.unanswered[kind] += 1
+            return []
         if isinstance(msg, Digest):
             return self._on_digest(sender, msg)
         if isinstance(msg, RangeRequest):
@@ -227,6 +239,16 @@ class LatentGossip:
         except MessageError as exc:
             self.drops.count(exc.reason)
             return None
+
+    def _may_answer(self, sender: NodeId, kind: str, now: float) -> bool:
+        spacing = self.config.answer_spacing_intervals * self.config.interval_s
+        last = self._answered_at.get((sender, kind))
+        if last is not None and 0 <= now - last < spacing:
+            return False
+        if len(self._answered_at) > 4 * (len(self.peers) + 64):
+            self._answered_at.clear()  # bounded: forgetting only makes us answer once more
+        self._answered_at[(sender, kind)] = now
+        return True
 
     def _round(self) -> list[Effect]:
         if not self.peers or self.config.fanout == 0:

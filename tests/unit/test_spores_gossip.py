@@ -177,3 +177,16 @@ def test_peer_choice_is_deterministic_per_seed():
         core.set_peers(node_id(i) for i in range(6))
     assert [e for e in b.on_tick(0.0)] == [e for e in c.on_tick(0.0)]
     assert a.peers == b.peers and node_id(0) not in a.peers
+
+
+def test_a_flooding_peer_gets_one_answer_per_spacing():
+    core = make_cores(1, interval_s=2.0, answer_spacing_intervals=0.5)[node_id(0)]
+    core.store.merge_entries(signed_entry(i) for i in range(4))
+    req = encode_message(RangeRequest("network", tuple(range(16))))
+    assert core.on_message(node_id(7), req, 10.0) != []
+    assert core.on_message(node_id(7), req, 10.5) == []  # within 0.5 × 2 s
+    assert core.on_message(node_id(8), req, 10.5) != []  # other peers are not affected
+    assert core.on_message(node_id(7), req, 11.0) != []
+    assert core.unanswered == {"RangeRequest": 1}
+    digest = encode_message(Digest("network", b"\1" * 32, (b"\2" * 32,) * 16))
+    assert core.on_message(node_id(7), digest, 11.0) != []  # spacing is per message type
