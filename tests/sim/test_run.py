@@ -135,8 +135,10 @@ def test_register_thousand_nodes_ten_minutes(sim_seed):
 
 
 @pytest.mark.slow
-def test_latent_fifty_nodes_ten_minutes(sim_seed):
-    check(RunConfig(protocol="latent", nodes=50, seed=sim_seed, duration_s=600, tail_s=180))
+def test_latent_twenty_five_nodes_ten_minutes(sim_seed):
+    # 25 rather than 50 nodes: Latent anti-entropy costs ~30 s CPU per run at this size (see the
+    # report on Entry.digest caching and re-verification of entries already held)
+    check(RunConfig(protocol="latent", nodes=25, seed=sim_seed, duration_s=600, tail_s=180))
 
 
 PLANS = sorted((Path(__file__).resolve().parents[2] / "mycelium" / "sim" / "plans").glob("*.json"))
