@@ -66,9 +66,13 @@ class SeedSpore:
     def from_bytes(cls, data: bytes) -> SeedSpore:
         try:
             obj = decode(data, max_size=MAX_SEED_BYTES)
+            recoded = canonical(obj)
         except EncodingError as exc:
             raise SeedError(f"Seed spore bytes are malformed: {exc}") from exc
-        return cls.from_wire(obj)
+        seed = cls.from_wire(obj)
+        if recoded != bytes(data):
+            raise SeedError("Seed spore bytes are not in canonical form")
+        return seed
 
     @classmethod
     def from_wire(cls, obj: object) -> SeedSpore:
@@ -84,6 +88,8 @@ class SeedSpore:
             raise SeedError(f"Seed observations must be a list of at most {MAX_SEED_OBSERVATIONS} entries")
         if not (is_node_id(obj["holder"]) and isinstance(obj["net"], str) and isinstance(obj["ts"], int)):
             raise SeedError("Seed holder, network id or timestamp is malformed")
+        if not isinstance(obj["sig"], bytes):
+            raise SeedError("Seed signature must be bytes")
         try:
             snapshot = CertifiedPrimary.from_wire(obj["primary"])
             observations = tuple(Entry.from_wire(e) for e in obs)
