@@ -93,3 +93,27 @@ def test_any_change_to_a_certified_primary_is_rejected(prev, field, data):
         raise AssertionError(f"a Primary with a changed {field} was accepted")
     # and the certified pair survives the wire unchanged
     assert CertifiedPrimary.from_bytes(CertifiedPrimary(nxt, qc).to_bytes()) == CertifiedPrimary(nxt, qc)
+
+
+def _fixed_link():
+    prev = PrimarySpore("ab" * 32, 5, 1, b"\7" * 32, {node_id(i): Member("sclerotium", 500_000) for i in range(4)})
+    nxt, qc = certified_successor(prev)
+    return prev, CertifiedPrimary(nxt, qc).to_bytes()
+
+
+PREV, LINK_BYTES = _fixed_link()
+
+
+@SETTINGS
+@given(st.integers(0, len(LINK_BYTES) * 8 - 1))
+def test_every_bit_flip_of_a_certified_primary_is_rejected(bit):
+    from mycelium.spores.primary import PrimaryError
+
+    raw = bytearray(LINK_BYTES)
+    raw[bit // 8] ^= 1 << (bit % 8)
+    try:
+        link = CertifiedPrimary.from_bytes(bytes(raw))
+        verify_successor(PREV, link.primary, link.certificate)
+    except (PrimaryError, ChainError):
+        return
+    raise AssertionError(f"a certified Primary with bit {bit} flipped was accepted")
