@@ -25,6 +25,7 @@ from mycelium.sim.network import NetworkConfig, SimConfigError
 from mycelium.sim.protocols import Scenario, ScenarioParams, load_protocol
 from mycelium.sim.world import World
 
+SUMMARY_SCHEMA = "mycelium.sim.summary/1"  # bump when a field of the JSON summary changes meaning
 DEFAULT_CHECK_EVERY = 1000  # events between safety checks (see RunConfig.check_every)
 NETWORKS = {"default": NetworkConfig, "lan": NetworkConfig.lan, "wan": NetworkConfig.wan}
 
@@ -156,6 +157,7 @@ def summarise(config: RunConfig, world: World, monitor: Monitor, nemesis: Nemesi
     """The run's JSON DTO (schema owned here; no internal objects)."""
     byzantine = [{"node": n.index, "id": n.id, "behaviours": list(n.tags)} for n in world.nodes if n.tags]
     return {
+        "schema": SUMMARY_SCHEMA,
         "protocol": config.protocol,
         "nodes": config.nodes,
         "seed": config.seed,

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mycelium.sim.run import RunConfig, run
 
@@ -158,3 +160,12 @@ def test_protocol_counters_show_garbage_being_dropped(tmp_path):
     assert latent.summary["protocol_stats"]["dropped_malformed"] > 0
     register = check(RunConfig(protocol="register", nodes=5, seed=1, duration_s=60, tail_s=30, faults=str(plan)))
     assert register.summary["protocol_stats"]["rejected"] > 0
+
+
+@given(seed=st.integers(0, 2**63))
+@settings(max_examples=25, deadline=None)
+def test_any_seed_runs_clean_and_reproducibly(seed):
+    config = RunConfig(protocol="register", nodes=7, seed=seed, duration_s=90, tail_s=60)
+    first = check(config)
+    assert run(config).summary == first.summary
+    assert first.summary["schema"] == "mycelium.sim.summary/1"
