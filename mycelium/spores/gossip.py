@@ -230,9 +230,8 @@ class LatentGossip:
         if isinstance(message, (Digest, RangeRequest, Delta)):
             try:  # objects from the simulator get the same bounds as bytes from the wire
                 message = encode_message(message)
-            except (EncodingError, KeyError, TypeError) as exc:
+            except EncodingError:  # an object with no canonical encoding is a malformed message
                 self.drops.count(DropReason.MALFORMED)
-                del exc  # deliberately dropped: an unencodable object is a malformed message
                 return None
         try:
             return decode_message(message, max_bytes=self.config.max_message_bytes)
