@@ -95,6 +95,7 @@ class Admission:
         now = trio.current_time()
         if self._mesh.gate.is_blocked(node, now):
             self._mesh.counters.blocked_dropped += 1
+            self._revoke(node)
             self._mesh.spawn(self.disconnect, node, BLOCKED_GRACE_S)  # time to tell it why (see below)
             return
         rec = self._mesh.book.get(node)
@@ -148,7 +149,15 @@ class Admission:
         self._mesh.log.warning(
             "mesh.peer.blocked", peer=node_id, offense=offense.value, for_s=block.duration_s, times=block.blocks
         )
+        self._revoke(node_id)
         self._mesh.spawn(self.disconnect, node_id)
+
+    def _revoke(self, node_id: NodeId) -> None:
+        """A blocked peer is not admitted, at once (its connections close a moment later)."""
+        rec = self._mesh.book.find(node_id)
+        if rec is not None:
+            rec.admitted = False
+        self._admitted_events.pop(node_id, None)
 
     async def disconnect(self, node_id: NodeId, after_s: float = 0.0) -> None:
         await trio.sleep(after_s)
