@@ -68,3 +68,27 @@ async def test_dht_finds_a_member_known_only_to_a_neighbour() -> None:
                 await trio.sleep(0.1)
             assert set(addrs) & set(c.own_addresses())
             await wait_until(lambda: c.node_id in a.admitted_peers(), timeout_s=10)  # dialled by maintenance
+
+
+async def test_peers_found_by_mdns_are_dialled() -> None:
+    """The mDNS bridge: py-libp2p reports a peer from zeroconf's thread; the mesh dials it.
+    (mDNS itself sends multicast, which tests do not; we emit its event directly.)"""
+    import threading
+
+    import multiaddr
+    from libp2p.discovery.events.peerDiscovery import peerDiscovery
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+
+    cfg = MeshConfig.for_tests()
+    async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
+        cfg, NodeKey.generate(), NET, SECRET
+    ) as b:
+        a.spawn(a.discovery.mdns_loop)
+        await wait_until(lambda: len(peerDiscovery._peer_discovered_handlers) > 0, timeout_s=5)
+        info = Libp2pPeerInfo(ID.from_base58(b.node_id), [multiaddr.Multiaddr(x) for x in b.own_addresses()])
+        thread = threading.Thread(target=peerDiscovery.emit_peer_discovered, args=(info,))
+        thread.start()
+        thread.join()
+        await wait_until(lambda: b.node_id in a.admitted_peers(), timeout_s=10)
+    assert peerDiscovery._peer_discovered_handlers == []  # unregistered when the mesh stopped
