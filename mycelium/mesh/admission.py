@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from mycelium.mesh.host import Mesh
 
 TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT})  # redialled, not blocked
+MAX_HANDSHAKES_PER_PEER = 2  # concurrent responder handshakes per peer (two connections at once)
 BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its handshake hears "blocked"
 
 
@@ -203,6 +204,12 @@ class Admission:
                 except (FrameError, BaseLibp2pError):
                     pass  # it is being disconnected anyway; the refusal was a courtesy
             return
+        if self._handshaking[node] >= MAX_HANDSHAKES_PER_PEER:
+            # an honest peer runs one handshake per connection; piling them up is an attack
+            self._mesh.counters.garbage += 1
+            self.offend(node, Offense.GARBAGE)
+            await _reset(stream)
+            return
         self._handshaking[node] += 1
         hs = self._handshake(Role.RESPONDER, node)
         try:
@@ -273,9 +280,12 @@ class Admission:
             return  # a duplicate handshake on a second connection failed; the first one stands
         rec.failure = reason
         if hs.failure in TRANSIENT_FAILURES:
-            # the connection broke or stalled (a restart, a flaky link): retry later, no block
+            # the connection broke or stalled (a restart, a flaky link): retry later, no block;
+            # a peer that opens handshakes and stalls them costs strikes, so it cannot tie us up
             delay = self._mesh.redial.failed(node, trio.current_time())
             self._mesh.log.info("mesh.peer.handshake_interrupted", peer=node, reason=reason, retry_in_s=round(delay, 2))
+            if hs.role is Role.RESPONDER and hs.failure is FailureReason.TIMEOUT:
+                self.offend(node, Offense.GARBAGE)
         else:
             self._mesh.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
             self.offend(node, Offense.HANDSHAKE_FAILED)

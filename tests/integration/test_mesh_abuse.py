@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
 from mycelium.mesh.config import MeshConfig
@@ -89,3 +90,27 @@ async def test_request_timeout_is_reported() -> None:
             await b.connect(a.listen_addresses()[0])
             with pytest.raises(RequestTimeout):
                 await b.request(a.node_id, "slow", b"", timeout_s=0.5)
+
+
+async def test_stalled_and_piled_up_handshakes_get_the_peer_blocked() -> None:
+    async with open_meshes(2, NET, SECRET, handshake_timeout_s=0.5) as (a, b):
+        with trio.fail_after(15):
+            await b.connect(a.listen_addresses()[0])
+            # b (a member!) now opens membership streams and never says hello on them
+            streams = []
+            for _ in range(5):
+                try:
+                    streams.append(
+                        await b.libp2p_host.new_stream(ID.from_base58(a.node_id), [a.protocols.membership])
+                    )
+                except BaseLibp2pError:
+                    pass  # a resets the ones beyond two at once, or has already disconnected b
+            await wait_until(lambda: a.counters.blocked >= 1, timeout_s=5)
+        assert a.counters.garbage >= 3
+        assert a.gate.is_blocked(b.node_id, trio.current_time())
+        assert b.node_id not in a.admitted_peers()
+        for stream in streams:
+            try:
+                await stream.reset()
+            except Exception:  # noqa: BLE001 - already reset by a
+                pass
