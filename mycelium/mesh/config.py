@@ -57,6 +57,7 @@ class GossipConfig:
 class MeshConfig:
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4701",)  # TCP multiaddrs; port 0 = ephemeral
     port_fallback: bool = True  # a taken fixed port → ephemeral port + warning; False → PortTaken error
+    announce: tuple[str, ...] = ()  # addresses to advertise instead of the bound ones (port forwards, NAT)
     bootstrap: tuple[str, ...] = ()  # full multiaddrs with /p2p/<node id>; dialled on start and kept
     mdns: bool = False  # find peers on the LAN by mDNS (the daemon turns it on; tests leave it off)
     dht: bool = False  # Kademlia peer routing among members (find_peer); for networks beyond ~50 nodes

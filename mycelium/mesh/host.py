@@ -45,7 +45,7 @@ from mycelium.mesh.discovery import Discovery, split_p2p_address
 from mycelium.mesh.gossip import Gossip, GossipMessage, build_pubsub
 from mycelium.mesh.membership import FailureReason, Offense, PeerGate, RateLimiter
 from mycelium.mesh.peers import PeerBook, PeerInfo
-from mycelium.mesh.ports import claim_listen_addresses
+from mycelium.mesh.ports import advertised_addresses, claim_listen_addresses, interface_addresses
 from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
 from mycelium.mesh.routing import PeerRouting
@@ -101,6 +101,7 @@ class Mesh:
         self._nursery: trio.Nursery | None = None
         self._gossip: Gossip | None = None
         self._routing: PeerRouting | None = None
+        self._interfaces: tuple[list[str], list[str]] | None = None  # cached interface addresses
         self.rpc = RequestResponse(self)
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
@@ -205,14 +206,22 @@ class Mesh:
         return [f"{a}/p2p/{self.node_id}" for a in self.own_addresses()]
 
     def own_addresses(self) -> list[str]:
+        """Our dialable addresses without /p2p: `config.announce` if set, else the bound addresses
+        with wildcards (0.0.0.0, ::) replaced by this machine's interface addresses."""
+        if self.config.announce:
+            return list(self.config.announce)
         if self.libp2p_host is None:
             return []
         suffix = f"/p2p/{self.node_id}"
-        out = []
+        bound = []
         for a in self.libp2p_host.get_addrs():
             text = str(a)
-            out.append(text[: -len(suffix)] if text.endswith(suffix) else text)
-        return out
+            bound.append(text[: -len(suffix)] if text.endswith(suffix) else text)
+        if not any(b.startswith(("/ip4/0.0.0.0/", "/ip6/::/")) for b in bound):
+            return bound
+        if self._interfaces is None:
+            self._interfaces = interface_addresses()
+        return advertised_addresses(bound, *self._interfaces)
 
     def peers(self) -> list[PeerInfo]:
         """Every peer we know: connected or not, admitted or not, blocked or not."""

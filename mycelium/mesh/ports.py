@@ -55,3 +55,38 @@ def claim_listen_addresses(listen: tuple[str, ...], *, fallback: bool) -> tuple[
         out.append(f"/{ip_proto}/{host}/tcp/0")
         warnings.append(f"TCP port {port} on {host} is taken; listening on an ephemeral port instead")
     return out, warnings
+
+
+def interface_addresses() -> tuple[list[str], list[str]]:
+    """(IPv4, IPv6) addresses of this machine's interfaces, loopback and link-local excluded."""
+    import ipaddress
+
+    import psutil
+
+    v4, v6 = [], []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            try:
+                ip = ipaddress.ip_address(a.address.split("%")[0])
+            except ValueError:
+                continue  # MAC addresses and the like
+            if ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+                continue
+            (v4 if ip.version == 4 else v6).append(str(ip))
+    return v4, v6
+
+
+def advertised_addresses(bound: list[str], ipv4: list[str], ipv6: list[str]) -> list[str]:
+    """What others can dial: each wildcard (0.0.0.0 / ::) bound address becomes one per interface
+    address; with no other interface, loopback stands in (a single-machine setup)."""
+    out: list[str] = []
+    for text in bound:
+        if text.startswith("/ip4/0.0.0.0/"):
+            rest = text[len("/ip4/0.0.0.0") :]
+            out.extend(f"/ip4/{ip}{rest}" for ip in (ipv4 or ["127.0.0.1"]))
+        elif text.startswith("/ip6/::/"):
+            rest = text[len("/ip6/::") :]
+            out.extend(f"/ip6/{ip}{rest}" for ip in (ipv6 or ["::1"]))
+        else:
+            out.append(text)
+    return list(dict.fromkeys(out))

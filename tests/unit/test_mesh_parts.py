@@ -175,3 +175,16 @@ def test_taken_port_falls_back_or_fails_clearly() -> None:
         [f"/ip4/127.0.0.1/tcp/{port}"],
         [],
     )
+
+
+def test_wildcard_addresses_are_advertised_per_interface() -> None:
+    from mycelium.mesh.ports import advertised_addresses
+
+    bound = ["/ip4/0.0.0.0/tcp/4701", "/ip6/::/tcp/4701", "/ip4/10.1.2.3/tcp/9"]
+    assert advertised_addresses(bound, ["192.0.2.7", "10.1.2.3"], []) == [
+        "/ip4/192.0.2.7/tcp/4701",
+        "/ip4/10.1.2.3/tcp/4701",
+        "/ip6/::1/tcp/4701",
+        "/ip4/10.1.2.3/tcp/9",
+    ]
+    assert advertised_addresses(["/ip4/0.0.0.0/tcp/1"], [], []) == ["/ip4/127.0.0.1/tcp/1"]
