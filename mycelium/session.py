@@ -31,7 +31,9 @@ from mycelium.identity import NodeId
 from mycelium.ledger import ConsensusApp, LedgerError
 from mycelium.logs import get_logger
 from mycelium.mesh.config import MeshConfig
-from mycelium.mesh.host import Mesh, MeshError
+from mycelium.exchange import PeerQueues
+from mycelium.mesh.host import Mesh
+from mycelium.spores_exchange import LatentExchange
 from mycelium.operations import Operation, OperationError, join_operation, profile_operation
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
@@ -41,9 +43,7 @@ from mycelium.spores.primary import ChainError
 
 log = get_logger("mycelium.session")
 
-RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"
-OUTBOUND_QUEUE = 256  # consensus messages queued per peer; beyond this the oldest are dropped
-CONSENSUS_SEND_TIMEOUT_S = 5.0
+RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
 CATCHUP_INTERVAL_S = 2.0
 PROFILE_INTERVAL_S = 30.0
 JOIN_RETRY_S = 2.0
@@ -70,46 +70,6 @@ def listen_addresses(configured: tuple[str, ...]) -> tuple[tuple[str, ...], list
                 probe_sock.close()
         out.append("/".join(parts))
     return tuple(out), warnings
-
-
-class MeshTransport:
-    """Consensus messages over the mesh: one bounded queue and sender task per peer, so a slow or
-    dead peer never stalls the consensus loop."""
-
-    def __init__(self, mesh: Mesh, nursery: trio.Nursery) -> None:
-        self.mesh = mesh
-        self._nursery = nursery
-        self._queues: dict[NodeId, trio.MemorySendChannel] = {}
-        self.dropped: Counter[str] = Counter()
-
-    async def send(self, to: NodeId, data: bytes) -> None:
-        self._enqueue(to, data)
-
-    async def broadcast(self, data: bytes) -> None:
-        for peer in self.mesh.admitted_peers():
-            self._enqueue(peer, data)
-
-    def _enqueue(self, peer: NodeId, data: bytes) -> None:
-        queue = self._queues.get(peer)
-        if queue is None:
-            queue, receive = trio.open_memory_channel[bytes](OUTBOUND_QUEUE)
-            self._queues[peer] = queue
-            self._nursery.start_soon(self._sender, peer, receive)
-        try:
-            queue.send_nowait(data)
-        except trio.WouldBlock:
-            self.dropped["queue_full"] += 1  # the core rebroadcasts what matters
-
-    async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
-        async for data in receive:
-            try:
-                await self.mesh.request(peer, RPC_CONSENSUS, data, timeout_s=CONSENSUS_SEND_TIMEOUT_S)
-            except (MeshError, trio.TooSlowError, OSError) as exc:
-                self.dropped["send_failed"] += 1
-                log.debug("consensus send failed", peer=peer, error=str(exc))
-            except Exception as exc:  # mesh request errors are its own types; keep this peer's sender alive
-                self.dropped["send_failed"] += 1
-                log.debug("consensus send failed", peer=peer, error=repr(exc))
 
 
 class NetworkSession:
@@ -142,16 +102,19 @@ class NetworkSession:
         mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
         mesh.register_handler(RPC_CHAIN, self._on_chain)
         mesh.register_handler(RPC_SUBMIT, self._on_submit)
+        self.latent = LatentExchange(self)
+        mesh.register_handler(LatentExchange.RPC, self.latent.handle_rpc)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
-            self.transport = MeshTransport(mesh, nursery)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id)
             nursery.start_soon(self._catchup_loop)
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
+            await nursery.start(self.latent.run)
             task_status.started()
 
     def _start_consensus(self) -> None:
@@ -190,6 +153,7 @@ class NetworkSession:
         self.node.metrics.members.set(len(primary.members))
         if self.watch:
             self.watch.set_validators(primary.validators())
+        self.latent.primary_changed()
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
 
@@ -240,6 +204,7 @@ class NetworkSession:
                             self._start_consensus()
                             if self.watch:
                                 self.watch.set_validators(self.ledger.validators())
+                            self.latent.primary_changed()
                             continue  # more may follow
                 except (CatchupMessageError, ChainError, LedgerError) as exc:
                     self.rejected["bad_chain"] += 1

@@ -69,32 +69,15 @@ def peers(node: Any) -> dict:
 
 
 def spores(node: Any, kind: str | None) -> dict:
-    """`mycelium spores --json`: the Primary held (and, as they are wired in, Seed and Latent)."""
-    out: dict[str, Any] = {"schema": 1}
-    head = node.ledger.head
+    """`mycelium spores --json`: the Primary held, the Seed spores held, and the Latent summary with
+    entries dropped by validation or limits (built by mycelium.spores.report)."""
+    from mycelium.spores.report import spores_report
+
     chain = node.ledger.chain
-    if kind in (None, "primary"):
-        if head is None:
-            out["primary"] = None
-        else:
-            cert = chain.head.certificate
-            out["primary"] = {
-                "height": head.height,
-                "epoch": head.epoch,
-                "hash": head.hash().hex(),
-                "prev_hash": head.prev_hash.hex(),
-                "members": {n: {"role": m.role, "trust_ppm": m.trust_ppm, "joined_at_height": m.joined_at_height,
-                                "max_role": m.caps.get("max_role", "sclerotium")}
-                            for n, m in sorted(head.members.items())},
-                "validators": head.validators(),
-                "services": sorted(head.services),
-                "certificate": {"height": cert.height, "round": cert.round, "signers": sorted(cert.signatures)},
-                "evidence": len(head.evidence),
-            }
-    session = node.session
-    if kind in (None, "latent"):
-        latent = getattr(session, "latent", None) if session else None
-        out["latent"] = latent.summary() if latent is not None else None
-    if kind in (None, "seed"):
-        out["seed"] = getattr(session, "seeds", None) and [s for s in session.seeds] or []
-    return out
+    latent = getattr(node.session, "latent", None) if node.session else None
+    stores = [(latent.store, latent.core.drops)] if latent is not None else []
+    report = spores_report(chain.head if chain else None, (), stores, kind=kind)
+    report["schema"] = 1
+    if kind in (None, "latent") and latent is not None:
+        report["latent_digest"] = latent.store.digest().hex()
+    return report

@@ -1,0 +1,126 @@
+"""The Latent spore over the mesh: this node's own entries published, everybody's merged by the
+anti-entropy core (mycelium.spores.gossip) — deltas on a gossip topic, digests and range repairs
+over rpc — and checked against the Primary as it changes. Addresses that members announce in their
+node entries are handed to the mesh, so nodes find each other through the spore too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import trio
+
+from mycelium import __version__
+from mycelium.exchange import CoreShell
+from mycelium.identity import NodeId
+from mycelium.logs import get_logger
+from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry, next_temporal_version
+from mycelium.spores.gossip import GossipConfig, LatentGossip
+from mycelium.spores.latent import LatentLimits, LatentStore
+from mycelium.spores.seed import contradiction_for
+from mycelium.spores.validation import DropReason, EntryValidator
+
+log = get_logger("mycelium.latent")
+
+PUBLISH_INTERVAL_S = 15.0  # how often own entries are checked for change (and republished if changed)
+PEERS_INTERVAL_S = 2.0  # how often the gossip peer set and learned addresses are refreshed
+
+
+class MeshTrustReporter:
+    """Invalid spore data counts against the peer that relayed it (consensus turns these into trust
+    changes through operations; until then they are counted and logged)."""
+
+    def __init__(self) -> None:
+        self.reports: Counter[tuple[NodeId, str]] = Counter()
+
+    def report_invalid(self, sender: NodeId, author: NodeId | None, reason: DropReason) -> None:
+        self.reports[(sender, reason.value)] += 1
+
+
+class LatentExchange:
+    RPC = "latent"
+    TOPIC = "latent"
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.key = session.key
+        self.network_id = session.membership.network_id
+        self.store = LatentStore(MASTER_SCOPE, LatentLimits())
+        self.reporter = MeshTrustReporter()
+        self.validator = EntryValidator(self.network_id, scope=MASTER_SCOPE, reporter=self.reporter)
+        self.core = LatentGossip(self.key.node_id, self.store, self.validator, GossipConfig())
+        self.shell: CoreShell | None = None
+        self._published: dict[EntryType, dict] = {}
+        self._versions: dict[EntryType, int] = {}
+        self.primary_changed()
+
+    # ------------------------------------------------------------------------------------------
+    def primary_changed(self) -> None:
+        """Validate against the newest Primary: only members author entries; contradictions dropped."""
+        head = self.session.ledger.head
+        self.validator.members = frozenset(head.members) if head is not None else None
+        self.validator.contradiction = contradiction_for(head)
+
+    async def handle_rpc(self, peer: NodeId, data: bytes) -> bytes:
+        if self.shell is not None:
+            self.shell.deliver(peer, data)
+        return b""
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.shell = CoreShell(self.core, self.session.mesh, nursery, rpc_name=self.RPC, topic=self.TOPIC,
+                                   clock=time.time)  # entries are validated against the wall clock
+            await nursery.start(self.shell.run)
+            nursery.start_soon(self._publish_loop)
+            nursery.start_soon(self._peers_loop)
+            task_status.started()
+
+    # ------------------------------------------------------------------------------------------
+    def _own_bodies(self) -> dict[EntryType, dict]:
+        session = self.session
+        me = self.key.node_id
+        bodies: dict[EntryType, dict] = {
+            EntryType.NODE: {"addrs": sorted(session.mesh.own_addresses()), "sw": __version__,
+                             "role": session.ledger.role_of(me)},
+        }
+        if session.profile is not None:
+            bodies[EntryType.CAPABILITY] = session.profile.to_wire()
+        return bodies
+
+    def publish_own(self) -> int:
+        """Publish own entries whose content changed; returns how many."""
+        if not self.session.ledger.is_member(self.key.node_id):
+            return 0  # others drop entries from non-members; publish once admitted
+        now_ms = int(time.time() * 1000)
+        changed = 0
+        for type_, body in self._own_bodies().items():
+            if self._published.get(type_) == body:
+                continue
+            version = next_temporal_version(self._versions.get(type_, 0), now_ms)
+            entry = make_entry(self.key, self.network_id, type_, body, version=version, timestamp_ms=now_ms)
+            self._versions[type_] = version
+            self._published[type_] = body
+            self.shell.call(lambda now, e=entry: self.core.publish(e, now))
+            changed += 1
+        return changed
+
+    async def _publish_loop(self) -> None:
+        while True:
+            self.publish_own()
+            await trio.sleep(PUBLISH_INTERVAL_S if self._published else PEERS_INTERVAL_S)
+
+    async def _peers_loop(self) -> None:
+        mesh = self.session.mesh
+        while True:
+            self.core.set_peers(mesh.admitted_peers())
+            for entry in self.store.entries():
+                if entry.type == EntryType.NODE and entry.author != self.key.node_id:
+                    addrs = entry.body.get("addrs")
+                    if isinstance(addrs, list) and all(isinstance(a, str) for a in addrs):
+                        mesh.add_addresses(entry.author, addrs[:16])
+            await trio.sleep(PEERS_INTERVAL_S)
+
+    def entries(self) -> list[Entry]:
+        return self.store.entries()
