@@ -18,6 +18,7 @@ import signal
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -148,11 +149,15 @@ class Node:
             log.info("created node key", path=str(cfg.key_path))
 
     def _found_personal_network(self) -> NetworkMembership:
-        genesis, secret = create_network(f"personal-{self.key.node_id[-8:]}", self.key)
+        genesis, secret = create_network(f"personal-{self.key.node_id[-8:]}", self.key, params=self._genesis_params())
         membership = NetworkMembership(genesis, secret, personal=True)
         save_membership(self.cfg.network_path, membership)
         log.info("created a personal single-node network", network=genesis.name)
         return membership
+
+    def _genesis_params(self) -> dict:
+        """Network parameters fixed at founding: the founder is the first admin (may deploy)."""
+        return {"admins": [self.key.node_id]}
 
     @staticmethod
     def _membership_from_token(text: str, current: NetworkMembership | None) -> NetworkMembership:
@@ -171,7 +176,7 @@ class Node:
 
     def leave(self) -> NetworkMembership:
         """Forget the current network and fall back to a fresh personal one."""
-        genesis, secret = create_network(f"personal-{self.key.node_id[-8:]}", self.key)
+        genesis, secret = create_network(f"personal-{self.key.node_id[-8:]}", self.key, params=self._genesis_params())
         self.switch_network(NetworkMembership(genesis, secret, personal=True))
         return self.membership
 
@@ -182,7 +187,7 @@ class Node:
                 f"this node is a member of network {self.membership.name!r} with other nodes; "
                 "run `mycelium leave` first, or use another --state-dir for a second network"
             )
-        genesis, secret = create_network(name, self.key)
+        genesis, secret = create_network(name, self.key, params=self._genesis_params())
         self.switch_network(NetworkMembership(genesis, secret, personal=False))
         return self.membership
 
@@ -264,6 +269,32 @@ class Node:
     def read_only_reason(self) -> str:
         watch = self.session.watch if self.session else None
         return watch.status.reason if watch and watch.read_only else ""
+
+    async def submit_operation(self, kind: str, payload: Any) -> None:
+        """Sign a deploy/undeploy operation as this node and hand it to the validators.
+        Refused in read-only mode (no quorum reachable: it could not be decided anyway)."""
+        from mycelium.api.server import ApiError
+        from mycelium.operations import deploy_operation, undeploy_operation
+
+        session = self.session
+        if session is None:
+            raise ApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+        if self.read_only():
+            raise ApiError(409, "read_only", f"this node is in read-only mode ({self.read_only_reason()}), "
+                           "so it accepts no deployments", "`mycelium status` shows when the quorum is back")
+        now_s = int(time.time())
+        net = self.membership.network_id
+        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+              else undeploy_operation(self.key, net, payload, now_s=now_s))
+        from mycelium.operations import OperationError, check_operation
+
+        if self.ledger.head is None:
+            raise ApiError(409, "not_admitted", "this node has no Primary yet", "wait for it to catch up")
+        try:
+            check_operation(op, self.ledger.head, now_s=now_s)
+        except OperationError as exc:
+            raise ApiError(403 if "admin" in str(exc) else 409, "refused", str(exc)) from None
+        await session.submit(op)
 
     def runtime_name(self) -> str:
         return "process"

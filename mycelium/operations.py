@@ -9,6 +9,11 @@ Operation types are append-only. Who may author what:
     profile  a member, about itself: its capability profile and operator cap
     join     a new node, with a member's signed invite (unexpired, uses left)
     leave    a member, about itself
+    deploy   an admin (params["admins"]; the founder at genesis): a service spec, new or updated
+    undeploy an admin: a service name
+
+After the operations, roles are reassigned and every service is placed again (placement is a pure
+function of the Primary: mycelium.runtime.placement).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ NEW_MEMBER_TRUST_PPM = 500_000  # the neutral prior
 # heights, not seconds. (Liveness verdicts from redundant execution will refine this.)
 UPTIME_WARMUP_HEIGHTS = 12
 INVITES_USED = "invites_used"  # Primary params key: invite id (hex) → uses consumed
+ADMINS = "admins"  # Primary params key: node ids allowed to deploy and undeploy
+WORKLOAD_MEMORY_PERMILLE = 750  # share of a member's RAM offered to workloads (the rest: OS, daemon)
 APPLIED = "applied_ops"  # Primary params key: ids of recently applied operations (replay guard)
 APPLIED_KEPT = 4096  # ids remembered; older operations are refused by age (MAX_OP_AGE_S) anyway
 
@@ -43,6 +50,8 @@ class OpType(str, Enum):
     PROFILE = "profile"
     JOIN = "join"
     LEAVE = "leave"
+    DEPLOY = "deploy"
+    UNDEPLOY = "undeploy"
 
 
 class OperationError(ValueError):
@@ -103,8 +112,18 @@ def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *
     return replace(op, signature=key.sign(op.signing_bytes(network_id)))
 
 
-def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile, max_role: str, *, now_s: int) -> Operation:
-    return sign_operation(key, network_id, OpType.PROFILE, {"profile": profile.to_wire(), "max_role": max_role}, now_s=now_s)
+def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile, max_role: str, *, now_s: int,
+                      labels: dict[str, str] | None = None) -> Operation:
+    body = {"profile": profile.to_wire(), "max_role": max_role, "labels": dict(labels or {})}
+    return sign_operation(key, network_id, OpType.PROFILE, body, now_s=now_s)
+
+
+def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
+
+
+def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.UNDEPLOY, {"name": name}, now_s=now_s)
 
 
 def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: CapabilityProfile, max_role: str,
@@ -134,7 +153,20 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError(f"operation carries a bad profile: {exc}") from exc
         if body.get("max_role") not in ("sclerotium", "rhizomorph", "hypha"):
             raise OperationError("operation max_role must be sclerotium, rhizomorph or hypha")
-    if op.type is OpType.PROFILE or op.type is OpType.LEAVE:
+    if op.type in (OpType.DEPLOY, OpType.UNDEPLOY):
+        if op.author not in prev.params.get(ADMINS, ()):
+            raise OperationError(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
+                                 "ask an admin, or deploy on your own (personal) network")
+        if op.type is OpType.DEPLOY:
+            from mycelium.runtime.spec import ServiceSpec, SpecError
+
+            try:
+                ServiceSpec.from_wire(body.get("spec"))
+            except SpecError as exc:
+                raise OperationError(f"deploy carries an invalid service spec: {exc}") from exc
+        elif body.get("name") not in prev.services:
+            raise OperationError(f"no service named {body.get('name')!r} is deployed")
+    elif op.type is OpType.PROFILE or op.type is OpType.LEAVE:
         if op.author not in prev.members:
             raise OperationError(f"{op.author[:16]} is not a member")
     elif op.type is OpType.JOIN:
@@ -162,6 +194,7 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     """The next Primary: `batch` applied in order on top of `prev`, then roles reassigned.
     Operations that fail their (clock-free) checks are skipped, identically on every validator."""
     members = dict(prev.members)
+    services = dict(prev.services)
     params = dict(prev.params)
     invites_used = dict(params.get(INVITES_USED, {}))
     applied = list(params.get(APPLIED, []))
@@ -169,7 +202,7 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     for raw in batch[:MAX_BATCH]:
         try:
             op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
-            current = replace(prev, members=members, params={**params, INVITES_USED: invites_used})
+            current = replace(prev, members=members, services=services, params={**params, INVITES_USED: invites_used})
             check_operation(op, current, now_s=None)
         except OperationError:
             continue
@@ -179,7 +212,13 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         applied.append(op.nonce)
         if op.type is OpType.PROFILE:
             m = members[op.author]
-            members[op.author] = replace(m, profile=op.body["profile"], caps={"max_role": op.body["max_role"]})
+            caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
+            members[op.author] = replace(m, profile=op.body["profile"], caps=caps)
+        elif op.type is OpType.DEPLOY:
+            spec = op.body["spec"]
+            services[spec["name"]] = spec
+        elif op.type is OpType.UNDEPLOY:
+            services.pop(op.body["name"], None)
         elif op.type is OpType.JOIN:
             invite = Invite.from_wire(op.body["invite"])
             invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
@@ -192,9 +231,36 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     if applied:
         params[APPLIED] = applied[-APPLIED_KEPT:]
     members = _reassign_roles(members, prev.height + 1)
+    placements = _place(services, members)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
-                   prev_hash=prev.hash(), members=members, params=params)
+                   prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params)
+
+
+def _labels(raw: Any) -> dict:
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in list(raw.items())[:32] if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 128}
+
+
+def _place(services: dict[str, dict], members: dict[NodeId, Member]) -> dict[str, list[NodeId]]:
+    """Where every service runs: rendezvous hashing weighted by what members offer (pure)."""
+    if not services:
+        return {}
+    from mycelium.runtime.placement import NodeCapacity, place
+
+    nodes = {}
+    for node, m in members.items():
+        try:
+            profile = CapabilityProfile.from_wire(m.profile)
+        except ProfileError:
+            continue  # no profile yet: nothing is placed on it
+        labels = m.caps.get("labels") if isinstance(m.caps.get("labels"), dict) else {}
+        nodes[node] = NodeCapacity(role=m.role, labels=labels, cpu_millicores=profile.cores * 1000,
+                                   memory_bytes=profile.ram_total_bytes * WORKLOAD_MEMORY_PERMILLE // 1000,
+                                   alive=m.caps.get("alive", True) is not False)
+    placed = place(services, nodes)
+    return {name: sorted(placed.get(name, [])) for name in sorted(services)}
 
 
 def _candidates(members: dict[NodeId, Member], height: int) -> dict[NodeId, Candidate]:

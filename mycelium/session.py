@@ -34,6 +34,7 @@ from mycelium.mesh.config import MeshConfig
 from mycelium.exchange import PeerQueues
 from mycelium.mesh.host import Mesh
 from mycelium.spores_exchange import LatentExchange
+from mycelium.workloads import WorkloadRunner
 from mycelium.operations import Operation, OperationError, join_operation, profile_operation
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
@@ -80,6 +81,7 @@ class NetworkSession:
         self.membership = node.membership
         self.ledger = node.ledger
         self.mesh: Mesh | None = None
+        self.workloads: WorkloadRunner | None = None
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -115,6 +117,8 @@ class NetworkSession:
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             await nursery.start(self.latent.run)
+            self.workloads = WorkloadRunner(self)
+            await nursery.start(self.workloads.run)
             task_status.started()
 
     def _start_consensus(self) -> None:
@@ -233,13 +237,18 @@ class NetworkSession:
                     current = CapabilityProfile.from_wire(member.profile) if member.profile else None
                 except ProfileError:
                     current = None
-                cap_changed = member.caps.get("max_role") != self.cfg.node.max_role
+                labels = dict(label.split("=", 1) for label in self.cfg.node.labels)
+                cap_changed = member.caps.get("max_role") != self.cfg.node.max_role or member.caps.get("labels", {}) != labels
                 if (changed_enough(current, self.profile) or cap_changed) and published != self.profile:
                     op = profile_operation(self.key, self.membership.network_id, self.profile, self.cfg.node.max_role,
-                                           now_s=now_s)
+                                           now_s=now_s, labels=labels)
                     await self._submit_to_validators(op)
                     published = self.profile
             await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+
+    async def submit(self, op: Operation) -> None:
+        """Hand an operation this node authored to the validators (ourselves included)."""
+        await self._submit_to_validators(op)
 
     async def _submit_to_validators(self, op: Operation) -> None:
         from mycelium.encoding import canonical

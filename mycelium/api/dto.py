@@ -81,3 +81,10 @@ def spores(node: Any, kind: str | None) -> dict:
     if kind in (None, "latent") and latent is not None:
         report["latent_digest"] = latent.store.digest().hex()
     return report
+
+
+def services(node: Any, runner: Any) -> dict:
+    """`mycelium services --json`: each service in the Primary with desired and running replicas,
+    placement per node, endpoints and health (rows built by the workload runner from the Primary
+    and the service spores)."""
+    return {"schema": 1, "services": runner.services()}

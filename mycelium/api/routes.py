@@ -71,12 +71,6 @@ def install_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400 if "name" in str(exc) else 409, "refused", str(exc)) from None
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
-    def not_yet(what: str, issue: str) -> Any:
-        async def handle(_req: Request) -> tuple[int, Any]:
-            raise ApiError(501, "not_implemented", f"{what} is not implemented in this build yet ({issue})",
-                           "`mycelium status` shows what this node does today")
-        return handle
-
     server.route("GET", protocol.STATUS, status)
     server.route("GET", protocol.HEALTH, health)
     server.route("GET", protocol.READY, ready)
@@ -97,8 +91,59 @@ def install_routes(server: ControlServer, node: Any) -> None:
 
     server.route("GET", protocol.PEERS, peers)
     server.route("GET", protocol.SPORES, spores)
-    server.route("GET", protocol.SERVICES, not_yet("listing services", "the Endomycetes issue"))
-    server.route("POST", protocol.DEPLOY, not_yet("deploying services", "the Endomycetes issue"))
+    def runner():
+        session = node.session
+        workloads = getattr(session, "workloads", None) if session else None
+        if workloads is None:
+            raise ApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+        return workloads
+
+    async def deploy(req: Request) -> tuple[int, Any]:
+        from mycelium.runtime.manifest import ManifestError, check_deployable, parse_manifest
+
+        body = _body(req)
+        text, file = body.get("manifest"), body.get("file", "<manifest>")
+        if not isinstance(text, str) or not isinstance(file, str):
+            raise ApiError(400, "bad_request", "deploy needs the manifest text", "mycelium deploy FILE")
+        try:
+            spec = check_deployable(parse_manifest(text, file))
+        except ManifestError as exc:
+            raise ApiError(400, "invalid_manifest", str(exc), "fix the fields named above and deploy again") from None
+        except ValueError as exc:  # e.g. "Endophyte is not supported yet"
+            raise ApiError(400, "not_deployable", str(exc)) from None
+        await node.submit_operation("deploy", spec.to_wire())
+        return 202, {"service": spec.name, "status": "submitted", "version": spec.version()}
+
+    async def undeploy(req: Request) -> tuple[int, Any]:
+        name = _body(req).get("name")
+        if not isinstance(name, str):
+            raise ApiError(400, "bad_request", "undeploy needs a service name", "mycelium undeploy NAME")
+        if name not in (node.ledger.head.services if node.ledger.head else {}):
+            raise ApiError(404, "no_such_service", f"no service named {name!r} is deployed", "see `mycelium services`")
+        await node.submit_operation("undeploy", name)
+        return 202, {"service": name, "status": "submitted"}
+
+    async def services(_req: Request) -> tuple[int, Any]:
+        return 200, dto.services(node, runner())
+
+    async def logs(req: Request) -> tuple[int, Any]:
+        name = req.query.get("name", "")
+        lines = req.query.get("lines", "200")
+        if not name or not lines.isdigit():
+            raise ApiError(400, "bad_request", "logs needs ?name=SERVICE and a numeric lines", "mycelium logs NAME")
+        return 200, {"service": name, "node_id": node.key.node_id, "lines": await runner().logs(name, int(lines))}
+
+    async def resolve(req: Request) -> tuple[int, Any]:
+        name = req.query.get("name", "")
+        if not name:
+            raise ApiError(400, "bad_request", "resolve needs ?name=SERVICE", "mycelium resolve NAME")
+        return 200, {"service": name, "endpoints": runner().resolve(name)}
+
+    server.route("GET", protocol.SERVICES, services)
+    server.route("POST", protocol.DEPLOY, deploy)
+    server.route("POST", protocol.UNDEPLOY, undeploy)
+    server.route("GET", protocol.LOGS, logs)
+    server.route("GET", protocol.RESOLVE, resolve)
 
 
 def _body(req: Request) -> dict:

@@ -219,11 +219,45 @@ def spores(ctx: Context, kind: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Wait until every desired replica runs (or the timeout).")
+@click.option("--timeout", default=120, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
-def deploy(ctx: Context, file: Path) -> None:
-    """Deploy the service described by a spore manifest FILE."""
-    res = call(ctx, "POST", protocol.DEPLOY, {"manifest": file.read_text(encoding="utf-8"), "file": str(file)})
-    click.echo(json.dumps(res))
+def deploy(ctx: Context, file: Path, wait: bool, timeout: int) -> None:
+    """Deploy (or update) the service described by the spore manifest FILE."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}")
+    res = call(ctx, "POST", protocol.DEPLOY, {"manifest": text, "file": str(file)})
+    click.echo(f"submitted {res['service']} (version {res['version']}); `mycelium services` shows it")
+    if wait:
+        _wait_running(ctx, res["service"], timeout)
+
+
+def _wait_running(ctx: Context, name: str, timeout: int) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    row = None
+    while time.monotonic() < deadline:
+        rows = {r["name"]: r for r in call(ctx, "GET", protocol.SERVICES)["services"]}
+        row = rows.get(name)
+        if row and row["desired"] and row["running"] >= row["desired"]:
+            click.echo(f"{name}: {row['running']}/{row['desired']} replicas running")
+            return
+        time.sleep(0.5)
+    got = f"{row['running']}/{row['desired']}" if row else "not yet in the Primary"
+    fail(f"{name} is not fully running after {timeout} s ({got})",
+         f"see `mycelium services` and `mycelium logs {name}`", code=4)
+
+
+@cli.command()
+@click.argument("name")
+@click.pass_obj
+def undeploy(ctx: Context, name: str) -> None:
+    """Remove service NAME from the network (its replicas stop everywhere)."""
+    call(ctx, "POST", protocol.UNDEPLOY, {"name": name})
+    click.echo(f"submitted removal of {name}")
 
 
 @cli.command()
@@ -232,7 +266,52 @@ def deploy(ctx: Context, file: Path) -> None:
 def services(ctx: Context, as_json: bool) -> None:
     """List services: desired and running replicas, placement, endpoints, health."""
     res = call(ctx, "GET", protocol.SERVICES)
-    emit_json(res) if as_json else click.echo(json.dumps(res, indent=2))
+    emit_json(res) if as_json else render.services(res)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-n", "--lines", default=200, show_default=True, help="How many recent lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.pass_obj
+def logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
+    """Show the output of this node's replica of service NAME."""
+    import time
+
+    seen: list[str] = []
+    while True:
+        got = call(ctx, "GET", f"{protocol.LOGS}?name={name}&lines={lines}")["lines"]
+        start = _new_lines_start(seen, got)
+        for line in got[start:]:
+            click.echo(line)
+        seen = got
+        if not follow:
+            return
+        time.sleep(1)
+
+
+def _new_lines_start(old: list[str], new: list[str]) -> int:
+    """Where the lines not printed yet begin in `new` (the longest suffix of `old` that prefixes `new`)."""
+    for k in range(min(len(old), len(new)), 0, -1):
+        if old[-k:] == new[:k]:
+            return k
+    return 0
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def resolve(ctx: Context, name: str, as_json: bool) -> None:
+    """Print the endpoints (host:port) where service NAME answers."""
+    res = call(ctx, "GET", f"{protocol.RESOLVE}?name={name}")
+    if as_json:
+        emit_json(res)
+    elif not res["endpoints"]:
+        fail(f"no healthy endpoint of {name} is known", f"see `mycelium services`", code=4)
+    else:
+        for ep in res["endpoints"]:
+            click.echo(ep)
 
 
 def main() -> None:

@@ -68,3 +68,16 @@ def spores(res: dict[str, Any]) -> None:
     import json
 
     console.print_json(json.dumps(res))
+
+
+def services(res: dict[str, Any]) -> None:
+    rows = res.get("services", [])
+    if not rows:
+        console.print("no services (deploy one with `mycelium deploy FILE`)")
+        return
+    t = Table("service", "replicas", "placement", "endpoints", "health", box=None)
+    for r in rows:
+        placed = "\n".join(f"{n[-8:]}: {st}" for n, st in sorted(r.get("placement", {}).items())) or "-"
+        t.add_row(r["name"], f"{r['running']}/{r['desired']}", placed, "\n".join(r.get("endpoints", [])) or "-",
+                  r.get("health", "?"))
+    console.print(t)
