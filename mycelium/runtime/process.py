@@ -91,17 +91,23 @@ class ProcessDriver:
     @classmethod
     @asynccontextmanager
     async def open(cls, state_dir: Path, config: ProcessDriverConfig = ProcessDriverConfig()) -> AsyncIterator[ProcessDriver]:
-        """The driver with its supervision nursery; on exit every instance is stopped."""
+        """The driver with its supervision nursery; on exit every instance is stopped.
+
+        The supervision tasks run shielded from the caller's cancellation: when the caller is
+        cancelled (daemon shutdown), `aclose` still needs them to see each process exit, otherwise
+        a process that ignores SIGTERM would lose its supervisor before the SIGKILL and be orphaned.
+        Only the shielded `aclose` on the way out (then an explicit cancel) ends them."""
         try:
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as outer:
+                nursery, supervision = await outer.start(_shielded_nursery)
                 driver = cls(state_dir, nursery, config)
-                await driver.reap_leftovers()
                 try:
+                    await driver.reap_leftovers()
                     yield driver
                 finally:
                     with trio.CancelScope(shield=True):
                         await driver.aclose()
-                    nursery.cancel_scope.cancel()
+                    supervision.cancel()
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:  # the caller's own error: hand it back unwrapped
                 raise group.exceptions[0] from None
@@ -371,6 +377,14 @@ class ProcessDriver:
         self._instances.pop(inst.spec.instance_id, None)
         inst.log.close()
         remove_cgroup(inst.limits)
+
+
+async def _shielded_nursery(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """A nursery that outside cancellation does not reach; hands out (nursery, its cancel scope)."""
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
 
 
 def _note(inst: _Instance, text: str) -> None:

@@ -91,6 +91,20 @@ async def test_a_restarted_driver_kills_the_leftovers_of_a_crashed_one(tmp_path,
         assert await driver.instances() == []
 
 
+async def test_cancelling_the_owner_still_stops_a_process_that_ignores_sigterm(tmp_path, started_pids):
+    """Regression: a cancelled caller (daemon shutdown) used to cancel the supervision tasks too, so
+    the shielded aclose() saw the instance as done after SIGTERM and never sent SIGKILL."""
+    config = ProcessDriverConfig(stop_grace_s=0.3, log_poll_s=0.02, reap_grace_s=0.3,
+                                 cgroup_root=Path("/nonexistent-cgroup"))
+    with trio.move_on_after(30) as scope:
+        async with ProcessDriver.open(tmp_path, config) as driver:
+            handle = await driver.start(InstanceSpec("mule-0", service("mule", STUBBORN_WITH_CHILD)))
+            main, child = await _main_and_child(driver, handle, started_pids)
+            scope.deadline = trio.current_time()  # cancel the owner, as `mycelium down` does
+            await trio.sleep_forever()
+    assert not alive(main) and not alive(child)
+
+
 async def test_a_recycled_pid_is_not_killed(tmp_path):
     """A run record whose start time does not match the live process is someone else's pid."""
     (tmp_path / "old-0").mkdir()
