@@ -49,6 +49,11 @@ class NodeSection:
     max_role: str = "sclerotium"  # operator's cap: sclerotium > rhizomorph > hypha
     mdns: bool = True  # find peers of the same network on the LAN by mDNS
     heartbeat_s: int = 10  # an (empty) height is decided at least this often, keeping liveness current
+    # Network parameter, fixed when this node founds a network: a member silent this long (in the
+    # Primary's clock) counts as dead — its validator seat and its replicas move. Shorter reacts
+    # faster; longer rides out reboots and flaky Wi-Fi without reshuffling.
+    dead_after_s: int = 30
+    read_only_after_s: int = 30  # no quorum of validators reachable this long → read-only mode
     labels: tuple[str, ...] = ()  # "key=value" labels that service selectors can match
 
 

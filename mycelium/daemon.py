@@ -157,7 +157,7 @@ class Node:
 
     def _genesis_params(self) -> dict:
         """Network parameters fixed at founding: the founder is the first admin (may deploy)."""
-        return {"admins": [self.key.node_id]}
+        return {"admins": [self.key.node_id], "dead_after_s": self.cfg.node.dead_after_s}
 
     @staticmethod
     def _membership_from_token(text: str, current: NetworkMembership | None) -> NetworkMembership:

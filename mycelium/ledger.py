@@ -15,7 +15,16 @@ from typing import Any
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId, NodeKey
 from mycelium.logs import bind_identity, get_logger
-from mycelium.operations import MAX_BATCH, Operation, OperationError, apply_batch, check_operation, role_reasons
+from mycelium.operations import (
+    MAX_BATCH,
+    TIME,
+    Operation,
+    OperationError,
+    apply_batch,
+    check_operation,
+    clock_operation,
+    role_reasons,
+)
 from mycelium.spores.certificate import QuorumCertificate
 from mycelium.spores.chain import PrimaryChain
 from mycelium.spores.primary import (
@@ -49,6 +58,7 @@ class Ledger:
         self.pool: OrderedDict[bytes, Operation] = OrderedDict()
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
+        self.heartbeat_s = 10  # a proposer with nothing to propose still advances the clock this often
         self._reasons_cache: tuple[bytes, dict] | None = None
 
     @classmethod
@@ -93,7 +103,7 @@ class Ledger:
             return "the only member of its network"
         key = head.hash()
         if self._reasons_cache is None or self._reasons_cache[0] != key:
-            self._reasons_cache = (key, role_reasons(head.members, head.height))
+            self._reasons_cache = (key, role_reasons(head))
         return "; ".join(self._reasons_cache[1].get(node, ()))
 
     def validators(self) -> list[NodeId]:
@@ -149,8 +159,13 @@ class Ledger:
                 del self.pool[op_id]  # no longer applicable (already applied, expired, member gone)
                 continue
             batch.append(op.to_wire())
-            if len(batch) >= MAX_BATCH:
+            if len(batch) >= MAX_BATCH - 1:
                 break
+        # The proposer's clock goes first: always with operations, and on its own once a heartbeat
+        # is due (an empty list makes the core wait for its heartbeat timer instead).
+        if batch or now_s - head.params.get(TIME, 0) >= self.heartbeat_s:
+            clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)))
+            batch.insert(0, clock.to_wire())
         return batch
 
     def validate_batch(self, height: int, batch: list[Any]) -> bool:

@@ -11,6 +11,16 @@ Operation types are append-only. Who may author what:
     leave    a member, about itself
     deploy   an admin (params["admins"]; the founder at genesis): a service spec, new or updated
     undeploy an admin: a service name
+    clock    the proposer (a validator), first in its batch: the Primary's time. Honest validators
+             refuse a batch whose clock is more than MAX_CLOCK_SKEW_S off their own or goes back,
+             so a lying proposer moves the Primary's clock by at most that much.
+    alive    a member, about itself: "I am up" (sent every dead_after_s / 4)
+
+Liveness: a member whose last operation is older than params["dead_after_s"] of Primary time
+counts as dead for the role rule (its seat goes to a promotable node) and for placement (its
+replicas move). One proposer can delay but not forge liveness: a censored member is seen again
+as soon as an honest proposer includes its operations. (Redundant-execution verdicts — several
+nodes probing, commit-reveal — are the planned replacement; see mycelium.consensus.redundant.)
 
 After the operations, roles are reassigned and every service is placed again (placement is a pure
 function of the Primary: mycelium.runtime.placement).
@@ -40,6 +50,11 @@ NEW_MEMBER_TRUST_PPM = 500_000  # the neutral prior
 # heights, not seconds. (Liveness verdicts from redundant execution will refine this.)
 UPTIME_WARMUP_HEIGHTS = 12
 INVITES_USED = "invites_used"  # Primary params key: invite id (hex) → uses consumed
+TIME = "time_s"  # Primary params key: the Primary's clock (unix seconds, from the proposers' clock ops)
+SEEN = "seen"  # Primary params key: node id → Primary time its last operation was applied
+DEAD_AFTER = "dead_after_s"  # Primary params key (set at genesis): silence after which a member is dead
+DEFAULT_DEAD_AFTER_S = 30
+MAX_CLOCK_SKEW_S = 10  # a proposer's clock op may differ this much from a validator's own clock
 ADMINS = "admins"  # Primary params key: node ids allowed to deploy and undeploy
 WORKLOAD_MEMORY_PERMILLE = 750  # share of a member's RAM offered to workloads (the rest: OS, daemon)
 APPLIED = "applied_ops"  # Primary params key: ids of recently applied operations (replay guard)
@@ -52,6 +67,8 @@ class OpType(str, Enum):
     LEAVE = "leave"
     DEPLOY = "deploy"
     UNDEPLOY = "undeploy"
+    CLOCK = "clock"
+    ALIVE = "alive"
 
 
 class OperationError(ValueError):
@@ -118,6 +135,14 @@ def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile,
     return sign_operation(key, network_id, OpType.PROFILE, body, now_s=now_s)
 
 
+def clock_operation(key: NodeKey, network_id: str, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.CLOCK, {"time_s": now_s}, now_s=now_s)
+
+
+def alive_operation(key: NodeKey, network_id: str, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.ALIVE, {}, now_s=now_s)
+
+
 def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
 
@@ -153,7 +178,18 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError(f"operation carries a bad profile: {exc}") from exc
         if body.get("max_role") not in ("sclerotium", "rhizomorph", "hypha"):
             raise OperationError("operation max_role must be sclerotium, rhizomorph or hypha")
-    if op.type in (OpType.DEPLOY, OpType.UNDEPLOY):
+    if op.type is OpType.CLOCK:
+        t = body.get("time_s")
+        if op.author not in prev.validators():
+            raise OperationError("only a validator may set the Primary's clock")
+        if not isinstance(t, int) or isinstance(t, bool) or t < prev.params.get(TIME, 0):
+            raise OperationError("a clock operation must carry a time not before the Primary's")
+        if now_s is not None and abs(t - now_s) > MAX_CLOCK_SKEW_S:
+            raise OperationError(f"the proposer's clock is {t - now_s:+d} s off ours (limit ±{MAX_CLOCK_SKEW_S} s)")
+    elif op.type is OpType.ALIVE:
+        if op.author not in prev.members:
+            raise OperationError(f"{op.author[:16]} is not a member")
+    elif op.type in (OpType.DEPLOY, OpType.UNDEPLOY):
         if op.author not in prev.params.get(ADMINS, ()):
             raise OperationError(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
                                  "ask an admin, or deploy on your own (personal) network")
@@ -197,8 +233,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     services = dict(prev.services)
     params = dict(prev.params)
     invites_used = dict(params.get(INVITES_USED, {}))
+    now = params.get(TIME, 0)
+    seen = dict(params.get(SEEN, {}))
     applied = list(params.get(APPLIED, []))
-    seen: set[bytes] = set(applied)
+    replayed: set[bytes] = set(applied)
     for raw in batch[:MAX_BATCH]:
         try:
             op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
@@ -206,10 +244,14 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             check_operation(op, current, now_s=None)
         except OperationError:
             continue
-        if op.nonce in seen:
+        if op.nonce in replayed:
             continue  # a replay: this very operation was applied already
-        seen.add(op.nonce)
+        replayed.add(op.nonce)
         applied.append(op.nonce)
+        if op.type is OpType.CLOCK:
+            now = max(now, op.body["time_s"])
+            params[TIME] = now
+        seen[op.author] = now  # any operation a node authored shows it alive
         if op.type is OpType.PROFILE:
             m = members[op.author]
             caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
@@ -230,8 +272,13 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         params[INVITES_USED] = invites_used
     if applied:
         params[APPLIED] = applied[-APPLIED_KEPT:]
-    members = _reassign_roles(members, prev.height + 1)
-    placements = _place(services, members)
+    for node in members:
+        seen.setdefault(node, now)  # first observation (the founder, a member from before clocks)
+    params[SEEN] = {n: t for n, t in sorted(seen.items()) if n in members}
+    dead_after = params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S)
+    alive = {n: now - params[SEEN][n] <= dead_after for n in members}
+    members = _reassign_roles(members, prev.height + 1, alive)
+    placements = _place(services, members, alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
                    prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params)
@@ -243,7 +290,7 @@ def _labels(raw: Any) -> dict:
     return {k: v for k, v in list(raw.items())[:32] if isinstance(k, str) and isinstance(v, str) and len(k) + len(v) < 128}
 
 
-def _place(services: dict[str, dict], members: dict[NodeId, Member]) -> dict[str, list[NodeId]]:
+def _place(services: dict[str, dict], members: dict[NodeId, Member], alive: dict[NodeId, bool]) -> dict[str, list[NodeId]]:
     """Where every service runs: rendezvous hashing weighted by what members offer (pure)."""
     if not services:
         return {}
@@ -258,12 +305,21 @@ def _place(services: dict[str, dict], members: dict[NodeId, Member]) -> dict[str
         labels = m.caps.get("labels") if isinstance(m.caps.get("labels"), dict) else {}
         nodes[node] = NodeCapacity(role=m.role, labels=labels, cpu_millicores=profile.cores * 1000,
                                    memory_bytes=profile.ram_total_bytes * WORKLOAD_MEMORY_PERMILLE // 1000,
-                                   alive=m.caps.get("alive", True) is not False)
+                                   alive=alive.get(node, True))
     placed = place(services, nodes)
     return {name: sorted(placed.get(name, [])) for name in sorted(services)}
 
 
-def _candidates(members: dict[NodeId, Member], height: int) -> dict[NodeId, Candidate]:
+def liveness(primary: PrimarySpore) -> dict[NodeId, bool]:
+    """Which members the Primary considers alive (see the module docstring)."""
+    now = primary.params.get(TIME, 0)
+    seen = primary.params.get(SEEN, {})
+    dead_after = primary.params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S)
+    return {n: now - seen.get(n, now) <= dead_after for n in primary.members}
+
+
+def _candidates(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool] | None = None
+                ) -> dict[NodeId, Candidate]:
     out: dict[NodeId, Candidate] = {}
     for node, m in members.items():
         try:
@@ -271,14 +327,15 @@ def _candidates(members: dict[NodeId, Member], height: int) -> dict[NodeId, Cand
             cap = Role(m.caps.get("max_role", "sclerotium"))
             age = max(0, height - m.joined_at_height)
             uptime = 1000 if m.joined_at_height == 0 else min(1000, 1000 * age // UPTIME_WARMUP_HEIGHTS)
-            out[node] = Candidate(profile=profile, trust=m.trust_ppm // 1000, cap=cap, uptime_permille=uptime)
+            out[node] = Candidate(profile=profile, trust=m.trust_ppm // 1000, cap=cap, uptime_permille=uptime,
+                                  alive=True if alive is None else alive.get(node, True))
         except (ProfileError, RoleError, ValueError):
             continue  # no usable profile yet: keeps its role until it publishes one
     return out
 
 
-def _reassign_roles(members: dict[NodeId, Member], height: int) -> dict[NodeId, Member]:
-    candidates = _candidates(members, height)
+def _reassign_roles(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool]) -> dict[NodeId, Member]:
+    candidates = _candidates(members, height, alive)
     if not candidates:
         return members
     current = {n: Role(m.role) for n, m in members.items()}
@@ -287,9 +344,10 @@ def _reassign_roles(members: dict[NodeId, Member], height: int) -> dict[NodeId, 
             for n, m in sorted(members.items())}
 
 
-def role_reasons(members: dict[NodeId, Member], height: int) -> dict[NodeId, tuple[str, ...]]:
+def role_reasons(primary: PrimarySpore) -> dict[NodeId, tuple[str, ...]]:
     """The role rule's deciding facts for each member (for `mycelium status`)."""
-    candidates = _candidates(members, height)
+    members = primary.members
+    candidates = _candidates(members, primary.height, liveness(primary))
     if not candidates:
         return {}
     prior = {n: Role(m.role) for n, m in members.items()}

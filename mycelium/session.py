@@ -35,10 +35,18 @@ from mycelium.exchange import PeerQueues
 from mycelium.mesh.host import Mesh
 from mycelium.spores_exchange import LatentExchange
 from mycelium.workloads import WorkloadRunner
-from mycelium.operations import Operation, OperationError, join_operation, profile_operation
+from mycelium.operations import (
+    DEAD_AFTER,
+    DEFAULT_DEAD_AFTER_S,
+    Operation,
+    OperationError,
+    alive_operation,
+    join_operation,
+    profile_operation,
+)
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
-from mycelium.roles.readonly import QuorumWatch
+from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
 from mycelium.spores.chain import CatchupMessageError, PrimaryLinks, PrimaryRequest, decode_catchup
 from mycelium.spores.primary import ChainError
 
@@ -112,10 +120,13 @@ class NetworkSession:
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
-            self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id)
+            self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
+                                     config=ReadOnlyConfig(enter_after_s=float(self.cfg.node.read_only_after_s)))
+            self.ledger.heartbeat_s = self.cfg.node.heartbeat_s
             nursery.start_soon(self._catchup_loop)
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self._alive_loop)
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
@@ -275,6 +286,16 @@ class NetworkSession:
 
     def _reachability(self) -> Reachability:
         return Reachability.DIRECT if self.mesh and self.mesh.admitted_peers() else Reachability.UNKNOWN
+
+    async def _alive_loop(self) -> None:
+        """Tell the validators we are up, four times per dead_after_s (a signed `alive` operation)."""
+        while True:
+            head = self.ledger.head
+            dead_after = head.params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S) if head else DEFAULT_DEAD_AFTER_S
+            if head is not None and self.key.node_id in head.members:
+                await self._submit_to_validators(alive_operation(self.key, self.membership.network_id,
+                                                                 now_s=int(time.time())))
+            await trio.sleep(max(1.0, dead_after / 4))
 
     async def _watch_loop(self) -> None:
         while True:
