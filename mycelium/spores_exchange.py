@@ -54,6 +54,7 @@ class LatentExchange:
         self.shell: CoreShell | None = None
         self._published: dict[EntryType, dict] = {}
         self._versions: dict[EntryType, int] = {}
+        self._service_versions: dict[str, int] = {}  # service -> last version of our SERVICE entry
         self.primary_changed()
 
     # ------------------------------------------------------------------------------------------
@@ -105,6 +106,24 @@ class LatentExchange:
             self.shell.call(lambda now, e=entry: self.core.publish(e, now))
             changed += 1
         return changed
+
+    def publish_service_entry(self, service: str, body: dict) -> bool:
+        """Sign and gossip this node's service-spore entry for `service`: the replica it runs (body
+        built by mycelium.workloads_spores.ReplicaReport). Entries cannot be deleted; a replica that
+        stops publishes health "stopped". Versions follow the wall clock (next_temporal_version), so
+        a restarted daemon's reports outrank the ones it published before. False when not published
+        (not a member yet, or the exchange is not running).
+        These travel on the master Latent topic for now; DESIGN wants one topic per service
+        (spores.entry.service_scope), which needs a LatentStore and gossip shell per scope."""
+        if self.shell is None or not self.session.ledger.is_member(self.key.node_id):
+            return False
+        now_ms = int(time.time() * 1000)
+        version = next_temporal_version(self._service_versions.get(service, 0), now_ms)
+        entry = make_entry(self.key, self.network_id, EntryType.SERVICE, body, version=version,
+                           timestamp_ms=now_ms, name=service)
+        self._service_versions[service] = version
+        self.shell.call(lambda now, e=entry: self.core.publish(e, now))
+        return True
 
     async def _publish_loop(self) -> None:
         while True:

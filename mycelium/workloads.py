@@ -1,44 +1,282 @@
-"""Runs on this node what the Primary places on it (Endomycetes on the embedded process runtime).
+"""Runs on this node what the Primary places on it (Endomycetes on the embedded process runtime),
+and publishes what runs here in the service spores.
 
-Interface used by the daemon and the control API (see mycelium/api/routes.py):
+Interface used by the network session and the control API (see mycelium/api/routes.py):
     WorkloadRunner(session)               built per network session
     await nursery.start(runner.run)       reconcile until cancelled; stop everything on the way out
-    runner.services() -> list[dict]       rows for `mycelium services --json` (see api/dto.py)
+    runner.services() -> list[dict]       rows for `mycelium services --json` (see workloads_spores.ServiceView.row)
     await runner.logs(name, lines)        recent output lines of this node's replica
     runner.resolve(name) -> list[str]     endpoints ("host:port") where the service answers
 
-This first version reports what the Primary decides (desired replicas and placement) and does not
-start anything yet; the reconciler that drives mycelium.runtime.process comes next.
+Every `poll_s` the runner compares the Primary's placement for this node with the driver's instances
+(mycelium.runtime.reconciler: stop, restart, start), retries starts that fail (a fixed port in use, …)
+with the service's own backoff, and publishes one SERVICE entry per replica (health, endpoints) through
+the Latent exchange when it changed, and every `refresh_s` anyway so readers can tell stale reports.
+The process driver is opened on `<state_dir>/workloads` for the session's lifetime: opening it kills
+leftovers of a crashed daemon, and closing it (cancellation: `mycelium down`, a network switch) stops
+every instance — SIGTERM, then SIGKILL after the grace — even though the caller is being cancelled.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from mycelium.logs import get_logger
+from mycelium.runtime.driver import INSTANCE_ID, DriverError, InstanceHandle, InstanceSpec, InstanceStatus, UnknownInstance
+from mycelium.runtime.process import ProcessDriver, ProcessDriverConfig
+from mycelium.runtime.reconciler import ObservedInstance, Restart, Start, Stop, desired_here, reconcile
+from mycelium.runtime.spec import ServiceSpec, SpecError
+from mycelium.spores.entry import EntryType
+from mycelium.workloads_spores import (
+    ReplicaHealth, ReplicaReport, ServiceView, endpoints, reachable_host, replica_health, service_views,
+)
+
+log = get_logger("mycelium.workloads")
+
+MAX_LOG_LINES = 10_000  # `mycelium logs -n` is capped here: the answer travels in one API response
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadConfig:
+    poll_s: float = 0.5  # Primary vs. instances comparison period; lower = faster reaction, more CPU
+    refresh_s: float = 20.0  # an unchanged replica report is re-signed this often (proof of life)
+    # a gossiped report older than this shows as "stale": 3 × refresh_s tolerates two lost refreshes
+    # plus the 30 s clock skew the Latent validation allows
+    stale_after_s: float = 60.0
+    stop_grace_s: float = 10.0  # SIGTERM→SIGKILL grace for a replica that stops (undeploy, moved, shutdown)
+
+
+@dataclass(slots=True)
+class FailedStart:
+    attempts: int
+    retry_at: float  # trio clock
+    message: str
+
+
+class StartBackoff:
+    """Starts that the driver refused (port in use, unwritable directory…): retried after the
+    service's own restart backoff, min(max, initial × factor^(attempts − 1)). Pure bookkeeping."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, FailedStart] = {}
+
+    def ready(self, instance_id: str, now: float) -> bool:
+        failed = self.failures.get(instance_id)
+        return failed is None or now >= failed.retry_at
+
+    def failed(self, instance_id: str, spec: ServiceSpec, now: float, message: str) -> FailedStart:
+        attempts = self.failures[instance_id].attempts + 1 if instance_id in self.failures else 1
+        delay_s = spec.restart.backoff_ms(attempts) / 1000
+        self.failures[instance_id] = entry = FailedStart(attempts, now + delay_s, message)
+        return entry
+
+    def succeeded(self, instance_id: str) -> None:
+        self.failures.pop(instance_id, None)
+
+    def keep_only(self, instance_ids: set[str]) -> None:
+        for iid in set(self.failures) - instance_ids:
+            del self.failures[iid]
+
 
 class WorkloadRunner:
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, config: WorkloadConfig = WorkloadConfig()) -> None:
         self.session = session
+        self.config = config
+        self.driver: ProcessDriver | None = None
+        self.starts = StartBackoff()
+        self._specs: dict[str, tuple[Any, ServiceSpec | None]] = {}  # name -> (wire form, spec or None if bad)
+        self._local: dict[str, ReplicaReport] = {}  # this node's replicas, refreshed every poll
+        self._published: dict[str, tuple[dict, float]] = {}  # service -> (body, trio time published)
 
+    # ------------------------------------------------------------------------------ running
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        await trio.sleep_forever()
+        state_dir = self.session.cfg.state_dir / "workloads"
+        config = ProcessDriverConfig(stop_grace_s=self.config.stop_grace_s)
+        async with ProcessDriver.open(state_dir, config) as driver:
+            for message in driver.reaped:
+                log.warning("killed a leftover of a previous daemon", detail=message)
+            self.driver = driver
+            task_status.started()
+            try:
+                while True:
+                    await self.converge()
+                    self.publish()
+                    await trio.sleep(self.config.poll_s)
+            finally:
+                self.driver = None
+                if self._local:
+                    log.info("stopping every replica on this node", services=sorted(self._local))
+                self._local = {}
 
+    async def converge(self) -> None:
+        """One pass: make the driver's instances match what the Primary places here."""
+        driver = self.driver
+        assert driver is not None
+        me = self.session.key.node_id
+        head = self.session.ledger.head
+        specs = self._current_specs(head)
+        placements = head.placements if head is not None else {}
+        desired = desired_here(specs, placements, me)
+        observed = {iid: ObservedInstance(iid, st.version, st.state, st.final)
+                    for iid, st in (await self._statuses()).items()}
+        views = self._views(specs, placements)
+        actions = reconcile(me, desired, observed, {name: v.replica_views() for name, v in views.items()})
+        stops = [a for a in actions if isinstance(a, Stop)]
+        if stops:
+            async with trio.open_nursery() as nursery:
+                for action in stops:
+                    nursery.start_soon(self._stop, action.instance_id, action.reason)
+        for action in actions:
+            if isinstance(action, Restart):
+                await self._stop(action.instance_id, action.reason)
+                await self._start(action.instance_id, action.spec)
+            elif isinstance(action, Start):
+                await self._start(action.instance_id, action.spec)
+        self.starts.keep_only(set(desired))
+        self._local = self._reports(desired, await self._statuses())
+
+    async def _statuses(self) -> dict[str, InstanceStatus]:
+        out = {}
+        for handle in await self.driver.instances():
+            try:
+                out[handle.instance_id] = await self.driver.status(handle)
+            except UnknownInstance:
+                continue  # stopped between the two calls
+        return out
+
+    async def _stop(self, instance_id: str, reason: str) -> None:
+        try:
+            final = await self.driver.stop(InstanceHandle(self.driver.name, instance_id), self.config.stop_grace_s)
+        except UnknownInstance:
+            return  # already gone
+        log.info("stopped replica", service=instance_id, reason=reason, exit_code=final.exit_code)
+
+    async def _start(self, instance_id: str, spec: ServiceSpec) -> None:
+        now = trio.current_time()
+        if not self.starts.ready(instance_id, now):
+            return
+        try:
+            await self.driver.start(InstanceSpec(instance_id, spec))
+        except DriverError as exc:
+            failed = self.starts.failed(instance_id, spec, now, str(exc))
+            log.warning("cannot start replica", service=instance_id, attempts=failed.attempts,
+                        retry_in_s=round(failed.retry_at - now, 1), error=str(exc))
+            return
+        self.starts.succeeded(instance_id)
+        log.info("started replica", service=instance_id, version=spec.version())
+
+    def _current_specs(self, head: Any) -> dict[str, ServiceSpec]:
+        """The Primary's services as specs (parsed once per change of their wire form)."""
+        if head is None:
+            self._specs.clear()
+            return {}
+        out = {}
+        for name, wire in head.services.items():
+            cached = self._specs.get(name)
+            if cached is None or cached[0] != wire:
+                try:
+                    cached = (wire, ServiceSpec.from_wire(wire))
+                except SpecError as exc:  # consensus validated it; a newer wire version we cannot read
+                    log.error("cannot read a deployed service spec; not running it", service=name, error=str(exc))
+                    cached = (wire, None)
+                self._specs[name] = cached
+            if cached[1] is not None:
+                out[name] = cached[1]
+        for name in set(self._specs) - set(head.services):
+            del self._specs[name]
+        return out
+
+    def _reports(self, desired: dict[str, ServiceSpec], statuses: dict[str, InstanceStatus]) -> dict[str, ReplicaReport]:
+        me = self.session.key.node_id
+        mesh = getattr(self.session, "mesh", None)
+        host = reachable_host(mesh.own_addresses() if mesh is not None else [])
+        now_ms, now = int(time.time() * 1000), trio.current_time()
+        reports = {}
+        for name in desired:
+            status = statuses.get(name)
+            failed = self.starts.failures.get(name)
+            if status is not None:
+                reports[name] = ReplicaReport(me, name, replica_health(status.state), endpoints(host, status.ports),
+                                              status.restarts, status.version, status.message, now_ms)
+            elif failed is not None:
+                retry_s = max(0.0, failed.retry_at - now)
+                reports[name] = ReplicaReport(
+                    me, name, ReplicaHealth.FAILED, timestamp_ms=now_ms,
+                    message=f"{failed.message} (attempt {failed.attempts}; next try in {retry_s:.0f} s)")
+            else:
+                reports[name] = ReplicaReport(me, name, ReplicaHealth.PENDING, timestamp_ms=now_ms)
+        return reports
+
+    # ------------------------------------------------------------------------------ service spores
+    def publish(self) -> None:
+        """Sign and gossip this node's replica reports that changed (or are due for a refresh); a
+        replica that no longer runs here is reported once as stopped."""
+        latent = getattr(self.session, "latent", None)
+        if latent is None:
+            return
+        now = trio.current_time()
+        for name, report in self._local.items():
+            body = report.to_body()
+            last = self._published.get(name)
+            if last is None or last[0] != body or now - last[1] >= self.config.refresh_s:
+                if latent.publish_service_entry(name, body):
+                    self._published[name] = (body, now)
+        for name in set(self._published) - set(self._local):
+            stopped = ReplicaReport(self.session.key.node_id, name, ReplicaHealth.STOPPED,
+                                    message="no longer placed on this node").to_body()
+            latent.publish_service_entry(name, stopped)
+            del self._published[name]
+
+    def _gossiped(self) -> list[ReplicaReport]:
+        latent = getattr(self.session, "latent", None)
+        out = []
+        for entry in latent.entries() if latent is not None else ():
+            if entry.type == EntryType.SERVICE:
+                report = ReplicaReport.from_body(entry.author, entry.name, entry.body, entry.timestamp_ms)
+                if report is not None:
+                    out.append(report)
+        return out
+
+    def _views(self, specs: dict[str, ServiceSpec], placements: Any) -> dict[str, ServiceView]:
+        return service_views(specs, placements, self._gossiped(), now_ms=int(time.time() * 1000),
+                             stale_after_ms=int(self.config.stale_after_s * 1000), local=self._local)
+
+    # ------------------------------------------------------------------------------ views for the API
     def services(self) -> list[dict]:
         head = self.session.ledger.head
         if head is None:
             return []
-        rows = []
-        for name, spec in sorted(head.services.items()):
-            placed = head.placements.get(name, [])
-            rows.append({"name": name, "desired": len(placed), "running": 0,
-                         "placement": {n: "placed" for n in placed}, "endpoints": [], "health": "unknown"})
-        return rows
-
-    async def logs(self, name: str, lines: int) -> list[str]:
-        return []
+        now_ms = int(time.time() * 1000)
+        views = self._views(self._current_specs(head), head.placements)
+        return [view.row(now_ms) for _, view in sorted(views.items())]
 
     def resolve(self, name: str) -> list[str]:
-        return []
+        head = self.session.ledger.head
+        if head is None or name not in head.services:
+            return []
+        view = self._views(self._current_specs(head), head.placements).get(name)
+        return view.endpoints() if view is not None else []
+
+    async def logs(self, name: str, lines: int) -> list[str]:
+        from mycelium.api.server import ApiError  # the API layer sits above us; only its error type
+
+        driver = self.driver
+        head = self.session.ledger.head
+        placed = list(head.placements.get(name, ())) if head is not None else []
+        if driver is None or not INSTANCE_ID.fullmatch(name):
+            raise ApiError(404, "no_such_service", f"no replica of {name!r} on this node",
+                           "see `mycelium services` for where it runs")
+        tail: deque[str] = deque(maxlen=max(0, min(lines, MAX_LOG_LINES)))
+        try:
+            async for line in driver.logs(InstanceHandle(driver.name, name)):
+                tail.append(line.decode(errors="replace"))
+        except UnknownInstance:
+            where = ", ".join(n[-8:] for n in placed) or "no node"
+            raise ApiError(404, "not_here", f"this node runs no replica of {name!r} and has no logs of it; "
+                           f"it is placed on {where}", "run `mycelium logs` on one of those nodes") from None
+        return list(tail)
