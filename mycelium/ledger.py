@@ -28,6 +28,7 @@ from mycelium.operations import (
 from mycelium.spores.certificate import QuorumCertificate
 from mycelium.spores.chain import PrimaryChain
 from mycelium.spores.primary import (
+    ChainError,
     CertifiedPrimary,
     PrimaryError,
     PrimarySpore,
@@ -65,9 +66,9 @@ class Ledger:
     def open(cls, db: StateDB, membership: NetworkMembership, key: NodeKey) -> Ledger:
         genesis = membership.genesis
         head = db.head_primary()
-        links = _load_recent(db, head.height, HISTORY_KEPT) if head is not None else []
-        if links:
-            return cls(db, membership, key, PrimaryChain.resume(genesis, links))
+        chain = _resume_valid_prefix(db, genesis, head.height) if head is not None else None
+        if chain is not None:
+            return cls(db, membership, key, chain)
         if genesis.founder == key.node_id:
             primary = genesis_primary(genesis)
             link = CertifiedPrimary(primary, certify_genesis(primary, key))
@@ -300,14 +301,30 @@ def _load_link(stored: StoredPrimary) -> CertifiedPrimary:
     try:
         return CertifiedPrimary(PrimarySpore.from_bytes(stored.body), QuorumCertificate.from_wire(decode(stored.cert)))
     except (PrimaryError, EncodingError, ValueError) as exc:
-        raise LedgerError(f"stored Primary {stored.height} is corrupt ({exc}); move state.db aside to resync") from exc
+        raise LedgerError(f"stored Primary {stored.height} is corrupt ({exc})") from exc
 
 
-def _load_recent(db: StateDB, head_height: int, limit: int) -> list[CertifiedPrimary]:
-    """The newest `limit` stored links, oldest first (the chain re-verifies each on resume)."""
-    out = []
+def _resume_valid_prefix(db: StateDB, genesis: Any, head_height: int) -> PrimaryChain | None:
+    """The stored chain (newest HISTORY_KEPT links), re-verified link by link. A damaged link and
+    everything after it are dropped and logged: certified links can always be fetched again from
+    peers, so damage costs a catch-up, never a wrong state. None if not even the first link holds."""
+    heights = []
     h = head_height
-    while len(out) < limit and (stored := db.primary_at(h)) is not None:
-        out.append(_load_link(stored))
+    while len(heights) < HISTORY_KEPT and db.primary_at(h) is not None:
+        heights.append(h)
         h -= 1
-    return list(reversed(out))
+    heights.reverse()
+    chain: PrimaryChain | None = None
+    for height in heights:
+        try:
+            link = _load_link(db.primary_at(height))
+            if chain is None:
+                chain = PrimaryChain.resume(genesis, [link])
+            else:
+                chain.append(link)
+        except (LedgerError, ChainError, PrimaryError) as exc:
+            dropped = db.truncate_primaries(height)
+            log.error("stored Primary chain is damaged; dropped the damaged links, will re-fetch them from peers",
+                      height=height, dropped=dropped, reason=str(exc))
+            break
+    return chain

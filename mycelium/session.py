@@ -94,6 +94,7 @@ class NetworkSession:
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
         self.rejected: Counter[str] = Counter()
+        self._waiting: str | None = "starting"  # why consensus is not running, for `mycelium status`
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
@@ -137,11 +138,22 @@ class NetworkSession:
         if self._consensus_scope is not None:
             self._consensus_scope.cancel()
         if self.ledger.head is None:
+            self._waiting = "waiting for the network's chain"
             self.driver = None
             return
+        self._waiting = None
         config = ConsensusConfig(heartbeat_interval_s=float(self.cfg.node.heartbeat_s))
         state = self.ledger.load_lock()
-        if state is not None and state.get("h") != self.ledger.height + 1:
+        next_height = self.ledger.height + 1
+        if state is not None and isinstance(state.get("h"), int) and state["h"] > next_height:
+            # This node signed votes at a height its chain has not reached (its chain was damaged or
+            # lost): voting again below that could contradict them. Catch up first.
+            log.warning("waiting to catch up before voting again", lock_height=state["h"], chain_height=self.ledger.height)
+            self._waiting = (f"waiting to catch up to height {state['h'] - 1} before voting again "
+                                    f"(it voted there before its chain was damaged or lost)")
+            self.driver = None
+            return
+        if state is not None and state.get("h") != next_height:
             state = None  # the lock was for a height this node has since seen decided
         core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
@@ -155,6 +167,13 @@ class NetworkSession:
                 await self.driver.run()
 
         self._nursery.start_soon(run_driver)
+
+    @property
+    def consensus_state(self) -> str:
+        """`voting` (a validator), `following`, or what consensus waits for."""
+        if self._waiting is not None:
+            return self._waiting
+        return "voting" if self.key.node_id in self.ledger.validators() else "following"
 
     def _on_decided(self, decided: Decided) -> None:
         if self.ledger.height >= decided.height:

@@ -29,6 +29,7 @@ def status(node: Any) -> dict:
         "members": ledger.member_count(),
         "admitted": ledger.is_member(me),
         "peers": node.peer_count(),
+        "consensus": node.session.consensus_state if node.session else "starting",
         "read_only": node.read_only(),
         "read_only_reason": node.read_only_reason(),
         "runtime": node.runtime_name(),

@@ -65,8 +65,9 @@ class StateDB:
             db._migrate()
         except sqlite3.DatabaseError as exc:
             raise StorageError(
-                f"state database {path} is unreadable ({exc}); move it aside to start fresh "
-                "(the node rejoins and catches up from its peers)"
+                f"state database {path} is unreadable ({exc}); restore it from a backup. If this node "
+                "is not a validator you may instead move it aside to start fresh (it catches up from its "
+                "peers); a validator must not, since its consensus lock is inside"
             ) from exc
         return db
 
@@ -142,6 +143,11 @@ class StateDB:
                 return 0
             cur = self._conn.execute("DELETE FROM primaries WHERE height <= ?", (head[0] - keep,))
             return cur.rowcount
+
+    def truncate_primaries(self, from_height: int) -> int:
+        """Drop the stored Primaries at `from_height` and above (damaged links to be re-fetched)."""
+        with self.transaction():
+            return self._conn.execute("DELETE FROM primaries WHERE height >= ?", (from_height,)).rowcount
 
     def reset_chain(self) -> None:
         """Forget the chain (the node left its network)."""

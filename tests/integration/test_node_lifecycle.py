@@ -133,3 +133,31 @@ def test_network_create_invite_and_token_checks(daemons):
     refused = d.cli("join", other_token)
     assert refused.returncode == 2
     assert "leave" in refused.stderr
+
+
+def test_tampered_primary_on_disk_is_dropped_with_the_reason_and_redecided_identically(daemons):
+    import sqlite3
+
+    d = daemons.new()
+    assert d.up().returncode == 0
+    before = wait_until(_epoch_at_least(d, 2), timeout=30, what="two heights")
+    assert d.cli("down").returncode == 0
+    conn = sqlite3.connect(d.state_dir / "state.db")
+    height, original, body = conn.execute(
+        "SELECT height, hash, body FROM primaries ORDER BY height DESC LIMIT 1").fetchone()
+    tampered = bytearray(body)
+    tampered[tampered.find(b"trust") + 6] ^= 0x01  # one bit inside a member's trust value
+    conn.execute("UPDATE primaries SET body = ? WHERE height = ?", (bytes(tampered), height))
+    conn.commit()
+    conn.close()
+
+    assert d.up().returncode == 0, d.log()
+    assert "damaged" in d.log() and f'"height": {height}' in d.log() and "trust must be" in d.log()
+    st = wait_until(_epoch_at_least(d, height), timeout=30, what="the dropped height to be decided again")
+    assert st["node_id"] == before["node_id"]
+    # The damaged link was dropped (never trusted) and the height decided again under the
+    # consensus lock kept on disk: the very same Primary as before, not a fork.
+    conn = sqlite3.connect(d.state_dir / "state.db")
+    (again,) = conn.execute("SELECT hash FROM primaries WHERE height = ?", (height,)).fetchone()
+    conn.close()
+    assert bytes(again) == bytes(original)
