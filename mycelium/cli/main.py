@@ -228,7 +228,8 @@ def deploy(ctx: Context, file: Path, wait: bool, timeout: int) -> None:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {exc}")
-    res = call(ctx, "POST", protocol.DEPLOY, {"manifest": text, "file": str(file)})
+    # absolute: the daemon (another cwd) reads the manifest's `source:` files next to it
+    res = call(ctx, "POST", protocol.DEPLOY, {"manifest": text, "file": str(file.resolve())})
     click.echo(f"submitted {res['service']} (version {res['version']}); `mycelium services` shows it")
     if wait:
         _wait_running(ctx, res["service"], timeout)
