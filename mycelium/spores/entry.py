@@ -14,6 +14,8 @@ The signature covers the network id, so an entry cannot be replayed into another
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -94,8 +96,16 @@ class Entry:
         return self.type in TEMPORAL_TYPES
 
     def digest(self) -> bytes:
-        """Hash of the whole signed entry: identifies this exact version."""
-        return hash_value(self.to_wire(), person=b"myc-entry")
+        """Hash of the whole signed entry: identifies this exact version (cached per object: the
+        store ranks entries by it on every merge, and recomputing it dominated gossip's CPU)."""
+        cached = _DIGESTS.get(id(self))
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        value = hash_value(self.to_wire(), person=b"myc-entry")
+        _DIGESTS[id(self)] = (self, value)
+        if len(_DIGESTS) > _DIGEST_CACHE_SIZE:
+            _DIGESTS.popitem(last=False)
+        return value
 
     def rank(self) -> tuple[int, str, bytes]:
         """The total order used per key (and for eviction): highest (version, author) wins; the
@@ -238,6 +248,13 @@ _WIRE_FIELDS = frozenset({"t", "sc", "obs", "sub", "n", "a", "v", "ts", "b", "si
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# id(entry) → (entry, digest). The entry itself is kept in the value, so an id reused by a new object
+# after the old one died never returns a stale digest (`cached[0] is self` fails). Entries are frozen;
+# their body dict must not be mutated after creation (documented in the class).
+_DIGESTS: OrderedDict[int, tuple[Entry, bytes]] = OrderedDict()
+_DIGEST_CACHE_SIZE = 1 << 16
 
 
 def _replace(entry: Entry, **changes: Any) -> Entry:

@@ -24,7 +24,7 @@ from mycelium.encoding import HASH_SIZE, EncodingError, canonical, decode, diges
 from mycelium.identity import NodeId
 from mycelium.spores.entry import MAX_ENTRY_BYTES, MAX_SCOPE_CHARS, Entry
 from mycelium.spores.latent import LatentStore
-from mycelium.spores.validation import DropCounter, DropReason, EntryValidator
+from mycelium.spores.validation import DropCounter, DropReason, EntryValidator, parse_entry
 
 PROTOCOL_VERSION = 1
 MAX_BUCKETS = 256  # bucket_bits ≤ 8
@@ -270,7 +270,13 @@ class LatentGossip:
     def _on_delta(self, sender: NodeId, msg: Delta, now: float) -> None:
         now_ms = int(now * 1000)
         for obj in msg.entries:
-            entry = self.validator.check(obj, sender, now_ms)
+            parsed, _ = parse_entry(obj)
+            if parsed is not None:
+                held = self.store.get(parsed.key)
+                if held is not None and held.digest() == parsed.digest():
+                    self.received["already_held"] += 1
+                    continue  # the very entry we hold: validated when we merged it; skip the signature check
+            entry = self.validator.check(parsed if parsed is not None else obj, sender, now_ms)
             if entry is not None:
                 self.store.merge_entry(entry)
 
