@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "mycelium"]
+# Test daemons send nothing beyond loopback: no mDNS multicast onto the machine's LAN.
+TEST_ENV = {"MYCELIUM__NODE__MDNS": "false"}
 
 
 class Daemon:
@@ -21,7 +23,7 @@ class Daemon:
         self.state_dir = state_dir
 
     def cli(self, *args: str, timeout: float = 60, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, **TEST_ENV, **(env or {})}
         full_env.pop("MYCELIUM_STATE_DIR", None)
         full_env.pop("MYCELIUM_JOIN_TOKEN", None) if env is None or "MYCELIUM_JOIN_TOKEN" not in env else None
         return subprocess.run([*CLI, "--state-dir", str(self.state_dir), *args], capture_output=True, text=True,

@@ -31,6 +31,7 @@ def install_root():
 def _install(root: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MYCELIUM", "VIRTUAL_ENV"))}
     env["MYCELIUM__NODE__LISTEN"] = "/ip4/127.0.0.1/tcp/0"  # never the default port in tests
+    env["MYCELIUM__NODE__MDNS"] = "false"  # no multicast onto the LAN from tests
     return subprocess.run(
         ["bash", str(REPO / "install.sh"), "--prefix", str(root / "venv"), "--bin-dir", str(root / "bin"),
          "--state-dir", str(root / "state"), *extra],
