@@ -212,6 +212,7 @@ class Node:
         server = ControlServer(self.cfg.socket_path, self.metrics)
         install_routes(server, self)
         self.metrics.up.set(time.time())
+        self.metrics.add_source(lambda: self.session)
         try:
             async with trio.open_nursery() as root:
                 self._root = root.cancel_scope

@@ -45,6 +45,29 @@ def _version() -> str:
     return __version__
 
 
+# What a mesh failure code means for the user (codes: mycelium.mesh.membership.FailureReason).
+FAILURE_TEXT = {
+    "wrong_network": "it belongs to another network",
+    "bad_proof": "it does not know this network's secret (another network, or a forged token)",
+    "no_protocol": "it does not serve this network: another network, or not a mycelium node",
+    "replayed_nonce": "it replayed an old handshake",
+    "malformed": "it sent a malformed handshake",
+    "unexpected_message": "it broke the handshake protocol",
+    "version_mismatch": "it runs an incompatible mycelium version",
+    "refused_by_peer": "it refused us",
+    "timeout": "it did not answer the handshake in time",
+    "stream_error": "the connection broke during the handshake",
+    "blocked": "it is blocked after earlier failures",
+}
+
+
+def _failure_text(code: str | None) -> str | None:
+    if code is None:
+        return None
+    base = code.split(":", 1)[0]
+    return FAILURE_TEXT.get(base, code) + (f" ({code})" if base in FAILURE_TEXT else "")
+
+
 def peers(node: Any) -> dict:
     """`mycelium peers --json`: every peer the mesh knows, with its role in the Primary."""
     session = node.session
@@ -62,6 +85,7 @@ def peers(node: Any) -> dict:
             "last_seen": p.last_seen,
             "via_relay": p.via_relay,
             "failure": p.failure,
+            "failure_text": _failure_text(p.failure),
             "blocked_until": p.blocked_until,
         })
     rows.sort(key=lambda r: (not r["connected"], r["node_id"]))

@@ -77,17 +77,23 @@ def test_node_of_another_network_is_refused(daemons):
     assert home.up().returncode == 0
     assert home.cli("network", "create", "home").returncode == 0
     wait_until(lambda: home.status()["addresses"], timeout=30, what="home to listen")
-    home_addr = home.status()["addresses"][0]
-    assert stranger.up("--bootstrap", home_addr).returncode == 0
-    stranger_id = stranger.status()["node_id"]
+    home_st = home.status()
+    assert stranger.up("--bootstrap", home_st["addresses"][0]).returncode == 0
 
     def refused():
-        rows = {p["node_id"]: p for p in _peers(home)["peers"]}
-        row = rows.get(stranger_id)
-        return row is not None and not row["admitted"] and row["failure"]
-
-    wait_until(refused, timeout=30, what="home to record the stranger's failed membership proof")
+        row = {p["node_id"]: p for p in _peers(stranger)["peers"]}.get(home_st["node_id"])
+        return row is not None and not row["admitted"] and row["failure"] and row
+    row = wait_until(refused, timeout=30, what="the stranger to record why the home network refused it")
+    assert "another network" in row["failure_text"], row
+    counters = _peers(stranger)["counters"]
+    assert counters.get("handshake_failed", 0) >= 1, counters
     assert _admitted(stranger) == set() and _admitted(home) == set()
-    counters = _peers(home)["counters"]
-    assert sum(v for k, v in counters.items() if "fail" in k or "block" in k) >= 1, counters
-    assert home.status()["members"] == 1
+    assert home.status()["members"] == 1 and stranger.status()["members"] == 1
+    assert "mesh.peer.refused" in stranger.log()
+
+    from mycelium.api.client import ControlClient
+
+    metrics = ControlClient(stranger.state_dir / "control.sock").get("/metrics").decode()
+    failed = [line for line in metrics.splitlines()
+              if line.startswith('mycelium_mesh_events_total{event="handshake_failed') and not line.endswith(" 0.0")]
+    assert failed, "the refused handshake is counted in /metrics"
