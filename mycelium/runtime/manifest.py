@@ -129,7 +129,11 @@ def _plain(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, loc: _Located)
 
 
 def _parse_yaml(text: str, loc: _Located) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
+        loc.problem((), f"not valid YAML: {exc}", 0)
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
