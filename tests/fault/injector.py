@@ -1,0 +1,149 @@
+"""A hostile member for the security suite: an in-process Mesh that knows the real network secret
+(read from a member's network.key), so it is admitted, and then misbehaves on every protocol.
+
+Run inside a spare namespace of the testnet (it prints one JSON summary line on stdout):
+
+    ip netns exec NS python -m tests.fault.injector --network-key n0/network.key --listen 10.77.0.5 \
+        --peer /ip4/10.77.0.1/tcp/P/p2p/ID ... [--validator-key n3/node.key] [--seconds 8]
+
+What it sends to every daemon:
+- garbage payloads on each mycelium rpc (consensus, chain, submit, latent);
+- replays of real signed consensus messages it captured earlier (validators broadcast to admitted peers);
+- tampered Latent entries (a real entry with its body changed: bad signature) and forged ones
+  (signed by itself, a non-member: unknown member), in a well-formed Delta;
+- with --validator-key (a Byzantine validator: the key of a real one): two conflicting signed
+  precommits for the current height and round (equivocation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from mycelium.consensus.messages import MessageError, Precommit, parse_message, sign
+from mycelium.encoding import canonical
+from mycelium.identity import NodeKey
+from mycelium.mesh.config import MeshConfig
+from mycelium.mesh.host import open_mesh
+from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry
+from mycelium.spores.gossip import Delta, RangeRequest, decode_message, encode_message
+from mycelium.storage.network import load_membership
+
+RPCS = ("consensus", "chain", "submit", "latent")
+
+
+async def run(args: argparse.Namespace) -> dict:
+    membership = load_membership(Path(args.network_key))
+    assert membership is not None, f"no membership in {args.network_key}"
+    net = membership.network_id
+    me = NodeKey.generate()
+    captured: list[bytes] = []
+    deltas: list[Delta] = []
+    summary: dict = {"node_id": me.node_id, "answers": {}, "errors": {}, "sent": {}}
+
+    async def on_consensus(peer: str, data: bytes) -> bytes:
+        captured.append(data)
+        return b""
+
+    async def on_latent(peer: str, data: bytes) -> bytes:
+        try:
+            msg = decode_message(data, max_bytes=1 << 20)
+        except ValueError:
+            return b""
+        if isinstance(msg, Delta) and msg.entries:
+            deltas.append(msg)
+        return b""
+
+    def count(table: str, key: str) -> None:
+        summary[table][key] = summary[table].get(key, 0) + 1
+
+    cfg = MeshConfig.for_tests(listen=(f"/ip4/{args.listen}/tcp/0",))
+    async with open_mesh(cfg, me, net, membership.secret) as mesh:
+        mesh.register_handler("consensus", on_consensus)
+        mesh.register_handler("latent", on_latent)
+        peers = []
+        for address in args.peer:
+            with trio.fail_after(15):
+                peers.append(await mesh.connect(address))
+        summary["admitted_by"] = len(peers)
+
+        async def send(peer: str, rpc: str, data: bytes) -> None:
+            try:
+                answer = await mesh.request(peer, rpc, data, timeout_s=5)
+                if answer:
+                    count("answers", f"{rpc}:{answer[:8].decode(errors='replace')}")
+            except Exception as exc:  # noqa: BLE001 - any refusal is an acceptable answer to abuse; count it
+                count("errors", f"{rpc}:{type(exc).__name__}")
+            count("sent", rpc)
+
+        # 1. listen: real consensus messages arrive by broadcast; ask for the Latent entries
+        for peer in peers:
+            await send(peer, "latent", encode_message(RangeRequest(MASTER_SCOPE, tuple(range(256)))))
+        with trio.move_on_after(args.seconds / 2):
+            while len(captured) < 40 or not deltas:
+                await trio.sleep(0.2)
+        summary["captured_consensus"] = len(captured)
+        summary["captured_deltas"] = len(deltas)
+
+        # 2. garbage on every rpc
+        for peer in peers:
+            for rpc in RPCS:
+                for size in (0, 1, 17, 300):
+                    await send(peer, rpc, os.urandom(size))
+                await send(peer, rpc, canonical({"v": 1, "t": 99, "x": [1, 2, 3]}))
+
+        # 3. replay every captured consensus message to every daemon
+        for peer in peers:
+            for data in captured:
+                await send(peer, "consensus", data)
+
+        # 4. tampered and forged Latent entries, in a well-formed Delta
+        real = [Entry.from_wire(e) for d in deltas for e in d.entries][:4]
+        tampered = [replace(e, body={**e.body, "tampered": 1}).to_wire() for e in real]
+        forged = [make_entry(me, net, EntryType.NODE, {"addrs": [], "sw": "evil", "role": "sclerotium"},
+                             version=1, timestamp_ms=1).to_wire()]
+        summary["tampered_entries"] = len(tampered)
+        for peer in peers:
+            await send(peer, "latent", encode_message(Delta(MASTER_SCOPE, tuple(tampered + forged))))
+
+        # 5. a Byzantine validator: two conflicting precommits for the current height and round
+        if args.validator_key:
+            key = NodeKey.load(Path(args.validator_key))
+            votes = []
+            for data in captured:
+                try:
+                    votes.append(parse_message(data))
+                except MessageError:
+                    continue
+            heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
+            height, round_ = max(heights) if heights else (1, 0)
+            pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+            for h in (height, height + 1):
+                pair += [sign(Precommit(h, 0, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+            for peer in peers:
+                for msg in pair:
+                    await send(peer, "consensus", canonical(msg.to_wire()))
+            summary["equivocated"] = {"validator": key.node_id, "height": height, "round": round_}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network-key", required=True)
+    parser.add_argument("--listen", required=True, help="the address to listen on (ours in the namespace)")
+    parser.add_argument("--peer", action="append", required=True, help="a daemon's full multiaddr")
+    parser.add_argument("--validator-key")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    summary = trio.run(run, args)
+    sys.stdout.write(json.dumps(summary) + "\n")
+
+
+if __name__ == "__main__":
+    main()
