@@ -15,6 +15,9 @@ Operation types are append-only. Who may author what:
              refuse a batch whose clock is more than MAX_CLOCK_SKEW_S off their own or goes back,
              so a lying proposer moves the Primary's clock by at most that much.
     alive    a member, about itself: "I am up" (sent every dead_after_s / 4)
+    evidence any member: proof that a validator signed two conflicting consensus messages (or a
+             reveal that does not open its commitment). Every validator checks the signatures
+             itself; the offender's trust drops to zero and the proof is kept in the Primary.
 
 Liveness: a member whose last operation is older than params["dead_after_s"] of Primary time
 counts as dead for the role rule (its seat goes to a promotable node) and for placement (its
@@ -54,6 +57,7 @@ TIME = "time_s"  # Primary params key: the Primary's clock (unix seconds, from t
 SEEN = "seen"  # Primary params key: node id → Primary time its last operation was applied
 DEAD_AFTER = "dead_after_s"  # Primary params key (set at genesis): silence after which a member is dead
 DEFAULT_DEAD_AFTER_S = 30
+MAX_EVIDENCE_KEPT = 1024  # evidence records kept in the Primary (the newest)
 MAX_CLOCK_SKEW_S = 10  # a proposer's clock op may differ this much from a validator's own clock
 ADMINS = "admins"  # Primary params key: node ids allowed to deploy and undeploy
 WORKLOAD_MEMORY_PERMILLE = 750  # share of a member's RAM offered to workloads (the rest: OS, daemon)
@@ -69,6 +73,7 @@ class OpType(str, Enum):
     UNDEPLOY = "undeploy"
     CLOCK = "clock"
     ALIVE = "alive"
+    EVIDENCE = "evidence"
 
 
 class OperationError(ValueError):
@@ -143,6 +148,27 @@ def alive_operation(key: NodeKey, network_id: str, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.ALIVE, {}, now_s=now_s)
 
 
+def evidence_operation(key: NodeKey, network_id: str, evidence_wire: dict, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.EVIDENCE, {"evidence": evidence_wire}, now_s=now_s)
+
+
+def _evidence(body: dict, network_id: str) -> tuple[str, dict]:
+    """(offender, record for the Primary) if the body carries valid evidence; OperationError otherwise."""
+    from mycelium.consensus.outcomes import Evidence, EvidenceKind, verify_evidence
+    from mycelium.encoding import hash_value
+
+    raw = body.get("evidence")
+    try:
+        ev = Evidence(EvidenceKind(raw["kind"]), raw["from"], raw["h"], raw["r"], raw["a"], raw["b"])
+    except (TypeError, KeyError, ValueError):
+        raise OperationError("evidence is malformed") from None
+    if not verify_evidence(ev, network_id):
+        raise OperationError("evidence does not prove misbehaviour (signatures or messages do not check out)")
+    record = {"id": hash_value(raw, person=b"myc-evidence"), "kind": ev.kind.value, "validator": ev.validator,
+              "h": ev.height, "r": ev.round}
+    return ev.validator, record
+
+
 def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
 
@@ -186,6 +212,14 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError("a clock operation must carry a time not before the Primary's")
         if now_s is not None and abs(t - now_s) > MAX_CLOCK_SKEW_S:
             raise OperationError(f"the proposer's clock is {t - now_s:+d} s off ours (limit ±{MAX_CLOCK_SKEW_S} s)")
+    elif op.type is OpType.EVIDENCE:
+        if op.author not in prev.members:
+            raise OperationError(f"{op.author[:16]} is not a member")
+        offender, record = _evidence(body, prev.network_id)
+        if offender not in prev.members:
+            raise OperationError("evidence is about a node that is not a member")
+        if any(e.get("id") == record["id"] for e in prev.evidence):
+            raise OperationError("this evidence is already recorded")
     elif op.type is OpType.ALIVE:
         if op.author not in prev.members:
             raise OperationError(f"{op.author[:16]} is not a member")
@@ -230,6 +264,7 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     """The next Primary: `batch` applied in order on top of `prev`, then roles reassigned.
     Operations that fail their (clock-free) checks are skipped, identically on every validator."""
     members = dict(prev.members)
+    evidence = list(prev.evidence)
     services = dict(prev.services)
     params = dict(prev.params)
     invites_used = dict(params.get(INVITES_USED, {}))
@@ -240,7 +275,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     for raw in batch[:MAX_BATCH]:
         try:
             op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
-            current = replace(prev, members=members, services=services, params={**params, INVITES_USED: invites_used})
+            current = replace(prev, members=members, services=services, evidence=tuple(evidence),
+                              params={**params, INVITES_USED: invites_used})
             check_operation(op, current, now_s=None)
         except OperationError:
             continue
@@ -261,6 +297,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             services[spec["name"]] = spec
         elif op.type is OpType.UNDEPLOY:
             services.pop(op.body["name"], None)
+        elif op.type is OpType.EVIDENCE:
+            offender, record = _evidence(op.body, prev.network_id)
+            members[offender] = replace(members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
+            evidence.append(record)
         elif op.type is OpType.JOIN:
             invite = Invite.from_wire(op.body["invite"])
             invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
@@ -281,7 +321,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     placements = _place(services, members, alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
-                   prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params)
+                   prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params,
+                   evidence=tuple(evidence[-MAX_EVIDENCE_KEPT:]))
 
 
 def _labels(raw: Any) -> dict:

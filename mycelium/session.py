@@ -41,6 +41,7 @@ from mycelium.operations import (
     Operation,
     OperationError,
     alive_operation,
+    evidence_operation,
     join_operation,
     profile_operation,
 )
@@ -158,7 +159,7 @@ class NetworkSession:
         core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
         self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
-                                      on_decided=self._on_decided)
+                                      on_decided=self._on_decided, on_evidence=self._on_evidence)
         scope = trio.CancelScope()
         self._consensus_scope = scope
 
@@ -167,6 +168,11 @@ class NetworkSession:
                 await self.driver.run()
 
         self._nursery.start_soon(run_driver)
+
+    def _on_evidence(self, evidence: Any) -> None:
+        """A validator signed conflicting messages: report it to the validators as an operation."""
+        op = evidence_operation(self.key, self.membership.network_id, evidence.to_wire(), now_s=int(time.time()))
+        self._nursery.start_soon(self._submit_to_validators, op)
 
     @property
     def consensus_state(self) -> str:
