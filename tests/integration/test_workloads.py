@@ -131,12 +131,17 @@ def test_three_nodes_run_replace_and_undeploy_a_replicated_http_service(daemons,
     orphans[0].kill()
     survivors = [d for d in nodes if d is not victim]
 
+    seen = {}
+
     def replaced():
-        view = rows(first).get("web")
+        seen["web"] = view = rows(first).get("web")
         if not view or victim_id in view["placement"] or view["running"] != 2:
             return None
         return view
-    view = wait_until(replaced, timeout=40, interval=0.5, what="the dead node's replica to be re-placed and running")
+    try:
+        view = wait_until(replaced, timeout=40, interval=0.5, what="the dead node's replica to be re-placed and running")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; victim {victim_id[-8:]}; last view {json.dumps(seen, indent=1)}") from None
     assert len(view["placement"]) == 2 and set(view["placement"]) == {ids_ for ids_ in ids if ids_ != victim_id}
     for endpoint in view["endpoints"]:
         assert http_get(endpoint) == f"hello from {marker}"
