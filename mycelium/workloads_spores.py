@@ -88,11 +88,11 @@ class ReplicaReport:
     @classmethod
     def from_body(cls, node: NodeId, service: str, body: Any, timestamp_ms: int) -> ReplicaReport | None:
         """The report in an entry body, or None when the body is not one (a newer or broken author)."""
-        if not isinstance(body, dict) or body.get("v") != BODY_VERSION:
+        if not isinstance(body, dict) or type(body.get("v")) is not int or body["v"] != BODY_VERSION:
             return None
         health, endpoints = body.get("health"), body.get("endpoints")
         restarts, version, message = body.get("restarts"), body.get("spec_version"), body.get("message")
-        if (health not in _WIRE_HEALTH or not isinstance(endpoints, list) or len(endpoints) > MAX_ENDPOINTS
+        if (not isinstance(health, str) or health not in _WIRE_HEALTH or not isinstance(endpoints, list) or len(endpoints) > MAX_ENDPOINTS
                 or not all(isinstance(e, str) and _is_endpoint(e) for e in endpoints)
                 or not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0
                 or not isinstance(version, str) or not isinstance(message, str)):

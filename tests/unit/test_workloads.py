@@ -52,7 +52,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                            max_leaves=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["v", "health", "endpoints", "restarts", "spec_version", "message", "x"]),
                        json_values) | json_values)
 def test_a_junk_body_is_refused_not_raised(body):
@@ -63,7 +63,7 @@ def test_a_junk_body_is_refused_not_raised(body):
 def test_bodies_that_lie_are_refused():
     good = report(A).to_body()
     for change in ({"health": "stale"}, {"health": "great"}, {"endpoints": ["no-port"]}, {"endpoints": ["h:0"]},
-                   {"restarts": -1}, {"restarts": True}, {"v": 2}, {"endpoints": ["h:1"] * 17}):
+                   {"restarts": -1}, {"restarts": True}, {"v": 2}, {"v": True}, {"health": ["healthy"]}, {"endpoints": ["h:1"] * 17}):
         assert ReplicaReport.from_body(A, "web", {**good, **change}, 0) is None, change
 
 
