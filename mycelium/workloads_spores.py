@@ -149,6 +149,11 @@ class ServiceView:
     def running(self) -> int:
         return sum(1 for r in self.replicas.values() if r.health.available)
 
+    @property
+    def up_to_date(self) -> int:
+        """Available replicas that run the deployed version (a rolling update is done when = desired)."""
+        return sum(1 for r in self.replicas.values() if r.health.available and r.spec_version == self.version)
+
     def endpoints(self) -> list[str]:
         """Where the service answers: the endpoints of available replicas, in placement order."""
         return [e for node in self.placement for e in self.replicas[node].endpoints
@@ -167,7 +172,7 @@ class ServiceView:
         """The row of `mycelium services --json` (see api/dto.py)."""
         return {
             "name": self.name, "desired": len(self.placement), "wanted": self.wanted, "running": self.running,
-            "placement": {node: self.replicas[node].health.value for node in self.placement},
+            "up_to_date": self.up_to_date, "placement": {node: self.replicas[node].health.value for node in self.placement},
             "endpoints": self.endpoints(), "health": self.health(), "version": self.version,
             "replicas": [{"node": node, "health": r.health.value, "endpoints": list(r.endpoints),
                           "restarts": r.restarts, "version": r.spec_version, "message": r.message,

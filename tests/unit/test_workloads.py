@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -85,6 +86,10 @@ def test_view_merges_the_primary_with_reports():
     assert view.health() == "degraded"
     row = view.row(NOW_MS)
     assert row["desired"] == 2 and row["wanted"] == 2 and row["placement"] == {A: "healthy", B: "crash_loop"}
+    assert row["up_to_date"] == 1
+    older = service_views({"web": WEB}, {"web": [A]}, [replace(report(A), spec_version="old")], now_ms=NOW_MS,
+                          stale_after_ms=STALE_MS)["web"]
+    assert older.running == 1 and older.up_to_date == 0
 
 
 def test_missing_stale_and_local_reports():
