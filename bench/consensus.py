@@ -1,0 +1,199 @@
+"""Consensus: height latency and operations/s at n validators, against the mesh rpc round trip.
+
+Method (in-process; why: a real daemon becomes a validator only after UPTIME_WARMUP_HEIGHTS and the
+role rule picks 4 or 7 validators only from enough capable members, so 4/7 real validators on one
+2-core machine would take minutes of warm-up and give 7 daemons + joiners fighting for 2 cores):
+n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.for_tests, fully connected) in one
+process; each runs the daemon's own consensus stack — ConsensusCore in a ConsensusDriver whose
+transport is PeerQueues over the mesh rpc "consensus" (exactly as mycelium.session wires it), with
+ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the consensus
+package's toy LedgerApp (short string operations, hash-chained candidates) with batches of up to
+MAX_BATCH - 1 operations: it leaves out operation signature checks and the SQLite commit of each
+Primary, so it measures the protocol, not the ledger. Every PersistLock is written and fsynced to
+a file, as the daemon fsyncs its lock.
+
+Load: every validator's pool is refilled to a full batch after each decision and the driver poked
+(saturation), so a proposer never waits for a heartbeat.
+Height latency = time between consecutive decisions at validator 0 (after `warmup` heights);
+operations/s = operations in those heights / elapsed time.
+
+Baseline: p50 of `rtt_calls` request/response round trips (16-byte payload, echo handler) between
+two of the same meshes, measured in the same run just before consensus starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from collections import Counter
+from itertools import count
+from typing import Any
+
+import trio
+
+from mycelium.consensus.config import ConsensusConfig
+from mycelium.consensus.core import ConsensusCore
+from mycelium.consensus.driver import ConsensusDriver
+from mycelium.consensus.localnet import GENESIS_HASH, LedgerApp
+from mycelium.exchange import PeerQueues
+from mycelium.identity import NodeKey
+from mycelium.mesh.config import MeshConfig
+from mycelium.mesh.host import open_mesh
+from mycelium.operations import MAX_BATCH
+
+from bench.report import Figure, baseline, note, percentile, rounded
+
+RPC_CONSENSUS, RPC_ECHO = "consensus", "bench-echo"
+BATCH = MAX_BATCH - 1
+
+
+class SaturatedApp(LedgerApp):
+    """LedgerApp with batches as large as the ledger's; `top_up` refills the pool (after every
+    decision, from the driver's loop: a pool refilled inside make_batch would let one validator
+    decide heights forever without returning to trio)."""
+
+    _ids = count()
+
+    def top_up(self) -> None:
+        while len(self.pending) < BATCH:
+            self.pending.append(f"op-{next(self._ids)}")
+
+    def make_batch(self, height: int) -> list[Any]:
+        return list(self.pending[:BATCH])
+
+
+class FsyncedLock:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writes = 0
+
+    def __call__(self, state: dict) -> None:
+        from mycelium.encoding import canonical
+
+        with open(self.path, "wb") as f:
+            f.write(canonical(state))
+            f.flush()
+            os.fsync(f.fileno())
+        self.writes += 1
+
+
+async def _rtt(meshes, calls: int) -> list[float]:
+    if len(meshes) < 2:
+        return []
+    target = meshes[1].admitted_peers() and meshes[0].listen_addresses()[0].split("/p2p/")[1]
+    samples = []
+    for _ in range(calls):
+        t0 = time.monotonic()
+        await meshes[1].request(target, RPC_ECHO, b"x" * 16, timeout_s=10)
+        samples.append(time.monotonic() - t0)
+    return samples
+
+
+async def _echo(peer: str, data: bytes) -> bytes:
+    return data
+
+
+async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp: str) -> dict[str, Any]:
+    keys = sorted((NodeKey.generate() for _ in range(max(n, 2))), key=lambda k: k.node_id)
+    ids = [k.node_id for k in keys]
+    validators = ids[:n]
+    network_id = os.urandom(8).hex()
+    secret = os.urandom(32)
+    config = ConsensusConfig(heartbeat_interval_s=1.0)
+    decided_at: list[tuple[float, int]] = []
+    out: dict[str, Any] = {}
+    async with AsyncExitStack() as stack:
+        # n = 1 still gets a second mesh: the round-trip baseline needs two hosts (it runs no consensus)
+        meshes = [await stack.enter_async_context(open_mesh(MeshConfig.for_tests(), k, network_id, secret)) for k in keys]
+        for m in meshes:
+            m.register_handler(RPC_ECHO, _echo)
+        addrs = [m.listen_addresses()[0] for m in meshes]
+        for i in range(len(meshes)):
+            for j in range(i):
+                if ids[j] in meshes[i].admitted_peers():
+                    continue  # peer exchange got there first
+                try:
+                    await meshes[i].connect(addrs[j])
+                except Exception as exc:  # e.g. a simultaneous dial from the other side; redial/peer exchange retry
+                    note(f"consensus: dial {i}->{j} failed ({exc!r}); waiting for the mesh to connect them")
+        with trio.fail_after(60):
+            while not all(len(m.admitted_peers()) >= len(meshes) - 1 for m in meshes):
+                await trio.sleep(0.05)
+        out["rtt"] = await _rtt(meshes, rtt_calls)
+        locks, transports, drivers_all = [], [], []
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                app = SaturatedApp({0: validators})
+                app.top_up()
+                core = ConsensusCore(keys[i], network_id, app, config, height=1, prev_hash=GENESIS_HASH)
+                transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS)
+                transports.append(transport)
+                lock = FsyncedLock(os.path.join(tmp, f"lock{i}"))
+                locks.append(lock)
+
+                drivers: list[ConsensusDriver] = []
+
+                async def on_decided(d, i=i, app=app, drivers=drivers) -> None:
+                    if i == 0:
+                        decided_at.append((time.monotonic(), len(d.batch)))
+                    app.top_up()  # the next operations arrive at once: saturation
+                    drivers[0].poke()
+                    await trio.sleep(0)
+
+                driver = ConsensusDriver(core, transport, persist_lock=lock, on_decided=on_decided)
+                drivers.append(driver)
+                drivers_all.append(driver)
+                meshes[i].register_handler(RPC_CONSENSUS, lambda peer, data, drv=driver: _deliver(drv, peer, data))
+                await nursery.start(driver.run)
+            with trio.move_on_after(seconds):
+                while True:
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        out["lock_writes"] = sum(l.writes for l in locks)
+        out["send_dropped"] = dict(sum((t.dropped for t in transports), Counter()))
+        out["inbox_dropped"] = sum(d.dropped["inbox_full"] for d in drivers_all)
+        counters = Counter()
+        for m in meshes:
+            counters.update({k: v for k, v in m.counters.snapshot().items() if v and ("refus" in k or "drop" in k or "limit" in k)})
+        out["mesh_refusals"] = dict(counters)
+    heights = decided_at[warmup:]
+    out["intervals"] = [b[0] - a[0] for a, b in zip(heights, heights[1:])]
+    out["ops"] = sum(k for _, k in heights[1:])
+    out["elapsed"] = heights[-1][0] - heights[0][0] if len(heights) > 1 else 0.0
+    out["heights"] = len(decided_at)
+    return out
+
+
+async def _deliver(driver: ConsensusDriver, peer: str, data: bytes) -> bytes:
+    driver.deliver(peer, data)
+    return b""
+
+
+def measure(*, validators: tuple[int, ...] = (1, 4, 7), seconds: float = 20.0, warmup: int = 2,
+            rtt_calls: int = 50) -> list[Figure]:
+    figures: list[Figure] = []
+    for n in validators:
+        note(f"consensus: {n} validator(s) for {seconds:.0f} s")
+        with tempfile.TemporaryDirectory(prefix="mb-cons-") as tmp:
+            res = trio.run(run_consensus, n, seconds, warmup, rtt_calls, tmp)
+        rtt_p50 = percentile(res["rtt"], 50)
+        p50 = percentile(res["intervals"], 50)
+        ops_s = res["ops"] / res["elapsed"] if res["elapsed"] > 0 else None
+        params = {"validators": n, "run_s": seconds, "warmup_heights": warmup, "heights_decided": res["heights"],
+                  "heights_measured": len(res["intervals"]), "batch_max_ops": BATCH,
+                  "p95_s": rounded(percentile(res["intervals"], 95)),
+                  "ratio_p50_to_rtt": rounded(p50 / rtt_p50, 1) if p50 and rtt_p50 else None,
+                  "rtt_calls": len(res["rtt"]), "lock_fsyncs": res["lock_writes"],
+                  "send_dropped": res["send_dropped"], "inbox_dropped": res["inbox_dropped"],
+                  "mesh_refusals": res["mesh_refusals"],
+                  "method": "in-process: n Mesh hosts in one trio loop, ConsensusCore + ConsensusDriver + PeerQueues "
+                            "over mesh rpc (as in mycelium.session); toy LedgerApp kept saturated; "
+                            "ConsensusConfig() with heartbeat_interval_s=1",
+                  "target": "p50 <= 4x rtt at n=4"}
+        base = baseline("mesh_rpc_round_trip_p50", rounded(rtt_p50, 5), "s")
+        figures.append(Figure(f"consensus_height_n{n}_p50", rounded(p50), "s", params, base))
+        figures.append(Figure(f"consensus_height_n{n}_p95", rounded(percentile(res["intervals"], 95)), "s", params, base))
+        figures.append(Figure(f"consensus_ops_per_s_n{n}", rounded(ops_s, 1), "ops/s", params, None))
+    return figures
