@@ -135,13 +135,15 @@ def test_three_nodes_run_replace_and_undeploy_a_replicated_http_service(daemons,
 
     def replaced():
         seen["web"] = view = rows(first).get("web")
+        seen["heights"] = [d.status()["epoch"] for d in survivors]
         if not view or victim_id in view["placement"] or view["running"] != 2:
             return None
         return view
     try:
         view = wait_until(replaced, timeout=40, interval=0.5, what="the dead node's replica to be re-placed and running")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; victim {victim_id[-8:]}; last view {json.dumps(seen, indent=1)}") from None
+        raise AssertionError(f"{exc}; victim {victim_id[-8:]}; last view {json.dumps(seen, indent=1)}; "
+                             f"founder log tail:\n{first.log()[-4000:]}") from None
     assert len(view["placement"]) == 2 and set(view["placement"]) == {ids_ for ids_ in ids if ids_ != victim_id}
     for endpoint in view["endpoints"]:
         assert http_get(endpoint) == f"hello from {marker}"
@@ -169,6 +171,12 @@ def test_bad_input_crash_loop_port_in_use_and_clean_shutdown(daemons, marker, tm
     assert res.returncode == 2, res.stderr
     assert f"{bad}:6: spec.replicas" in res.stderr and f"{bad}:7" in res.stderr and "colour" in res.stderr
 
+    vm = tmp_path / "vm.yaml"
+    vm.write_text("apiVersion: mycelium/v1\nkind: Endophyte\nname: db\nspec:\n"
+                  "  vm: {image: debian.qcow2, cpus: 2, memory: 2Gi}\n  backups: 2\n")
+    res = d.cli("deploy", str(vm))
+    assert res.returncode == 2 and "not supported yet" in res.stderr, res.stderr
+
     # a command that exits at once: the driver backs off and `services` shows the crash loop
     crash = tmp_path / "crash.yaml"
     crash.write_text(textwrap.dedent(f"""\
@@ -189,7 +197,9 @@ def test_bad_input_crash_loop_port_in_use_and_clean_shutdown(daemons, marker, tm
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        ok(d.cli("deploy", str(web_manifest(tmp_path / "fixed.yaml", "fixed", marker, replicas=1, port=taken))))
+        retry = "  restart:\n    backoff: {initial: 200ms, max: 1s}\n"  # retried with the service's own backoff
+        ok(d.cli("deploy", str(web_manifest(tmp_path / "fixed.yaml", "fixed", marker, replicas=1, port=taken,
+                                            extra=retry))))
 
         def crash_loop_and_port_failure():
             now = rows(d)
