@@ -51,6 +51,17 @@ class Daemon:
                 pass
             wait_until(lambda: self.pid() is None, timeout=10, what=f"pid {pid} to exit after signal {sig}")
 
+    def hash_at(self, height: int) -> bytes | None:
+        """The hash of this node's stored Primary at `height` (read-only look at its database)."""
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.state_dir / 'state.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT hash FROM primaries WHERE height = ?", (height,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else bytes(row[0])
+
     def log(self) -> str:
         p = self.state_dir / "daemon.log"
         return p.read_text(errors="replace") if p.exists() else ""
@@ -84,3 +95,11 @@ class DaemonFactory:
             except AssertionError:
                 pass  # reported below by the stray-process check
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def agree_at_common_height(nodes: list[Daemon]) -> int | None:
+    """The highest height every node holds, if they all hold the same Primary there (else None).
+    Heads move while we poll them one by one; comparing one fixed height is the real check."""
+    height = min(d.status()["epoch"] for d in nodes)
+    hashes = {d.hash_at(height) for d in nodes}
+    return height if len(hashes) == 1 and None not in hashes else None

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.integration.daemons import wait_until
+from tests.integration.daemons import agree_at_common_height, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,18 +48,16 @@ def test_five_daemons_join_by_invite_and_list_each_other(daemons):
             assert rows[other]["addresses"] and all(a.endswith("/p2p/" + other) for a in rows[other]["addresses"])
 
     # every node holds the same Primary once heights settle
-    def same_primary():
-        hashes = {(s["epoch"], s["primary_hash"]) for s in (d.status() for d in nodes)}
-        return len(hashes) == 1
-    wait_until(same_primary, timeout=60, interval=0.3, what="one identical Primary on all five nodes")
+    wait_until(lambda: agree_at_common_height(nodes), timeout=60, interval=0.3,
+               what="one identical Primary on all five nodes")
 
     # issue 4: the spores converge — same Primary, same Latent digest, every member's entries held
     def spores_converged():
         reports = [json.loads(d.cli("spores", "--json").stdout) for d in nodes]
-        primaries = {(r["primary"]["height"], r["primary"]["hash"]) for r in reports}
         digests = {r["latent_digest"] for r in reports}
         authors = [set(r["latent"][0]["by_author"]) for r in reports]
-        return len(primaries) == 1 and len(digests) == 1 and all(a == ids for a in authors) and reports
+        same_primary = agree_at_common_height(nodes) is not None
+        return same_primary and len(digests) == 1 and all(a == ids for a in authors) and reports
     reports = wait_until(spores_converged, timeout=60, interval=0.5, what="converged Primary and Latent digests")
     assert all(not r["latent"][0]["dropped"] for r in reports), [r["latent"][0]["dropped"] for r in reports]
 

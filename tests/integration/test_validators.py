@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemons import wait_until
+from tests.integration.daemons import agree_at_common_height, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,7 @@ def _network(daemons, n, caps=()):
 
 
 def _agree(nodes):
-    sts = [n.status() for n in nodes]
-    return len({(s["epoch"], s["primary_hash"]) for s in sts}) == 1 and sts[0]
+    return agree_at_common_height(nodes)
 
 
 def test_four_validators_survive_one_crash_stop_at_two_and_recover(daemons):
