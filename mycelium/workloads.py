@@ -44,10 +44,11 @@ MAX_LOG_LINES = 10_000  # `mycelium logs -n` is capped here: the answer travels 
 @dataclass(frozen=True, slots=True)
 class WorkloadConfig:
     poll_s: float = 0.5  # Primary vs. instances comparison period; lower = faster reaction, more CPU
-    refresh_s: float = 20.0  # an unchanged replica report is re-signed this often (proof of life)
-    # a gossiped report older than this shows as "stale": 3 × refresh_s tolerates two lost refreshes
-    # plus the 30 s clock skew the Latent validation allows
-    stale_after_s: float = 60.0
+    refresh_s: float = 10.0  # an unchanged replica report is re-signed this often (proof of life)
+    # a gossiped report older than this shows as "stale" (its endpoints stop resolving): 3 × refresh_s
+    # tolerates two lost refreshes, plus 10 s for clocks that disagree. Lower = a stopped node's
+    # endpoints vanish sooner; too low and a node whose clock lags looks stale.
+    stale_after_s: float = 40.0
     stop_grace_s: float = 10.0  # SIGTERM→SIGKILL grace for a replica that stops (undeploy, moved, shutdown)
 
 
