@@ -34,6 +34,7 @@ from mycelium.storage.network import NetworkMembership, load_membership, save_me
 
 log = get_logger("mycelium.daemon")
 
+LEAVE_NOTICE_S = 5.0  # how long `mycelium leave` tries to tell the validators before it forgets the network
 SHUTDOWN_ANSWER_GRACE_S = 0.05  # between `mycelium down` being answered and the tree being cancelled
 SUBSYSTEM_BACKOFF_S = (1, 2, 5, 10, 30)  # restart delays for a failing subsystem, then stay at the last
 
@@ -174,8 +175,15 @@ class Node:
         self.switch_network(self._membership_from_token(token_text, self.membership))
         return self.membership
 
-    def leave(self) -> NetworkMembership:
-        """Forget the current network and fall back to a fresh personal one."""
+    async def leave(self) -> NetworkMembership:
+        """Tell the validators this node leaves (a signed operation, best effort: at most a few
+        seconds), then forget the network and fall back to a fresh personal one."""
+        from mycelium.operations import OpType, sign_operation
+
+        if self.session is not None and self.ledger.is_member(self.key.node_id) and self.ledger.member_count() > 1:
+            op = sign_operation(self.key, self.membership.network_id, OpType.LEAVE, {}, now_s=int(time.time()))
+            with trio.move_on_after(LEAVE_NOTICE_S):
+                await self.session.submit(op)
         genesis, secret = create_network(f"personal-{self.key.node_id[-8:]}", self.key, params=self._genesis_params())
         self.switch_network(NetworkMembership(genesis, secret, personal=True))
         return self.membership

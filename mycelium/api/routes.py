@@ -57,7 +57,7 @@ def install_routes(server: ControlServer, node: Any) -> None:
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     async def leave(_req: Request) -> tuple[int, Any]:
-        m = node.leave()
+        m = await node.leave()
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     async def network_create(req: Request) -> tuple[int, Any]:
