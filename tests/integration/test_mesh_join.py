@@ -95,3 +95,19 @@ def test_node_of_another_network_is_refused(daemons):
     failed = [line for line in metrics.splitlines()
               if line.startswith('mycelium_mesh_events_total{event="handshake_failed') and not line.endswith(" 0.0")]
     assert failed, "the refused handshake is counted in /metrics"
+
+
+def test_a_member_that_leaves_is_removed_from_the_primary(daemons):
+    home, guest = daemons.new(), daemons.new()
+    assert home.up().returncode == 0
+    assert home.cli("network", "create", "brief").returncode == 0
+    wait_until(lambda: home.status()["epoch"] >= 1, timeout=30, what="first height")
+    token = json.loads(home.cli("invite", "--json").stdout)["token"]
+    assert guest.up("--join", token).returncode == 0
+    wait_until(lambda: home.status()["members"] == 2 and guest.status()["admitted"], timeout=60,
+               what="the guest to be admitted")
+    res = guest.cli("leave", "--yes")
+    assert res.returncode == 0, res.stderr
+    st = guest.status()
+    assert st["personal_network"] and st["network_id"] != home.status()["network_id"]
+    wait_until(lambda: home.status()["members"] == 1, timeout=30, what="the home Primary to drop the guest")
