@@ -21,7 +21,7 @@ from mycelium.identity import NodeId, is_node_id
 from mycelium.mesh.peers import MAX_ADDRESSES_PER_PEER
 from mycelium.mesh.protocols import RPC_PEERS
 from mycelium.mesh.rpc import BadRequest, RequestError
-from mycelium.mesh.wire import decode_message
+from mycelium.encoding import decode
 
 if TYPE_CHECKING:
     from mycelium.mesh.host import Mesh
@@ -54,7 +54,7 @@ def split_p2p_address(address: str) -> tuple[NodeId, str]:
 def parse_exchange(data: bytes, limit: int) -> list[tuple[NodeId, list[str]]]:
     """Validate a `peers` answer: a list of {"id": node id, "addrs": [multiaddr, …]}; raises BadRequest."""
     try:
-        entries = decode_message(data, max_size=limit * (MAX_ADDRESSES_PER_PEER + 1) * MAX_ADDRESS_CHARS)
+        entries = decode(data, max_size=limit * (MAX_ADDRESSES_PER_PEER + 1) * MAX_ADDRESS_CHARS)
     except EncodingError as exc:
         raise BadRequest(f"peer list is not msgpack: {exc}") from exc
     if not isinstance(entries, list) or len(entries) > limit:

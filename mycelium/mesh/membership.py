@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from mycelium.encoding import EncodingError, canonical
-from mycelium.mesh.wire import decode_message
+from mycelium.encoding import decode
 
 HANDSHAKE_VERSION = 1
 NONCE_SIZE = 32
@@ -233,7 +233,7 @@ class Handshake:
         if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_HANDSHAKE_MESSAGE:
             return None
         try:
-            message = decode_message(bytes(data), max_size=MAX_HANDSHAKE_MESSAGE)
+            message = decode(bytes(data), max_size=MAX_HANDSHAKE_MESSAGE)
         except EncodingError:
             return None
         return message if isinstance(message, dict) else None

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mycelium.encoding import canonical
 from mycelium.identity import NodeKey
-from mycelium.mesh.wire import decode_message
+from mycelium.encoding import decode as decode_message
 from mycelium.mesh.membership import (
     FailureReason,
     GateConfig,
