@@ -13,16 +13,13 @@ The daemon rebuilds the session when the node joins, leaves or founds another ne
 
 from __future__ import annotations
 
-import errno
 import random
-import socket
 import time
 from collections import Counter
 from typing import Any
 
 import trio
 
-from mycelium.config import DEFAULT_PORT
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
@@ -61,27 +58,6 @@ WATCH_INTERVAL_S = 1.0
 MAX_LINKS = 32
 
 
-def listen_addresses(configured: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
-    """The configured listen addresses, with the default port replaced by an ephemeral one when
-    something else holds it (returns the addresses and warnings to log)."""
-    out, warnings = [], []
-    for addr in configured:
-        parts = addr.split("/")
-        if len(parts) >= 5 and parts[1] == "ip4" and parts[3] == "tcp" and parts[4] == str(DEFAULT_PORT):
-            probe_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                probe_sock.bind((parts[2], DEFAULT_PORT))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    parts[4] = "0"
-                    warnings.append(f"port {DEFAULT_PORT} is taken; listening on an ephemeral port instead "
-                                    "(set node.listen to pin one)")
-            finally:
-                probe_sock.close()
-        out.append("/".join(parts))
-    return tuple(out), warnings
-
-
 class NetworkSession:
     def __init__(self, node: Any) -> None:
         self.node = node
@@ -102,11 +78,9 @@ class NetworkSession:
 
     # ------------------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listen, warnings = listen_addresses(self.cfg.node.listen)
-        for w in warnings:
-            log.warning(w)
         mesh_cfg = MeshConfig(
-            listen=listen,
+            listen=tuple(self.cfg.node.listen),
+            port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
