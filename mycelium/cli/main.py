@@ -243,8 +243,9 @@ def _wait_running(ctx: Context, name: str, timeout: int) -> None:
     while time.monotonic() < deadline:
         rows = {r["name"]: r for r in call(ctx, "GET", protocol.SERVICES)["services"]}
         row = rows.get(name)
-        if row and row["desired"] and row["running"] >= row["desired"]:
-            click.echo(f"{name}: {row['running']}/{row['desired']} replicas running")
+        ready = row.get("up_to_date", row["running"]) if row else 0  # during an update: the new version
+        if row and row["desired"] and ready >= row["desired"]:
+            click.echo(f"{name}: {ready}/{row['desired']} replicas running the deployed version")
             return
         time.sleep(0.5)
     got = f"{row['running']}/{row['desired']}" if row else "not yet in the Primary"
