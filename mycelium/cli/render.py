@@ -77,7 +77,7 @@ def services(res: dict[str, Any]) -> None:
         return
     t = Table("service", "replicas", "placement", "endpoints", "health", box=None)
     for r in rows:
-        why = {n: rep.get("message") for n, rep in (r.get("replicas") or {}).items() if rep.get("message")}
+        why = {rep.get("node"): rep.get("message") for rep in (r.get("replicas") or []) if rep.get("message")}
         placed = "\n".join(f"{n[-8:]}: {st}" + (f" ({why[n]})" if n in why and st not in ("running", "healthy") else "")
                            for n, st in sorted(r.get("placement", {}).items())) or "-"
         t.add_row(r["name"], f"{r['running']}/{r['desired']}", placed, "\n".join(r.get("endpoints", [])) or "-",
