@@ -35,7 +35,9 @@ from mycelium.storage.network import NetworkMembership, load_membership, save_me
 log = get_logger("mycelium.daemon")
 
 LEAVE_NOTICE_S = 5.0  # how long `mycelium leave` tries to tell the validators before it forgets the network
-SHUTDOWN_ANSWER_GRACE_S = 0.05  # between `mycelium down` being answered and the tree being cancelled
+SHUTDOWN_ANSWER_GRACE_S = 0.05
+DRAIN_TIMEOUT_S = 15.0  # clean shutdown: stopping replicas (SIGTERM, SIGKILL after their grace) at most this long
+DRAIN_GOSSIP_S = 0.3  # … then this long for the "stopped" reports to leave  # between `mycelium down` being answered and the tree being cancelled
 SUBSYSTEM_BACKOFF_S = (1, 2, 5, 10, 30)  # restart delays for a failing subsystem, then stay at the last
 
 
@@ -326,6 +328,11 @@ class Node:
     async def _wait_shutdown_request(self) -> None:
         await self._shutdown_requested.wait()
         await trio.sleep(SHUTDOWN_ANSWER_GRACE_S)
+        session = self.session
+        if session is not None and session.workloads is not None:
+            with trio.move_on_after(DRAIN_TIMEOUT_S):
+                await session.workloads.drain()
+                await trio.sleep(DRAIN_GOSSIP_S)  # let the "stopped" reports go out before the mesh closes
         self.session = None
         if self._root is not None:
             self._root.cancel()

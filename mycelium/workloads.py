@@ -86,6 +86,7 @@ class StartBackoff:
 
 class WorkloadRunner:
     def __init__(self, session: Any, config: WorkloadConfig = WorkloadConfig()) -> None:
+        self._draining = False  # set by drain(): converge no more, everything here is stopped
         self.session = session
         self.config = config
         self.driver: ProcessDriver | None = None
@@ -105,7 +106,8 @@ class WorkloadRunner:
             task_status.started()
             try:
                 while True:
-                    await self.converge()
+                    if not self._draining:
+                        await self.converge()
                     self.publish()
                     await trio.sleep(self.config.poll_s)
             finally:
@@ -113,6 +115,18 @@ class WorkloadRunner:
                 if self._local:
                     log.info("stopping every replica on this node", services=sorted(self._local))
                 self._local = {}
+
+    async def drain(self) -> None:
+        """Clean shutdown: stop every replica here and report them stopped while gossip still runs,
+        so other nodes stop resolving this node's endpoints at once."""
+        if self.driver is None:
+            return
+        self._draining = True
+        async with trio.open_nursery() as nursery:
+            for handle in await self.driver.instances():
+                nursery.start_soon(self._stop, handle.instance_id, "node shutting down")
+        self._local = {}
+        self.publish(stopped_message="the node is shutting down")
 
     async def converge(self) -> None:
         """One pass: make the driver's instances match what the Primary places here."""
@@ -214,7 +228,7 @@ class WorkloadRunner:
         return reports
 
     # ------------------------------------------------------------------------------ service spores
-    def publish(self) -> None:
+    def publish(self, *, stopped_message: str = "no longer placed on this node") -> None:
         """Sign and gossip this node's replica reports that changed (or are due for a refresh); a
         replica that no longer runs here is reported once as stopped."""
         latent = getattr(self.session, "latent", None)
@@ -229,7 +243,7 @@ class WorkloadRunner:
                     self._published[name] = (body, now)
         for name in set(self._published) - set(self._local):
             stopped = ReplicaReport(self.session.key.node_id, name, ReplicaHealth.STOPPED,
-                                    message="no longer placed on this node").to_body()
+                                    message=stopped_message).to_body()
             latent.publish_service_entry(name, stopped)
             del self._published[name]
 

@@ -251,3 +251,16 @@ def test_deploy_examples_from_another_directory(daemons, tmp_path, monkeypatch):
     wait_until(lambda: not [p for p in processes("echo_server.py") if str(p.cwd()).startswith(str(d.state_dir))],
                timeout=20, what="the echo replica to stop")
     ok(d.cli("down"))
+
+
+def test_a_clean_down_reports_its_replicas_stopped_at_once(daemons, marker, tmp_path, monkeypatch):
+    monkeypatch.setenv("MYCELIUM__NODE__DEAD_AFTER_S", "60")  # re-placement cannot be what we observe
+    first, (second,) = founder_with(daemons, 1)
+    wait_until(lambda: second.status()["role"] == "rhizomorph", timeout=40, interval=0.5, what="a rhizomorph")
+    ok(first.cli("deploy", str(web_manifest(tmp_path / "web.yaml", "web", marker)), "--wait", "--timeout", "40"))
+    wait_until(lambda: len(ok(first.cli("resolve", "web")).split()) == 2, timeout=30, what="two endpoints")
+    ok(second.cli("down"))
+    # the survivor stops resolving the departed replica long before the node could be declared dead
+    wait_until(lambda: len(ok(first.cli("resolve", "web")).split()) == 1, timeout=8, interval=0.3,
+               what="the departed node's replica to be reported stopped")
+    assert len(processes(marker)) == 1, "only the survivor's replica still runs"
