@@ -23,6 +23,8 @@ two of the same meshes, measured in the same run just before consensus starts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import os
 import tempfile
 import time
@@ -172,8 +174,8 @@ async def _deliver(driver: ConsensusDriver, peer: str, data: bytes) -> bytes:
 
 
 def measure(*, validators: tuple[int, ...] = (1, 4, 7), seconds: float = 20.0, warmup: int = 2,
-            rtt_calls: int = 50) -> list[Figure]:
-    figures: list[Figure] = []
+            rtt_calls: int = 50) -> Iterator[Figure]:
+    """Figures as each size is measured (a generator: a later failure keeps the earlier lines)."""
     for n in validators:
         note(f"consensus: {n} validator(s) for {seconds:.0f} s")
         with tempfile.TemporaryDirectory(prefix="mb-cons-") as tmp:
@@ -193,7 +195,6 @@ def measure(*, validators: tuple[int, ...] = (1, 4, 7), seconds: float = 20.0, w
                             "ConsensusConfig() with heartbeat_interval_s=1",
                   "target": "p50 <= 4x rtt at n=4"}
         base = baseline("mesh_rpc_round_trip_p50", rounded(rtt_p50, 5), "s")
-        figures.append(Figure(f"consensus_height_n{n}_p50", rounded(p50), "s", params, base))
-        figures.append(Figure(f"consensus_height_n{n}_p95", rounded(percentile(res["intervals"], 95)), "s", params, base))
-        figures.append(Figure(f"consensus_ops_per_s_n{n}", rounded(ops_s, 1), "ops/s", params, None))
-    return figures
+        yield Figure(f"consensus_height_n{n}_p50", rounded(p50), "s", params, base)
+        yield Figure(f"consensus_height_n{n}_p95", rounded(percentile(res["intervals"], 95)), "s", params, base)
+        yield Figure(f"consensus_ops_per_s_n{n}", rounded(ops_s, 1), "ops/s", params, None)

@@ -56,7 +56,7 @@ def join_all(cluster: Cluster) -> tuple[list[float], list[dict]]:
     joins: list[float] = []
     spreads: list[dict] = []
     for k, d in enumerate(joiners, start=1):
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         res = founder.cli("invite", "--uses", "1", "--ttl", "10m", "--json")
         if res.returncode != 0:
             raise RuntimeError(f"`invite` failed: {res.stderr}")
@@ -68,8 +68,38 @@ def join_all(cluster: Cluster) -> tuple[list[float], list[dict]]:
                  what=f"joiner {k} to be a member with a role")
         joins.append(time.monotonic() - t0)
         note(f"join {k}: {joins[-1]:.2f} s")
-        spreads.append(_propagation(cluster.daemons[: k + 1], d))
+        spread = _propagation(cluster.daemons[: k + 1], d)
+        spread["join_steps_s"] = join_steps(d, t0_wall)
+        spreads.append(spread)
     return joins, spreads
+
+
+STEPS = {"switched network": "switched", "mesh.listening": "listening", "mesh.peer.admitted": "first_peer",
+         "caught up": "caught_up"}
+
+
+def join_steps(d, t0_wall: float) -> dict[str, float]:
+    """Where a join's time went, from the joiner's own log: seconds after t0 of the first
+    'switched network', 'mesh.listening', peer admitted, 'caught up', and the first decided height
+    in which it has a role."""
+    from datetime import datetime
+
+    steps: dict[str, float] = {}
+    path = d.state_dir / "daemon.log"
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            ev = json.loads(line)
+            at = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp() - t0_wall
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at < 0:
+            continue
+        name = STEPS.get(ev.get("event"))
+        if ev.get("event") == "decided" and ev.get("role") and "member_with_role" not in steps and "caught_up" in steps:
+            name = "member_with_role"
+        if name and name not in steps:
+            steps[name] = round(at, 3)
+    return steps
 
 
 def _propagation(members: list, author_daemon) -> dict:
@@ -100,6 +130,7 @@ def figures(cluster: Cluster, joins: list[float], spreads: list[dict], nodes: in
     params = {"nodes": nodes, "joins": len(joins), "heartbeat_env": cluster.env, "listen": "127.0.0.1 loopback",
               "method": "`invite` CLI on founder + `join` CLI on a running daemon, then /v1/status polled every 20 ms",
               "samples_s": [round(x, 3) for x in joins], "target_s": 2.0}
+    params["steps_after_t0_s"] = [s.get("join_steps_s", {}) for s in spreads]
     out = [Figure("join_latency_p50", rounded(percentile(joins, 50)), "s", params),
            Figure("join_latency_p95", rounded(percentile(joins, 95)), "s", params)]
     ok = [s["spread_s"] for s in spreads if s["spread_s"] is not None]
