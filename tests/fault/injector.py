@@ -30,7 +30,7 @@ from mycelium.consensus.messages import MessageError, Precommit, parse_message, 
 from mycelium.encoding import canonical
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
-from mycelium.mesh.host import open_mesh
+from mycelium.mesh.host import MeshError, open_mesh
 from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry
 from mycelium.spores.gossip import Delta, RangeRequest, decode_message, encode_message
 from mycelium.storage.network import load_membership
@@ -69,8 +69,14 @@ async def run(args: argparse.Namespace) -> dict:
         mesh.register_handler("latent", on_latent)
         peers = []
         for address in args.peer:
-            with trio.fail_after(15):
-                peers.append(await mesh.connect(address))
+            for attempt in range(3):  # a daemon just restarted may still be busy catching up
+                try:
+                    with trio.fail_after(10):
+                        peers.append(await mesh.connect(address))
+                    break
+                except (MeshError, trio.TooSlowError) as exc:
+                    summary["errors"][f"connect:{type(exc).__name__}"] = attempt + 1
+                    await trio.sleep(1)
         summary["admitted_by"] = len(peers)
 
         async def send(peer: str, rpc: str, data: bytes) -> None:
@@ -82,6 +88,10 @@ async def run(args: argparse.Namespace) -> dict:
                 count("errors", f"{rpc}:{type(exc).__name__}")
             count("sent", rpc)
 
+        async def send_all(peer: str, payloads: list[bytes]) -> None:
+            for data in payloads:
+                await send(peer, "consensus", data)
+
         # 1. listen: real consensus messages arrive by broadcast; ask for the Latent entries
         for peer in peers:
             await send(peer, "latent", encode_message(RangeRequest(MASTER_SCOPE, tuple(range(256)))))
@@ -91,19 +101,32 @@ async def run(args: argparse.Namespace) -> dict:
         summary["captured_consensus"] = len(captured)
         summary["captured_deltas"] = len(deltas)
 
-        # 2. garbage on every rpc
-        for peer in peers:
-            for rpc in RPCS:
-                for size in (0, 1, 17, 300):
-                    await send(peer, rpc, os.urandom(size))
-                await send(peer, rpc, canonical({"v": 1, "t": 99, "x": [1, 2, 3]}))
-
-        # 3. replay every captured consensus message to every daemon
-        for peer in peers:
-            for data in captured:
-                await send(peer, "consensus", data)
-
-        # 4. tampered and forged Latent entries, in a well-formed Delta
+        # 2. a Byzantine validator (first, while the captured heights are current): two conflicting
+        #    precommits for the newest height and round seen, and for the next heights
+        if args.validator_key:
+            key = NodeKey.load(Path(args.validator_key))
+            captured_at = len(captured)
+            with trio.move_on_after(3):
+                while len(captured) < captured_at + 4:  # fresh traffic: the height being decided now
+                    await trio.sleep(0.05)
+            votes = []
+            for data in captured[-8:]:
+                try:
+                    votes.append(parse_message(data))
+                except MessageError:
+                    continue
+            heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
+            height, round_ = max(heights) if heights else (1, 0)
+            pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+            for h in (height, height + 1, height + 2):
+                for r in (0, 1):
+                    pair += [sign(Precommit(h, r, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+            async with trio.open_nursery() as nursery:  # to every daemon at once: heights pass quickly
+                for peer in peers:
+                    nursery.start_soon(send_all, peer, [canonical(m.to_wire()) for m in pair])
+            summary["equivocated"] = {"validator": key.node_id, "height": height, "round": round_}
+        # 3. tampered and forged Latent entries, in a well-formed Delta (before the floods below, which
+        #    the per-peer rate limit may rightly cut short)
         real = [Entry.from_wire(e) for d in deltas for e in d.entries][:4]
         tampered = [replace(e, body={**e.body, "tampered": 1}).to_wire() for e in real]
         forged = [make_entry(me, net, EntryType.NODE, {"addrs": [], "sw": "evil", "role": "sclerotium"},
@@ -112,24 +135,19 @@ async def run(args: argparse.Namespace) -> dict:
         for peer in peers:
             await send(peer, "latent", encode_message(Delta(MASTER_SCOPE, tuple(tampered + forged))))
 
-        # 5. a Byzantine validator: two conflicting precommits for the current height and round
-        if args.validator_key:
-            key = NodeKey.load(Path(args.validator_key))
-            votes = []
+
+        # 4. garbage on every rpc
+        for peer in peers:
+            for rpc in RPCS:
+                for size in (0, 1, 17, 300):
+                    await send(peer, rpc, os.urandom(size))
+                await send(peer, rpc, canonical({"v": 1, "t": 99, "x": [1, 2, 3]}))
+
+        # 5. replay every captured consensus message to every daemon
+        for peer in peers:
             for data in captured:
-                try:
-                    votes.append(parse_message(data))
-                except MessageError:
-                    continue
-            heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
-            height, round_ = max(heights) if heights else (1, 0)
-            pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
-            for h in (height, height + 1):
-                pair += [sign(Precommit(h, 0, os.urandom(32), key.node_id), key, net) for _ in range(2)]
-            for peer in peers:
-                for msg in pair:
-                    await send(peer, "consensus", canonical(msg.to_wire()))
-            summary["equivocated"] = {"validator": key.node_id, "height": height, "round": round_}
+                await send(peer, "consensus", data)
+
     return summary
 
 

@@ -62,8 +62,8 @@ def test_admitted_attacker_garbage_replays_tampered_spores_and_equivocation(test
     testnet.wait_progress(ALL, beyond=before + 3, timeout_s=60)
     # tampered entries fail their signature, forged ones come from a non-member: dropped and counted
     drops = [_latent_drops(nodes[i]) for i in ALL]
-    assert all(d.get("bad_signature", 0) >= 1 for d in drops), drops
-    assert all(d.get("unknown_member", 0) + d.get("bad_signature", 0) >= 2 for d in drops), drops
+    assert all(d.get("bad_signature", 0) >= 1 for d in drops), (drops, summary)
+    assert all(d.get("unknown_member", 0) + d.get("bad_signature", 0) >= 2 for d in drops), (drops, summary)
     # the honest validators caught the equivocation and recorded evidence against its signer
     byz = ids[BYZANTINE]
     wait_for(lambda: all("misbehaviour evidence" in nodes[i].log() and byz in nodes[i].log()

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -32,15 +33,26 @@ FAST_ENV = {
 }
 
 
+NETNS_PORT = 4731  # every node listens on it in its own namespace (its own address), across restarts
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (a node keeps it across restarts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class NetDaemon(Daemon):
     """A daemon that runs inside a namespace (or on loopback), with extra env (e.g. clock skew)."""
 
     def __init__(self, state_dir: Path, label: str, exec_prefix: list[str], address: str,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], port: int = 0) -> None:
         super().__init__(state_dir)
         self.label = label
         self.exec_prefix = exec_prefix
         self.address = address
+        self.port = port  # kept across restarts, as a real node's configured port is (0: ephemeral)
         self.env = env
 
     def up(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -49,7 +61,7 @@ class NetDaemon(Daemon):
         if not (env and "MYCELIUM_JOIN_TOKEN" in env):
             full_env.pop("MYCELIUM_JOIN_TOKEN", None)
         cmd = [*self.exec_prefix, *CLI, "--state-dir", str(self.state_dir), "up", "--detach",
-               "--listen", f"/ip4/{self.address}/tcp/0", *args]
+               "--listen", f"/ip4/{self.address}/tcp/{self.port}", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=full_env)
 
     def cli(self, *args: str, timeout: float = 60, env: dict | None = None, input: str | None = None):
@@ -74,6 +86,8 @@ class Testnet:
         self.history: HistoryChecker | None = None
         self.paused: set[int] = set()
         self.extras: list[NetDaemon] = []
+        self.netns_reason: str | None = None  # why namespaces are not used, when they are not
+        self.observed: dict[str, object] = {}  # what one test saw, for a later test to judge
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Testnet:
@@ -92,11 +106,11 @@ class Testnet:
 
     def _make_node(self, i: int, label: str | None = None) -> NetDaemon:
         if self.net is not None:
-            prefix, address = self.net.exec_prefix(i), self.net.address(i)
+            prefix, address, port = self.net.exec_prefix(i), self.net.address(i), NETNS_PORT
         else:
-            prefix, address = [], "127.0.0.1"
+            prefix, address, port = [], "127.0.0.1", free_port()
         return NetDaemon(self.root / f"n{i}", label or f"n{i}", prefix, address,
-                         {**self.env, **self.node_env.get(i, {})})
+                         {**self.env, **self.node_env.get(i, {})}, port)
 
     def spare_slot(self, k: int = 0) -> tuple[list[str], str]:
         """(command prefix, address) for spare namespace k: run an extra process in it."""
