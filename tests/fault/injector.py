@@ -105,26 +105,29 @@ async def run(args: argparse.Namespace) -> dict:
         #    precommits for the newest height and round seen, and for the next heights
         if args.validator_key:
             key = NodeKey.load(Path(args.validator_key))
-            captured_at = len(captured)
-            with trio.move_on_after(3):
-                while len(captured) < captured_at + 4:  # fresh traffic: the height being decided now
-                    await trio.sleep(0.05)
-            votes = []
-            for data in captured[-8:]:
-                try:
-                    votes.append(parse_message(data))
-                except MessageError:
-                    continue
-            heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
-            height, round_ = max(heights) if heights else (1, 0)
-            pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
-            for h in (height, height + 1, height + 2):
-                for r in (0, 1):
-                    pair += [sign(Precommit(h, r, os.urandom(32), key.node_id), key, net) for _ in range(2)]
-            async with trio.open_nursery() as nursery:  # to every daemon at once: heights pass quickly
-                for peer in peers:
-                    nursery.start_soon(send_all, peer, [canonical(m.to_wire()) for m in pair])
-            summary["equivocated"] = {"validator": key.node_id, "height": height, "round": round_}
+            heights_sent = []
+            for _ in range(3):  # a few times: a height in flight at one daemon may be decided at another
+                captured_at = len(captured)
+                with trio.move_on_after(3):
+                    while len(captured) < captured_at + 4:  # fresh traffic: the height being decided now
+                        await trio.sleep(0.05)
+                votes = []
+                for data in captured[-8:]:
+                    try:
+                        votes.append(parse_message(data))
+                    except MessageError:
+                        continue
+                heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
+                height, round_ = max(heights) if heights else (1, 0)
+                heights_sent.append(height)
+                pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+                for h in (height, height + 1, height + 2):
+                    for r in (0, 1):
+                        pair += [sign(Precommit(h, r, os.urandom(32), key.node_id), key, net) for _ in range(2)]
+                async with trio.open_nursery() as nursery:  # to every daemon at once: heights pass quickly
+                    for peer in peers:
+                        nursery.start_soon(send_all, peer, [canonical(m.to_wire()) for m in pair])
+            summary["equivocated"] = {"validator": key.node_id, "heights": heights_sent}
         # 3. tampered and forged Latent entries, in a well-formed Delta (before the floods below, which
         #    the per-peer rate limit may rightly cut short)
         real = [Entry.from_wire(e) for d in deltas for e in d.entries][:4]

@@ -44,7 +44,11 @@ def test_nodes_in_separate_namespaces_find_each_other_via_bootstrap(testnet):
         # the joiners only had the founder's address (from the token): the rest came from discovery
         wait_for(lambda: _admitted_peers(testnet.nodes[i]) >= set(ids.values()) - {ids[i]}, timeout=30,
                  what=f"n{i} to be connected to and admitted by the three others")
-    # the skewed node's own Latent entries are accepted (its skew is within tolerance): none dropped
+    # the skewed node's clock really is ahead (its peers' last_seen is stamped with its wall clock) ...
+    res = testnet.nodes[SKEWED_NODE].cli("peers", "--json")
+    ahead = max(p["last_seen"] or 0 for p in json.loads(res.stdout)["peers"]) - time.time()
+    assert SKEW_S - 4 < ahead < SKEW_S + 2, f"n{SKEWED_NODE}'s clock is {ahead:.1f} s ahead, not ~{SKEW_S}"
+    # ... and its own Latent entries are accepted (its skew is within tolerance): none dropped
     founder = _latent(testnet.nodes[0])
     assert founder["by_author"].get(ids[SKEWED_NODE], 0) >= 1, founder
     assert "clock_skew" not in founder["dropped"], founder["dropped"]

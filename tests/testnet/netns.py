@@ -36,7 +36,10 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def netns_unavailable_reason() -> str | None:
-    """None if this process can create namespaces, veths and bridges; otherwise the reason."""
+    """None if this process can create namespaces, veths and bridges; otherwise the reason.
+    MYCELIUM_TEST_NO_NETNS=1 forces the loopback fallback (to test it on a machine that has netns)."""
+    if os.environ.get("MYCELIUM_TEST_NO_NETNS"):
+        return "disabled by MYCELIUM_TEST_NO_NETNS"
     if shutil.which("ip") is None:
         return "the `ip` tool (iproute2) is not installed"
     if os.geteuid() != 0:
