@@ -16,7 +16,9 @@ Perturbations:
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 
@@ -100,6 +102,7 @@ class Netns:
         reason = netns_unavailable_reason()
         if reason:
             raise NetnsUnavailable(reason)
+        sweep_stale()
         try:
             self._add_ns(self.hub)
             _run("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -169,12 +172,45 @@ class Netns:
 
     # --------------------------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
-        """Delete every namespace we made (their veths and routes go with them). Idempotent."""
+        """Kill anything still running in our namespaces, then delete them (their veths and routes go
+        with them). Idempotent."""
         self._blackholes.clear()
         while self.created:
-            _run("ip", "netns", "del", self.created.pop(), check=False)
+            _delete_ns(self.created.pop())
 
     def leftovers(self) -> list[str]:
         """Namespaces with our prefix that still exist (should be none after cleanup)."""
         out = _run("ip", "netns", "list", check=False).stdout
         return [line.split()[0] for line in out.splitlines() if line.startswith(self.prefix)]
+
+
+def _delete_ns(name: str) -> None:
+    for pid in _run("ip", "netns", "pids", name, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)  # only processes inside our own test namespace
+        except (ProcessLookupError, ValueError):
+            pass
+    _run("ip", "netns", "del", name, check=False)
+
+
+def sweep_stale() -> list[str]:
+    """Delete namespaces left by test runs whose process died without cleaning up (kill -9 of
+    pytest): only names `mycnet-<pid>-…` whose pid no longer exists. Returns what was removed."""
+    removed = []
+    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(r"mycnet-(\d+)-\w+", name)
+        if m and not _alive(int(m.group(1))):
+            _delete_ns(name)
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
