@@ -111,6 +111,8 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
         meshes = [await stack.enter_async_context(open_mesh(MeshConfig.for_tests(), k, network_id, secret)) for k in keys]
         for m in meshes:
             m.register_handler(RPC_ECHO, _echo)
+        for m in meshes[n:]:  # the baseline's extra host (n = 1) is an observer: it takes votes and drops them
+            m.register_handler(RPC_CONSENSUS, _discard)
         addrs = [m.listen_addresses()[0] for m in meshes]
         for i in range(len(meshes)):
             for j in range(i):
@@ -166,6 +168,10 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
     out["elapsed"] = heights[-1][0] - heights[0][0] if len(heights) > 1 else 0.0
     out["heights"] = len(decided_at)
     return out
+
+
+async def _discard(peer: str, data: bytes) -> bytes:
+    return b""
 
 
 async def _deliver(driver: ConsensusDriver, peer: str, data: bytes) -> bytes:
