@@ -54,6 +54,7 @@ class NodeSection:
     # faster; longer rides out reboots and flaky Wi-Fi without reshuffling.
     dead_after_s: int = 30
     read_only_after_s: int = 30  # no quorum of validators reachable this long → read-only mode
+    ping_interval_s: int = 15  # peers are pinged this often; 3 failures in a row drop an unresponsive one
     labels: tuple[str, ...] = ()  # "key=value" labels that service selectors can match
 
 

@@ -52,6 +52,9 @@ log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
 CATCHUP_INTERVAL_S = 2.0
+# A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
+# home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
+REDIAL_MAX_S = 30.0
 PROFILE_INTERVAL_S = 30.0
 JOIN_RETRY_S = 2.0
 WATCH_INTERVAL_S = 1.0
@@ -81,6 +84,9 @@ class NetworkSession:
         mesh_cfg = MeshConfig(
             listen=tuple(self.cfg.node.listen),
             port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
+            ping_interval_s=float(self.cfg.node.ping_interval_s),
+            ping_timeout_s=min(5.0, 2.0 * self.cfg.node.ping_interval_s),
+            redial_max_s=REDIAL_MAX_S,
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )

@@ -83,6 +83,10 @@ class MeshConfig:
     max_exchanged_peers: int = 64  # peers returned by (and accepted from) one peer exchange
     ping_interval_s: float = 15.0  # latency probe of each connected peer
     ping_timeout_s: float = 5.0
+    # After this many pings in a row fail, the peer is dropped as unresponsive (its connection closed,
+    # redialled later). A cut cable or a silent partition leaves TCP connections "open" for minutes;
+    # without this the node would keep counting unreachable validators as reachable.
+    ping_failures_to_drop: int = 3
     # -- libp2p host -----------------------------------------------------------------------------
     negotiate_timeout_s: int = 10  # multistream-select negotiation of one stream
     close_timeout_s: float = 5.0  # shutdown: closing connections and listeners may take this long

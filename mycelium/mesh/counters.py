@@ -19,6 +19,7 @@ class MeshCounters:
     rate_limited: int = 0  # inbound requests over the per-peer token bucket
     overloaded: int = 0  # inbound requests refused because max_inbound_requests were running
     garbage: int = 0  # malformed frames or requests
+    unresponsive: int = 0  # peers dropped after failing several pings in a row
     requests_in: int = 0  # inbound requests served
     requests_out: int = 0  # outbound requests answered
     request_errors: int = 0  # outbound requests that failed (timeout, refused, unreachable, remote error)

@@ -83,7 +83,11 @@ class Discovery:
     def __init__(self, mesh: Mesh, rng: random.Random) -> None:
         self._mesh = mesh
         self._rng = rng
-        self._dialing: set[NodeId] = set()
+        # node id → when the dial in flight started. py-libp2p's TCP dial can outlive our timeout (a
+        # connect to a blackholed route runs to the kernel's SYN retries, ~1 min); such a dial no
+        # longer blocks a fresh attempt once it is older than dial_timeout_s.
+        self._dialing: dict[NodeId, float] = {}
+        self._ping_failures: dict[NodeId, int] = {}  # consecutive failed pings per peer
         self._bootstrap: list[tuple[NodeId, str]] = [split_p2p_address(a) for a in mesh.config.bootstrap]
 
     # -- peer exchange -------------------------------------------------------------------------
@@ -145,21 +149,25 @@ class Discovery:
             if r.member
             and not r.connected
             and r.addresses
-            and r.node_id not in self._dialing
+            and not self._dial_in_flight(r.node_id, now)
             and mesh.redial.due(r.node_id, now)
             and not mesh.gate.is_blocked(r.node_id, now)
         ]
         candidates.sort(key=lambda r: (r.node_id not in bootstrap_ids, self._rng.random()))
-        async with trio.open_nursery() as nursery:  # dials run in parallel: each takes ≥ 250 ms
-            for rec in candidates[:room]:
-                nursery.start_soon(self.dial, rec.node_id, list(rec.addresses))
+        for rec in candidates[:room]:  # in the mesh's nursery: one slow dial never holds up the others
+            mesh.spawn(self.dial, rec.node_id, list(rec.addresses))
+
+    def _dial_in_flight(self, node_id: NodeId, now: float) -> bool:
+        started = self._dialing.get(node_id)
+        return started is not None and now - started < self._mesh.config.dial_timeout_s
 
     async def dial(self, node_id: NodeId, addrs: list[str]) -> bool:
         mesh = self._mesh
         host = mesh.libp2p_host
-        if host is None or node_id in self._dialing or node_id == mesh.node_id:
+        now = trio.current_time()
+        if host is None or self._dial_in_flight(node_id, now) or node_id == mesh.node_id:
             return False
-        self._dialing.add(node_id)
+        self._dialing[node_id] = now
         mesh.counters.dial_attempts += 1
         error = "timeout"
         try:
@@ -170,7 +178,8 @@ class Discovery:
         except (BaseLibp2pError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._dialing.discard(node_id)
+            if self._dialing.get(node_id) == now:  # not if a later attempt replaced ours
+                del self._dialing[node_id]
         mesh.counters.dial_failures += 1
         delay = mesh.redial.failed(node_id, trio.current_time())
         mesh.log.debug("mesh.dial.failed", peer=node_id, error=error, retry_in_s=round(delay, 2))
@@ -201,12 +210,32 @@ class Discovery:
                 await stream.close()
             except (BaseLibp2pError, ValueError) as exc:
                 mesh.log.debug("mesh.ping.failed", peer=node_id, error=str(exc))
+                self._ping_failed(node_id)
                 return None
             rec = mesh.book.get(node_id)
             rec.latency_ms = round(rtt_ms, 3)
             rec.last_seen = mesh.wall_now()
+            self._ping_failures.pop(node_id, None)
             return rec.latency_ms
+        self._ping_failed(node_id)
         return None
+
+    def _ping_failed(self, node_id: NodeId) -> None:
+        """Count a failed ping; after `ping_failures_to_drop` in a row, drop the peer as unresponsive."""
+        mesh = self._mesh
+        failures = self._ping_failures.get(node_id, 0) + 1
+        self._ping_failures[node_id] = failures
+        if failures < mesh.config.ping_failures_to_drop:
+            return
+        self._ping_failures.pop(node_id, None)
+        rec = mesh.book.get(node_id)
+        if not rec.connected:
+            return
+        mesh.log.warning("mesh.peer.unresponsive", peer=node_id, failed_pings=failures)
+        mesh.counters.unresponsive += 1
+        rec.connected = rec.admitted = False  # now: the close below may take a while on a dead link
+        rec.latency_ms = None
+        mesh.spawn(mesh.admission.disconnect, node_id)
 
     # -- mDNS ----------------------------------------------------------------------------------
 

@@ -161,6 +161,7 @@ class Mesh:
         for warning in warnings:
             self.log.warning("mesh.listen.fallback", detail=warning)
         host = self.libp2p_host = self._build_host(listen)
+        _shorten_negative_dial_cache(host)
         router, pubsub = build_pubsub(host, self.config.gossip)
         self._gossip = Gossip(self, router, pubsub)
         if self.config.dht:
@@ -353,3 +354,17 @@ async def open_mesh(
             yield mesh
         finally:
             nursery.cancel_scope.cancel()
+
+
+# py-libp2p 0.8.1's swarm refuses to dial a peer for 60 s after a dial to it failed (a private
+# "negative cache", not configurable). Our redial schedule already backs off with jitter; with both,
+# a node cut off for a few seconds stayed unreachable for a minute after the network healed.
+NEGATIVE_DIAL_CACHE_S = 1.0
+
+
+def _shorten_negative_dial_cache(host: Any) -> None:
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None and hasattr(cache, "_ttl"):
+        cache._ttl = NEGATIVE_DIAL_CACHE_S
+    else:  # another py-libp2p version: nothing to shorten (logged once, for whoever upgrades)
+        get_logger("mycelium.mesh").info("mesh.libp2p.no_negative_dial_cache")

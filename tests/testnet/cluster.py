@@ -29,6 +29,7 @@ from tests.testnet.netns import Netns
 FAST_ENV = {
     "MYCELIUM__NODE__HEARTBEAT_S": "1",  # a height per second, so warm-up (12 heights) is quick
     "MYCELIUM__NODE__READ_ONLY_AFTER_S": "4",  # read-only after 4 s without a quorum (default 30)
+    "MYCELIUM__NODE__PING_INTERVAL_S": "1",  # unresponsive peers dropped after ~3 failed 1 s pings (default 15)
     "MYCELIUM__NODE__MDNS": "false",  # discovery must come from bootstrap and Latent, not the LAN
 }
 
