@@ -286,6 +286,12 @@ class Admission:
             self._mesh.log.info("mesh.peer.handshake_interrupted", peer=node, reason=reason, retry_in_s=round(delay, 2))
             if hs.role is Role.RESPONDER and hs.failure is FailureReason.TIMEOUT:
                 self.offend(node, Offense.GARBAGE)
+        elif hs.failure is FailureReason.NO_PROTOCOL:
+            # It speaks no protocol of this network: a node of another network (often found by mDNS
+            # on the same LAN) or a plain libp2p node. Not an offence — blocking it would shut out a
+            # neighbour that joins this network a minute later — just not ours: do not redial it.
+            self._mesh.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
+            rec.member = False
         else:
             self._mesh.log.warning("mesh.peer.refused", peer=node, reason=reason, role=hs.role.value)
             self.offend(node, Offense.HANDSHAKE_FAILED)

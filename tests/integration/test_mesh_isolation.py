@@ -132,3 +132,25 @@ async def test_gossip_from_a_plain_libp2p_peer_never_reaches_subscribers() -> No
                 await wait_until(lambda: a.counters.unadmitted_access >= 1, timeout_s=5)
                 assert a.counters.gossip_received == 0
             await plain.close()
+
+
+async def test_a_node_of_another_network_is_not_blocked_and_may_join_later() -> None:
+    """A member that meets a node of another network (mDNS on a shared LAN does this) refuses it
+    without blocking it, so the same node can join a minute later without waiting out a block."""
+    from mycelium.mesh.host import AdmissionFailed, open_mesh
+
+    net_a, net_b = "aa" * 32, "bb" * 32
+    secret_a, secret_b = os.urandom(32), os.urandom(32)
+    member_key, neighbour_key = NodeKey.generate(), NodeKey.generate()
+    cfg = MeshConfig.for_tests()
+    async with open_mesh(cfg, member_key, net_a, secret_a) as member:
+        async with open_mesh(cfg, neighbour_key, net_b, secret_b) as neighbour:
+            with pytest.raises(AdmissionFailed):
+                await member.connect(neighbour.listen_addresses()[0])
+            assert not member.gate.is_blocked(neighbour.node_id, trio.current_time())
+            assert neighbour.node_id not in member.admitted_peers()
+        # the neighbour switches to the member's network (same key, new mesh) and joins at once
+        async with open_mesh(cfg, neighbour_key, net_a, secret_a) as joined:
+            with trio.fail_after(10):
+                await joined.connect(member.listen_addresses()[0])
+            assert member_key.node_id in joined.admitted_peers()
