@@ -227,8 +227,11 @@ class Discovery:
         self._ping_failures[node_id] = failures
         if failures < mesh.config.ping_failures_to_drop:
             return
-        self._ping_failures.pop(node_id, None)
         rec = mesh.book.get(node_id)
+        window_s = mesh.config.ping_failures_to_drop * (mesh.config.ping_interval_s + mesh.config.ping_timeout_s)
+        if rec.last_seen is not None and mesh.wall_now() - rec.last_seen < window_s:
+            return  # slow pings, but it talked to us (rpc) recently: busy, not gone
+        self._ping_failures.pop(node_id, None)
         if not rec.connected:
             return
         mesh.log.warning("mesh.peer.unresponsive", peer=node_id, failed_pings=failures)
