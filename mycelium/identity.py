@@ -83,6 +83,8 @@ def verify(node_id: NodeId, data: bytes, signature: bytes) -> bool:
     """True iff `signature` is `node_id`'s Ed25519 signature over `data`. Never raises."""
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
         return False
+    if not isinstance(node_id, str) or not isinstance(data, (bytes, bytearray)):
+        return False
     try:
         _public_key(node_id).verify(signature, data)
     except (InvalidSignature, IdentityError, ValueError, TypeError):
@@ -222,6 +224,10 @@ class Genesis:
             raise IdentityError("genesis founder is not a node id")
         if not isinstance(g.created_s, int) or not isinstance(g.params, dict):
             raise IdentityError("genesis created_s must be an integer and params a map")
+        try:
+            canonical(g.to_wire())  # the network id is its hash: it must have a canonical form
+        except EncodingError as exc:
+            raise IdentityError(f"genesis has no canonical encoding: {exc}") from exc
         return g
 
     @property
@@ -308,6 +314,14 @@ class Invite:
             raise TokenError("invite id must be 16 bytes")
         if not (isinstance(inv.expires_s, int) and isinstance(inv.uses, int) and inv.uses >= 1):
             raise TokenError("invite expiry and uses must be positive integers")
+        if isinstance(inv.expires_s, bool) or isinstance(inv.uses, bool) or inv.uses > 1 << 32:
+            raise TokenError("invite expiry and uses must be plain integers")
+        if not is_node_id(inv.issuer):
+            raise TokenError("invite issuer is not a node id")
+        if not (isinstance(inv.network_id, str) and len(inv.network_id) == 64):
+            raise TokenError("invite network id must be 64 hex characters")
+        if not isinstance(inv.signature, bytes):
+            raise TokenError("invite signature must be bytes")
         return inv
 
 
