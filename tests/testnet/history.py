@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +130,7 @@ class HistoryChecker:
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """tests.integration.daemons.wait_until with the testnet's coarser default polling interval."""
+    from tests.integration.daemons import wait_until
+
+    return wait_until(predicate, timeout=timeout, interval=interval, what=what)
