@@ -16,25 +16,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from mycelium.roles.assignment import Candidate, Role, RoleConfig, assign_roles, bft_size
 from mycelium.roles.fitness import next_battery_epochs
-from mycelium.roles.profile import GIB, CapabilityProfile, Reachability
+from mycelium.roles.profile import GIB, Reachability
+from tests.profiles import make_profile
 
 CONFIG = RoleConfig()
 NAMES = [f"n{i:02}" for i in range(12)]
 
 
 def make_candidate(ram_gib: int, laptop: bool, reach: Reachability, trust: int) -> Candidate:
-    profile = CapabilityProfile(
-        cores=4,
-        ram_total_bytes=ram_gib * GIB,
-        ram_available_bytes=ram_gib * GIB // 2,
-        disk_free_bytes=50 * GIB,
-        arch="aarch64",
-        battery_present=laptop,
-        on_battery=False,
-        uptime_s=100,
-        load_1m_milli=100,
-        reachability=reach,
-    )
+    profile = make_profile(ram_total_bytes=ram_gib * GIB, ram_available_bytes=ram_gib * GIB // 2,
+                           disk_free_bytes=50 * GIB, arch="aarch64", battery_present=laptop, uptime_s=100,
+                           load_1m_milli=100, reachability=reach)
     return Candidate(profile, trust=trust, battery_epochs=0)
 
 

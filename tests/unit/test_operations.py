@@ -20,16 +20,15 @@ from mycelium.operations import (
     liveness,
     profile_operation,
 )
-from mycelium.roles.profile import GIB, CapabilityProfile, Reachability
+from mycelium.roles.profile import GIB
 from mycelium.spores.primary import genesis_primary
+from tests.profiles import make_profile
 
 T0 = 1_800_000_000
 
 
 def _profile(cores=4, ram=8 * GIB):
-    return CapabilityProfile(cores=cores, ram_total_bytes=ram, ram_available_bytes=ram // 2, disk_free_bytes=100 * GIB,
-                             arch="x86_64", battery_present=False, on_battery=False, uptime_s=86_400,
-                             load_1m_milli=100, reachability=Reachability.DIRECT)
+    return make_profile(cores=cores, ram_total_bytes=ram, ram_available_bytes=ram // 2, load_1m_milli=100)
 
 
 def _keys(n):

@@ -9,25 +9,13 @@ import pytest
 from mycelium.roles.assignment import Assignment, Candidate, Role, RoleConfig, RoleError, assign_roles, bft_size
 from mycelium.roles.fitness import score
 from mycelium.roles.profile import GIB, MIB, CapabilityProfile, Reachability
+from tests.profiles import make_profile
 
 S, R, H = Role.SCLEROTIUM, Role.RHIZOMORPH, Role.HYPHA
 
 
 def profile(ram_gib: int = 8, **kw) -> CapabilityProfile:
-    fields = dict(
-        cores=4,
-        ram_total_bytes=ram_gib * GIB,
-        ram_available_bytes=ram_gib * GIB // 2,
-        disk_free_bytes=100 * GIB,
-        arch="x86_64",
-        battery_present=False,
-        on_battery=False,
-        uptime_s=86_400,
-        load_1m_milli=300,
-        reachability=Reachability.DIRECT,
-    )
-    fields.update(kw)
-    return CapabilityProfile(**fields)
+    return make_profile(**{"ram_total_bytes": ram_gib * GIB, "ram_available_bytes": ram_gib * GIB // 2, **kw})
 
 
 def node(ram_gib: int = 8, *, trust: int = 500, **kw) -> Candidate:

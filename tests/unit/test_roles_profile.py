@@ -22,23 +22,12 @@ from mycelium.roles.profile import (
     RepublishConfig,
     changed_enough,
 )
+from tests.profiles import make_profile
 
 
 def profile(**kw) -> CapabilityProfile:
-    fields = dict(
-        cores=4,
-        ram_total_bytes=8 * GIB,
-        ram_available_bytes=4 * GIB,
-        disk_free_bytes=100 * GIB,
-        arch="aarch64",
-        battery_present=True,
-        on_battery=False,
-        uptime_s=3600,
-        load_1m_milli=1250,
-        reachability=Reachability.RELAY,
-    )
-    fields.update(kw)
-    return CapabilityProfile(**fields)
+    return make_profile(**{"arch": "aarch64", "battery_present": True, "uptime_s": 3600, "load_1m_milli": 1250,
+                           "reachability": Reachability.RELAY, **kw})
 
 
 # --------------------------------------------------------------------------- wire form
