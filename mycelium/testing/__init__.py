@@ -1,0 +1,1 @@
+"""Harnesses shared by tests and benchmarks (never imported by product code)."""
