@@ -26,6 +26,7 @@ QEMU = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
 ELF_MACHINE = {"arm64": "aarch64", "armhf": "arm"}
 # debootstrap's minbase plus the one thing Raspberry Pi OS Lite certainly has: python3 (3.11 in bookworm).
 INCLUDE = "python3,ca-certificates"
+HOST_CA = "/etc/mycelium-test-host-ca.crt"
 
 
 class Unavailable(Exception):
@@ -125,6 +126,11 @@ def session(pristine: Path) -> Iterator[Path]:
         mount("-t", "sysfs", "sysfs", target=root / "sys")
         mount("-t", "tmpfs", "tmpfs", target=root / "tmp")
         shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+        # This machine reaches PyPI through a TLS proxy whose CA only the host's bundle trusts: hand that
+        # bundle to pip inside (PIP_CERT, as on the host) without touching the rootfs's own trust store.
+        host_ca = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+        if Path(host_ca).is_file():
+            shutil.copy(host_ca, root / HOST_CA.lstrip("/"))
         yield root
     finally:
         _kill_inside(root)
@@ -150,6 +156,8 @@ def run(root: Path, script: str, *, user: str | None = None, env: dict[str, str]
     """Run a bash script inside the rootfs (as root, or as `user` via runuser) and capture its output."""
     base = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
             "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive", **(env or {})}
+    if (root / HOST_CA.lstrip("/")).exists():
+        base["PIP_CERT"] = HOST_CA
     cmd = ["chroot", str(root)]
     if user:
         base["HOME"] = f"/home/{user}"
