@@ -66,6 +66,11 @@ if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   fi
 fi
 
+case "$(uname -m)" in
+  armv6l|armv7l|armhf) echo "note: 32-bit ARM is not verified: about 16 of Mycelium's dependencies have no wheel for it on PyPI and" \
+                            "would be compiled here (slowly; some need more than a C compiler). 64-bit Raspberry Pi OS is the tested path." >&2 ;;
+esac
+
 # ---- locations -----------------------------------------------------------------------------
 data_home=${XDG_DATA_HOME:-$HOME/.local/share}
 if [ "$(id -u)" = 0 ]; then

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename
-from packaging.version import Version
 
 PYPI = "https://pypi.org/simple"
 GLIBC_MINOR = 36  # Debian 12 bookworm / Raspberry Pi OS bookworm ship glibc 2.36
@@ -146,7 +145,11 @@ _NO_MATCH = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-]+)(?
 
 
 def coverage(machine: str, requirements: list[str], workdir: Path, python_version: str = "3.11",
-             max_rounds: int = 40) -> Coverage:
+             known_source_only: tuple[str, ...] = (), max_rounds: int = 40) -> Coverage:
+    """Resolve `requirements` for `machine`, discovering the source-only packages one pip round each.
+
+    `known_source_only` (requirement strings) get their placeholders before the first round, which saves a
+    round each; whether they truly lack a wheel is for the caller to check (`wheels_for`)."""
     stubs = workdir / f"source-only-{machine}"
     stubs.mkdir(parents=True, exist_ok=True)
     report = workdir / f"report-{machine}.json"
@@ -160,6 +163,16 @@ def coverage(machine: str, requirements: list[str], workdir: Path, python_versio
     for p in platforms(machine):
         cmd += ["--platform", p]
     source_only: dict[str, SourceOnly] = {}
+
+    def add_placeholder(name: str, spec: str) -> None:
+        name, version, blob = _sdist(name, spec)
+        reqs, compiled, evidence = _read_sdist(blob)
+        _placeholder_wheel(stubs, name, version, reqs)
+        source_only[str(canonicalize_name(name))] = SourceOnly(name, version, compiled, evidence)
+
+    for known in known_source_only:
+        req = Requirement(known)
+        add_placeholder(req.name, str(req.specifier))
     for _ in range(max_rounds):
         r = subprocess.run([*cmd, *requirements], capture_output=True, text=True, env=env, timeout=600)
         if r.returncode == 0:
@@ -167,13 +180,9 @@ def coverage(machine: str, requirements: list[str], workdir: Path, python_versio
         m = _NO_MATCH.search(r.stderr)
         if not m:
             raise AssertionError(f"pip could not resolve for {machine}, and not for a missing wheel:\n{r.stderr[-3000:]}")
-        name, version, blob = _sdist(m.group(1), m.group(2))
-        key = str(canonicalize_name(name))
-        if key in source_only:
-            raise AssertionError(f"{name}: a placeholder wheel was made and pip still finds none:\n{r.stderr[-2000:]}")
-        reqs, compiled, evidence = _read_sdist(blob)
-        _placeholder_wheel(stubs, name, version, reqs)
-        source_only[key] = SourceOnly(name, version, compiled, evidence)
+        if str(canonicalize_name(m.group(1))) in source_only:
+            raise AssertionError(f"{m.group(1)}: a placeholder wheel was made and pip still finds none:\n{r.stderr[-2000:]}")
+        add_placeholder(m.group(1), m.group(2))
     else:
         raise AssertionError(f"{machine}: still unresolved after {max_rounds} rounds")
     wheels = {str(canonicalize_name(i["metadata"]["name"])): i["metadata"]["version"]
@@ -181,6 +190,24 @@ def coverage(machine: str, requirements: list[str], workdir: Path, python_versio
     for key in source_only:
         wheels.pop(key, None)
     return Coverage(machine, wheels, source_only)
+
+
+def wheels_for(name: str, version: str, machine: str, python_version: str = "3.11") -> list[str]:
+    """The wheel files PyPI has for name==version that a CPython of that version on `machine` would install."""
+    from packaging.tags import compatible_tags, cpython_tags
+    from packaging.utils import parse_wheel_filename
+    py = tuple(int(x) for x in python_version.split("."))
+    plats = platforms(machine)
+    supported = set(cpython_tags(py, None, plats)) | set(compatible_tags(py, f"cp{py[0]}{py[1]}", plats))
+    page = json.loads(_get(f"{PYPI}/{canonicalize_name(name)}/", "application/vnd.pypi.simple.v1+json"))
+    out = []
+    for f in page["files"]:
+        if not f["filename"].endswith(".whl"):
+            continue
+        _, ver, _, tags = parse_wheel_filename(f["filename"])
+        if str(ver) == version and tags & supported:
+            out.append(f["filename"])
+    return out
 
 
 def mycelium_requirements(pyproject: Path) -> list[str]:
@@ -193,3 +220,11 @@ def describe(cov: Coverage) -> str:
     lines += [f"  {s.name}=={s.version}: {'needs a C compiler' if s.compiled else 'pure Python'} ({s.evidence})"
               for s in sorted(cov.source_only.values(), key=lambda s: s.name.lower())]
     return "\n".join(lines)
+
+
+def missing_wheels(pins: dict[str, str], machine: str, python_version: str = "3.11") -> list[str]:
+    """Of these exact versions, the ones PyPI has no wheel for on `machine` (one index page each, in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        found = dict(zip(pins, pool.map(lambda nv: wheels_for(nv[0], nv[1], machine, python_version), pins.items())))
+    return sorted(n for n, files in found.items() if not files)
