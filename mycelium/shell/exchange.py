@@ -1,4 +1,4 @@
-"""Running sans-IO cores over the mesh.
+"""Running sans-IO cores over the mesh (any `mycelium.shell.transport.Transport`).
 
 `PeerQueues` carries a protocol's messages to peers as rpc requests, through one bounded queue and
 sender task per peer, so a slow or dead peer never stalls the protocol loop (a full queue drops and
@@ -19,7 +19,7 @@ import trio
 from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.identity import NodeId
 from mycelium.observability.logs import get_logger
-from mycelium.mesh.host import Mesh
+from mycelium.shell.transport import Transport
 
 log = get_logger("mycelium.shell.exchange")
 
@@ -29,7 +29,7 @@ SEND_TIMEOUT_S = 5.0
 
 
 class PeerQueues:
-    def __init__(self, mesh: Mesh, nursery: trio.Nursery, rpc_name: str) -> None:
+    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str) -> None:
         self.mesh = mesh
         self.rpc_name = rpc_name
         self._nursery = nursery
@@ -70,7 +70,7 @@ class PeerQueues:
 class CoreShell:
     """One sans-IO core driven by trio over the mesh."""
 
-    def __init__(self, core: Any, mesh: Mesh, nursery: trio.Nursery, *, rpc_name: str, topic: str | None,
+    def __init__(self, core: Any, mesh: Transport, nursery: trio.Nursery, *, rpc_name: str, topic: str | None,
                  clock: Callable[[], float] | None = None) -> None:
         self.core = core
         # The core's clock: trio's by default; wall-clock seconds (time.time) for cores that compare
