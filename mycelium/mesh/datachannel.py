@@ -13,10 +13,10 @@ Opening (see `channel_wire` for the formats):
 3. The opener dials them (`stripes` it writes, `stripes` the acceptor writes), each asking for its
    stripe's label as TLS server name and pinning the acceptor's certificate.
 
-Data then never touches py-libp2p. Each connection is written by one side only, from a worker thread
-running blocking `ssl` I/O (OpenSSL releases the GIL, so both cores work); trio tasks only hand chunks
-over. Back-pressure: `send` waits on a bounded chunk queue, writers on TCP, readers on the
-reassembly window and on a bounded queue of whole messages that `receive` drains. Any broken
+Data then never touches py-libp2p (`mycelium.mesh.tls_channel`: each connection is written by one
+side only, from a long-lived worker thread running blocking `ssl` I/O; OpenSSL releases the GIL, so
+both cores work). Back-pressure: `send` waits on a bounded chunk queue, writers on TCP, readers on
+the reassembly window and on a bounded queue of whole messages that `receive` drains. Any broken
 connection (error, tampered record, peer gone) breaks the whole channel: `receive` returns the whole
 messages already received, then raises ChannelClosed with the reason; `send` raises at once.
 An inbound channel is closed when its handler returns (as trio's serve_listeners does).
@@ -30,15 +30,13 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p.peer.id import ID
 
 from mycelium.identity import NodeId, NodeKey, verify
 from mycelium.mesh.channel import (
-    MAX_MESSAGE_BYTES,
-    ChannelClosed,
     ChannelError,
     ChannelHandler,
     ChannelRefused,
@@ -46,220 +44,30 @@ from mycelium.mesh.channel import (
 )
 from mycelium.mesh.channel_tls import (
     Certificate,
-    FrameReader,
     accept_handshake,
     dial,
     listening_context,
     make_certificate,
     pinned_context,
-    send_parts,
 )
 from mycelium.mesh.channel_wire import (
-    CHUNK_BYTES,
-    CLOSE,
-    CLOSED,
     MAX_STRIPES,
-    STRIPE_END,
     OpenAnswer,
     OpenRequest,
-    Reassembler,
     WireError,
     binding_payload,
     check_purpose,
-    encode_header,
     parse_stripe_label,
-    split_message,
     stripe_label,
 )
 from mycelium.mesh.rpc import BadRequest, RequestError, RequestTimeout
+from mycelium.mesh.tls_channel import TlsChannel, close_now
 
 if TYPE_CHECKING:
     from mycelium.mesh.host import Mesh
 
 RPC_CHANNEL = "channel"
-BATCH_BYTES = 4 * CHUNK_BYTES  # one writer thread call sends up to this much
-SMALL_PART = 64 * 1024  # payloads up to this are copied into one buffer with their neighbours
 MAX_HANDSHAKING = 16  # inbound TLS handshakes at once; more connections are dropped unread
-_STOP = None  # queue sentinel: this writer sends STRIPE_END and stops
-
-
-class TlsChannel:
-    """One open data channel (implements `mycelium.mesh.channel.DataChannel`)."""
-
-    def __init__(self, peer: NodeId, outgoing: list[ssl.SSLSocket], incoming: list[ssl.SSLSocket],
-                 limiter: trio.CapacityLimiter, *, queue_chunks: int, window_chunks: int,
-                 message_queue: int, close_timeout_s: float) -> None:
-        self.peer = peer
-        self._outgoing = outgoing
-        self._incoming = incoming
-        self._limiter = limiter
-        self._close_timeout_s = close_timeout_s
-        self._queue_send, self._queue_recv = trio.open_memory_channel[Any](queue_chunks)
-        self._msg_send, self._msg_recv = trio.open_memory_channel[bytes](message_queue)
-        self._reassembler = Reassembler(window=window_chunks, max_message=MAX_MESSAGE_BYTES)
-        self._deliver_lock = trio.Lock()
-        self._advanced = trio.Event()
-        self._send_lock = trio.Lock()
-        self._seq = 0
-        self._writers = len(outgoing)
-        self._writers_done = trio.Event()
-        self._ended: str | None = None  # why the channel ended, once it has
-        self._scope = trio.CancelScope()
-        self._torn_down = trio.Event()
-
-    # -- the DataChannel interface -------------------------------------------------------------
-
-    async def send(self, message: bytes) -> None:
-        if len(message) > MAX_MESSAGE_BYTES:
-            raise ChannelError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
-        if self._ended is not None:
-            raise ChannelClosed(self._ended)
-        if not isinstance(message, bytes):
-            message = bytes(message)  # the chunks refer to it until written: it must not change
-        async with self._send_lock:
-            chunks = split_message(message, self._seq)
-            queued = 0
-            try:
-                for seq, flags, view in chunks:
-                    await self._queue_send.send((encode_header(seq, flags, len(view)), view))
-                    self._seq, queued = seq + 1, queued + 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise ChannelClosed(self._ended or f"channel to {self.peer} closed") from None
-            except BaseException:
-                if queued:  # a cancelled send left half a message behind: the stream cannot go on
-                    self._end(f"a send to {self.peer} was interrupted mid-message")
-                raise
-
-    async def receive(self) -> bytes:
-        try:
-            return await self._msg_recv.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ChannelClosed(self._ended or f"channel from {self.peer} closed") from None
-
-    async def aclose(self) -> None:
-        if self._ended is None:
-            with trio.move_on_after(self._close_timeout_s):
-                async with self._send_lock:
-                    await self._queue_send.send((encode_header(self._seq, CLOSE, 0), b""))
-                    self._seq += 1
-                    for _ in self._outgoing:
-                        await self._queue_send.send(_STOP)
-                await self._writers_done.wait()
-            self._end("the channel was closed here")
-        await self._torn_down.wait()
-
-    # -- running --------------------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The channel's writers and readers; returns (sockets closed) once the channel ended."""
-        try:
-            with self._scope:
-                async with trio.open_nursery() as nursery:
-                    for sock in self._outgoing:
-                        nursery.start_soon(self._writer, sock)
-                    for sock in self._incoming:
-                        nursery.start_soon(self._reader, sock)
-                    task_status.started()
-        finally:
-            self._end(f"the channel to {self.peer} was shut down")
-            for sock in self._outgoing + self._incoming:
-                _close_now(sock)
-            self._torn_down.set()
-
-    def _end(self, reason: str) -> None:
-        """Stop everything: buffered whole messages stay readable, then ChannelClosed(reason)."""
-        if self._ended is not None:
-            return
-        self._ended = reason
-        self._msg_send.close()
-        self._queue_recv.close()
-        self._scope.cancel()
-
-    async def _writer(self, sock: ssl.SSLSocket) -> None:
-        try:
-            while True:
-                batch = [await self._queue_recv.receive()]
-                size = 0 if batch[0] is _STOP else len(batch[0][1])
-                while batch[-1] is not _STOP and size < BATCH_BYTES:
-                    try:
-                        batch.append(self._queue_recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                    if batch[-1] is not _STOP:
-                        size += len(batch[-1][1])
-                await trio.to_thread.run_sync(send_parts, sock, _coalesce(batch), abandon_on_cancel=True,
-                                              limiter=self._limiter)
-                if batch[-1] is _STOP:
-                    return
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            self._end(f"the path to {self.peer} broke while sending: {exc}")
-        finally:
-            self._writers -= 1
-            if self._writers <= 0:
-                self._writers_done.set()
-
-    async def _reader(self, sock: ssl.SSLSocket) -> None:
-        frames_of = FrameReader(sock)
-        try:
-            while True:
-                frames = await trio.to_thread.run_sync(frames_of.read_frames, abandon_on_cancel=True,
-                                                       limiter=self._limiter)
-                for seq, flags, payload in frames:
-                    if flags & STRIPE_END:
-                        return
-                    await self._deliver(seq, flags, payload)
-        except trio.ClosedResourceError:
-            return  # the channel ended while we were handing a message over
-        except (EOFError, OSError, ValueError, WireError) as exc:
-            self._end(f"the path from {self.peer} broke: {type(exc).__name__}: {exc}")
-
-    async def _deliver(self, seq: int, flags: int, payload: bytes) -> None:
-        while not self._reassembler.admits(seq):
-            await self._advanced.wait()
-        async with self._deliver_lock:
-            done = self._reassembler.push(seq, flags, payload)
-            advanced, self._advanced = self._advanced, trio.Event()
-            advanced.set()
-            for message in done:
-                if message is CLOSED:
-                    self._end(f"{self.peer} closed the channel")
-                    return
-                await self._msg_send.send(message)  # type: ignore[arg-type]
-
-
-def _coalesce(batch: list[Any]) -> list[bytes | memoryview]:
-    """Headers and small payloads joined into few buffers; large payloads passed as they are."""
-    parts: list[bytes | memoryview] = []
-    small: list[bytes | memoryview] = []
-    for item in batch:
-        if item is _STOP:
-            small.append(encode_header(0, STRIPE_END, 0))
-            continue
-        header, payload = item
-        small.append(header)
-        if len(payload) <= SMALL_PART:
-            small.append(payload)
-        else:
-            parts.append(b"".join(small))
-            small = []
-            parts.append(payload)
-    if small:
-        parts.append(b"".join(small))
-    return parts
-
-
-def _close_now(sock: socket.socket) -> None:
-    """Wake any thread blocked on the socket (shutdown), then close it; never raises."""
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 @dataclass(slots=True)
@@ -333,7 +141,7 @@ class DataChannels:
             listener.close()
             for pending in list(self._pending.values()):
                 for sock in pending.connections.values():
-                    _close_now(sock)
+                    close_now(sock)
             self._pending.clear()
 
     def _identity(self) -> Certificate:
@@ -362,7 +170,7 @@ class DataChannels:
         except (OSError, ValueError) as exc:
             counters.channel_refused += 1
             self._mesh.log.debug("mesh.channel.handshake_refused", error=str(exc))
-            _close_now(raw)
+            close_now(raw)
             return
         finally:
             self._handshaking -= 1
@@ -370,12 +178,12 @@ class DataChannels:
         pending = self._pending.get(label[0]) if label else None
         if label is None or pending is None or tls.getpeercert(binary_form=True) != pending.peer_der:
             counters.channel_refused += 1
-            _close_now(tls)
+            close_now(tls)
             return
         _, direction, index = label
         if index >= pending.stripes or (direction, index) in pending.connections:
             counters.channel_refused += 1
-            _close_now(tls)
+            close_now(tls)
             return
         pending.connections[(direction, index)] = tls
         if not pending.complete:
@@ -422,7 +230,7 @@ class DataChannels:
         if pending is not None:
             self._mesh.log.info("mesh.channel.open_expired", peer=pending.peer, stripes=len(pending.connections))
             for sock in pending.connections.values():
-                _close_now(sock)
+                close_now(sock)
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -502,7 +310,7 @@ class DataChannels:
         finally:
             if errors or len(connections) != 2 * k:
                 for sock in connections.values():
-                    _close_now(sock)
+                    close_now(sock)
         if errors:
             raise ChannelUnreachable(f"no data path to {node_id} at {host}:{port}: {errors[0]}")
         channel = self._channel(node_id, [connections[("u", i)] for i in range(k)],
