@@ -112,7 +112,7 @@ def _read_sdist(blob: bytes) -> tuple[list[str], bool, str]:
     ext = re.search(r"\bExtension\s*\(|ext_modules|cffi_modules", setup)
     compiled = bool(sources or ext)
     evidence = (f"{len(sources)} native source file(s), e.g. {sources[0].split('/', 1)[-1]}" if sources
-                else "setup.py declares extension modules" if ext else "pure Python (no native sources)")
+                else "setup.py declares extension modules" if ext else "no native sources")
     reqs: list[str] = []
     requires_txt = next((v.decode() for n, v in members.items() if n.endswith(".egg-info/requires.txt")), None)
     pkg_info = next((v.decode(errors="replace") for n, v in members.items() if n.count("/") == 1 and n.endswith("/PKG-INFO")), "")
