@@ -159,7 +159,7 @@ if [ "$service" = 1 ]; then
     $sctl enable --now mycelium.service
     say "started as systemd unit mycelium.service (logs: journalctl ${sctl#systemctl} -u mycelium)"
     for _ in $(seq 1 100); do "$mycelium" --state-dir "$state_dir" status >/dev/null 2>&1 && break; sleep 0.1; done
-    exec "$mycelium" --state-dir "$state_dir" status
+    rm -rf "$tmp"; exec "$mycelium" --state-dir "$state_dir" status
   fi
   echo "note: systemd is not running here, so no unit was installed; starting the node detached instead"
 fi
