@@ -110,7 +110,7 @@ for item in json.load(open(sys.argv[1]))["install"]:
 EOF
   needs_build=""
   while read -r req url; do
-    pip wheel -q --no-deps --wheel-dir "$wheels" "$url" </dev/null >>"$tmp/build.log" 2>&1 || needs_build="$needs_build $req"
+    pip wheel -q --no-deps --use-pep517 --wheel-dir "$wheels" "$url" </dev/null >>"$tmp/build.log" 2>&1 || needs_build="$needs_build $req"
   done <"$tmp/sdists"
   if [ -n "$needs_build" ]; then
     if is_root_with_apt; then
