@@ -44,12 +44,13 @@ py-modules = ["mycelium_installer_probe"]
 """
 
 
-def _sdist(folder: Path, name: str, files: dict[str, str]) -> None:
+def _sdist(folder: Path, name: str, files: dict[str, str], legacy: bool = False) -> None:
+    """legacy: setup.py only, no pyproject.toml (like python-baseconv and varint)."""
     base, dist = f"{name}-1.0", name.replace("_", "-")
-    files = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n",
-             "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-                               f'[project]\nname = "{dist}"\nversion = "1.0"\n',
-             **files}
+    pyproject = {} if legacy else {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+                          f'[project]\nname = "{dist}"\nversion = "1.0"\n'}
+    files = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n", **pyproject, **files}
     with tarfile.open(folder / f"{base}.tar.gz", "w:gz") as tf:
         for rel, text in files.items():
             data = text.encode()
@@ -74,7 +75,8 @@ def probe():
             "def main():\n    import myc_probe_ext, myc_probe_pure\n"
             "    print('probe', myc_probe_ext.answer(), myc_probe_pure.ANSWER)\n")
         _sdist(index, "myc_probe_pure", {"myc_probe_pure.py": "ANSWER = 42\n",
-                                         "setup.py": "from setuptools import setup\nsetup(py_modules=['myc_probe_pure'])\n"})
+                                         "setup.py": "from setuptools import setup\nsetup(name='myc-probe-pure', version='1.0',"
+                                                     " py_modules=['myc_probe_pure'])\n"}, legacy=True)
         _sdist(index, "myc_probe_ext", {
             "probe.c": '#include <Python.h>\n#include <gmp.h>\n'
                        'static PyObject *answer(PyObject *s, PyObject *a) { mpz_t z; mpz_init_set_ui(z, 6);'
