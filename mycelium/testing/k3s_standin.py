@@ -73,7 +73,14 @@ def write_kubeconfig(path: str, port: int) -> None:
     os.replace(tmp, path)
 
 
+STANDIN_VERSION = "k3s version v1.36.2+k3s1 (standin)"
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["--version"], ["-v"]):
+        print(STANDIN_VERSION)
+        print("go version go1.24 (mycelium stand-in: tests only)")
+        return 0
     _record(argv)
     behaviour = os.environ.get("MYCELIUM_STANDIN_BEHAVIOUR", "ready")
     mode = argv[0] if argv else ""
