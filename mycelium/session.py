@@ -70,6 +70,11 @@ class NetworkSession:
         self.ledger = node.ledger
         self.mesh: Mesh | None = None
         self.workloads: WorkloadRunner | None = None
+        self.k3s = None  # the K3s handoff (mycelium.runtime.k3s.handoff) when [k3s] enabled
+        if self.cfg.k3s.enabled:
+            from mycelium.runtime.k3s.handoff import K3sHandoff
+
+            self.k3s = K3sHandoff(self, self.cfg.k3s)
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -110,6 +115,8 @@ class NetworkSession:
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
             await nursery.start(self.latent.run)
+            if self.k3s is not None:
+                await nursery.start(self.k3s.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
             task_status.started()

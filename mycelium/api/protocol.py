@@ -28,6 +28,7 @@ DEPLOY = "/v1/deploy"
 UNDEPLOY = "/v1/undeploy"
 LOGS = "/v1/logs"
 RESOLVE = "/v1/resolve"
+PRIMARY = "/v1/primary"  # the newest Primary's services and placements (read by the in-cluster manager)
 HEALTH = "/health"
 READY = "/ready"
 METRICS = "/metrics"

@@ -102,7 +102,7 @@ def _render(case: str):
     p = primary(roles)
     plan = plan_cluster(p, alive_all(p))
     node = {"server": NODES[0], "agent": NODES[1], "etcd": NODES[1]}[case]
-    return NodeFiles.render(plan, node, p.members[node].role, p.height, NodePaths(Path("/var/lib/mycelium/k3s")))
+    return NodeFiles.render(plan, node, p.members[node].role, NodePaths(Path("/var/lib/mycelium/k3s")))
 
 
 @pytest.mark.parametrize("case", ["server", "agent", "etcd"])
@@ -127,7 +127,7 @@ def test_hostile_values_cannot_inject_yaml_keys(tmp_path):
     assert yaml.safe_load(files.config)["data-dir"] == "/var/lib/mycelium/k3s/data"
     p = primary({NODES[0]: "sclerotium"})
     plan = plan_cluster(p, alive_all(p))
-    evil = NodeFiles.render(plan, NODES[0], "sclerotium\ntoken: stolen", 1, NodePaths(tmp_path / "x\ny: 1"))
+    evil = NodeFiles.render(plan, NODES[0], "sclerotium\ntoken: stolen", NodePaths(tmp_path / "x\ny: 1"))
     parsed = yaml.safe_load(evil.config)
     assert "token" not in parsed and "y" not in parsed
 

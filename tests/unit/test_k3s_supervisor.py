@@ -25,7 +25,7 @@ WAIT_S = 20  # generous on a loaded 2-core machine; every wait ends as soon as i
 
 def files_for(p, node, tmp_path):
     plan = plan_cluster(p, {n: True for n in p.members})
-    return plan, NodeFiles.render(plan, node, p.members[node].role, p.height, NodePaths(tmp_path / "k3s"))
+    return plan, NodeFiles.render(plan, node, p.members[node].role, NodePaths(tmp_path / "k3s"))
 
 
 async def wait_report(sup, predicate, what):
@@ -123,12 +123,12 @@ async def test_a_new_plan_restarts_k3s_with_the_new_config(tmp_path, nursery):
     await nursery.start(sup.run)
     await wait_report(sup, lambda r: r.runtime == "k3s", "ready")
     first_pid = sup.report().pid
-    grown = primary({NODES[0]: "sclerotium", NODES[1]: "rhizomorph", NODES[2]: "hypha"}, height=8)
+    grown = primary({NODES[0]: "sclerotium", NODES[3]: "sclerotium", NODES[4]: "sclerotium"}, height=8)  # → etcd
     plan, files = files_for(grown, NODES[0], tmp_path)
     sup.set_plan(files, TOKEN, {})
     await wait_report(sup, lambda r: r.runtime == "k3s" and r.pid not in (None, first_pid), "restarted and ready")
     assert len(records(record)) == 2
-    assert "height 8" in (tmp_path / "k3s/config.yaml").read_text()
+    assert yaml.safe_load((tmp_path / "k3s/config.yaml").read_text())["cluster-init"] is True
     sup.set_plan(files, TOKEN, {})  # unchanged files: no restart
     await trio.sleep(0.3)
     assert len(records(record)) == 2

@@ -93,14 +93,13 @@ class NodeFiles:
     reason: str
 
     @classmethod
-    def render(cls, plan: ClusterPlan, node: NodeId, role: str, height: int, paths: NodePaths,
+    def render(cls, plan: ClusterPlan, node: NodeId, role: str, paths: NodePaths,
                overlay: OverlayConfig = OverlayConfig(), templates: Path | None = None) -> NodeFiles:
         assignment = plan.of(node)
         if assignment.mode is K3sMode.NONE:
             return cls(K3sMode.NONE, "", "", assignment.reason)
         tdir = templates or overlay_dir()
         values: dict[str, object] = {
-            "height": height,
             "node_name": k8s_node_name(node),
             "node_ip": assignment.address,
             "node_labels": [f"{NODE_LABEL}={node}", f"{ROLE_LABEL}={role}"],

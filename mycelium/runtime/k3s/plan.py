@@ -90,7 +90,7 @@ def _stable(profile: Mapping) -> bool:
 
 
 def plan_cluster(primary, alive: Mapping[NodeId, bool], overlay: OverlayConfig = OverlayConfig()) -> ClusterPlan:
-    """The cluster of `primary` given its liveness map (mycelium.operations.liveness)."""
+    """The cluster of `primary` given its liveness map (mycelium.ledger.operations.liveness)."""
     params = ClusterParams.from_primary_params(primary.params)
     addresses = plan_for_primary(primary, overlay)
     members = primary.members

@@ -104,6 +104,12 @@ class K3sSupervisor:
             self.files = files
             self._changed.set()
 
+    def resolve_binary(self) -> str | None:
+        """The k3s executable to run, or None when it is not there (reported as state missing)."""
+        if not self.binary:
+            return None
+        return shutil.which(self.binary) or (self.binary if os.access(self.binary, os.X_OK) else None)
+
     def report(self) -> RuntimeReport:
         mode = self.files.mode.value if self.files else "none"
         state = self.sup.state
@@ -132,7 +138,7 @@ class K3sSupervisor:
             if files is None or files.mode is K3sMode.NONE:
                 self.sup.state, self._reason = K3sState.NONE, (files.reason if files else "no plan")
                 continue
-            binary = self.binary and (shutil.which(self.binary) or (self.binary if os.access(self.binary, os.X_OK) else None))
+            binary = self.resolve_binary()
             if not binary:
                 self.sup.state = K3sState.MISSING
                 self._reason = (f"no k3s binary at {self.binary!r}; {INSTALL_HINT}" if self.binary

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mycelium.runtime.k3s.manager.objects import desired_objects
 
-PRIMARY_PATH = "/v1/primary"
+from mycelium.api.protocol import PRIMARY as PRIMARY_PATH  # noqa: E402 - GET /v1/primary
 
 
 def primary_from_socket(socket: Path) -> dict:
