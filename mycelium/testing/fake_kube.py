@@ -31,6 +31,7 @@ KINDS = {  # (group/version prefix, plural) → kind
     ("apis/networking.k8s.io/v1", "networkpolicies"): "NetworkPolicy",
 }
 _PATH = re.compile(r"^/(api/v1|apis/[a-z0-9.-]+/v1)(?:/namespaces/([a-z0-9-]+))?/([a-z]+)(?:/([a-z0-9.-]+))?$")
+_LOG_PATH = re.compile(r"^/api/v1/namespaces/([a-z0-9-]+)/pods/([a-z0-9.-]+)/log$")
 _NS_PATH = re.compile(r"^/api/v1/namespaces(?:/([a-z0-9-]+))?$")
 SCHEMA_VERSION = "1.36.0"
 
@@ -47,6 +48,7 @@ def status(code: int, reason: str, message: str) -> dict:
 @dataclass
 class FakeKube:
     validate: bool = True
+    kubelet: object | None = None  # a mycelium.testing.fake_kubelet.FakeKubelet that runs created Pods
     objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, namespace, name)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path template)
     _rv: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -67,9 +69,10 @@ class FakeKube:
         else:
             with self._lock:
                 code, out = self.dispatch(req.command, url.path, parse_qs(url.query), body)
-        data = json.dumps(out).encode()
+        raw_text = out.get("__raw__") if isinstance(out, dict) else None
+        data = raw_text.encode() if raw_text is not None else json.dumps(out).encode()
         req.send_response(code)
-        req.send_header("Content-Type", "application/json")
+        req.send_header("Content-Type", "text/plain" if raw_text is not None else "application/json")
         req.send_header("Content-Length", str(len(data)))
         req.end_headers()
         req.wfile.write(data)
@@ -99,6 +102,12 @@ class FakeKube:
 
     # ------------------------------------------------------------------------------ the API
     def dispatch(self, method: str, path: str, query: dict, body) -> tuple[int, dict]:
+        log = _LOG_PATH.match(path)
+        if log and method == "GET":
+            self.requests.append((method, "/api/v1/namespaces/{ns}/pods/{name}/log"))
+            if ("Pod", log.group(1), log.group(2)) not in self.objects or self.kubelet is None:
+                return 404, status(404, "NotFound", f'pods "{log.group(2)}" not found')
+            return 200, {"__raw__": self.kubelet.logs(log.group(2)).decode(errors="replace")}
         for ns in list(self._terminating):  # the namespace controller finishes after a few requests
             self._terminating[ns] -= 1
             if self._terminating[ns] < 0:
@@ -133,6 +142,8 @@ class FakeKube:
         key = (kind, ns_key, name)
         if method == "GET":
             obj = self.objects.get(key)
+            if obj and kind == "Pod" and self.kubelet is not None:
+                obj["status"] = self.kubelet.status(obj)
             return (200, obj) if obj else (404, status(404, "NotFound", f'{plural} "{name}" not found'))
         if method == "PUT":
             return self._replace(key, prefix, body)
@@ -150,6 +161,11 @@ class FakeKube:
                 self._terminating[name] = self.terminate_after_requests
                 return 200, ns_obj
             deleted = self.objects.pop(key)
+            if kind == "Pod" and self.kubelet is not None:  # graceful: SIGTERM, SIGKILL after the grace period
+                grace = float(query.get("gracePeriodSeconds", [(body or {}).get("gracePeriodSeconds", 30)])[0])
+                deleted["status"] = self.kubelet.kill_pod(deleted, grace)
+                deleted["metadata"]["deletionTimestamp"] = _now()
+                return 200, deleted  # kube-apiserver answers a Pod's DELETE with the Pod
             if kind == "Service":  # a Service's DELETE is answered with the deleted object, too
                 return 200, deleted
             return 200, {**status(200, "", ""), "details": {"name": name, "kind": plural}}
@@ -210,6 +226,11 @@ class FakeKube:
         if kind == "Namespace":
             obj["status"] = {"phase": "Active"}
         self.objects[key] = obj
+        if kind == "Pod" and self.kubelet is not None:
+            try:
+                self.kubelet.run_pod(obj)
+            except Exception as exc:  # noqa: BLE001 - the stand-in kubelet failed to run it: the pod says so
+                obj["status"] = {"phase": "Failed", "message": str(exc)}
         return 201, obj
 
     def _replace(self, key: tuple[str, str, str], prefix: str, body) -> tuple[int, dict]:

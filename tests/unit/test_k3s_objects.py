@@ -142,3 +142,16 @@ def test_the_manager_manifest_in_k3s_overlay_is_schema_valid():
     assert {d["kind"] for d in docs} == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"}
     for doc in docs:
         validate(doc)
+
+
+@pytest.mark.parametrize("spec", [load_manifest(EXAMPLES / "echo.yaml"), IMAGE_ALL, EXEC_NO_PORTS],
+                         ids=lambda s: s.name)
+def test_instance_pods_are_schema_valid_and_pinned(spec):
+    from mycelium.runtime.k3s.manager.objects import instance_pod
+
+    pod = instance_pod(f"{spec.name}-0", spec, NODES[0], "myc-instances")
+    validate(pod)
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["values"] == [NODES[0]]
+    ports = pod["spec"]["containers"][0].get("ports", [])
+    assert all(("hostPort" in p) == (p["containerPort"] == 9100) for p in ports)  # only fixed ports

@@ -181,6 +181,31 @@ def service_objects(spec: ServiceSpec, placement: list[str], config: ManagerConf
     return [_seal(o) for o in objs]
 
 
+RESTART_POLICY = {"always": "Always", "on-failure": "OnFailure", "never": "Never"}
+RESTART_ANNOTATION = "mycelium.io/restart"  # the spec's backoff (a real kubelet uses its own: 10 s → 5 min)
+INSTANCE_LABEL = "mycelium.io/instance"
+
+
+def instance_pod(instance_id: str, spec: ServiceSpec, node: str, namespace: str,
+                 config: ManagerConfig = ManagerConfig()) -> dict:
+    """One replica of `spec` as a bare Pod pinned to `node` (the k3s workload driver's unit).
+    Fixed ports become hostPorts, so the service is reached at node:port as on the process runtime."""
+    template = pod_template(spec, [node], config)
+    pod_spec = template["spec"]
+    del pod_spec["affinity"]["podAntiAffinity"]  # one pod per instance id; the reconciler spreads replicas
+    pod_spec["restartPolicy"] = RESTART_POLICY[spec.restart.policy]
+    fixed = {p.name[:15] for p in spec.ports if p.port}
+    for port in pod_spec["containers"][0].get("ports", []):
+        if port["name"] in fixed:
+            port["hostPort"] = port["containerPort"]
+    r = spec.restart
+    meta = {"name": instance_id, "namespace": namespace,
+            "labels": {**template["metadata"]["labels"], INSTANCE_LABEL: instance_id},
+            "annotations": {RESTART_ANNOTATION: json.dumps(
+                [r.backoff_initial_ms, r.backoff_max_ms, r.backoff_factor, r.crash_loop_after, r.min_uptime_ms])}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
 def desired_objects(services: dict[str, dict], placements: dict[str, list[str]],
                     config: ManagerConfig = ManagerConfig()) -> tuple[list[dict], dict[str, str]]:
     """(objects, skipped service → reason) for a Primary's services and placements."""
