@@ -73,6 +73,9 @@ class K3sSection:
     # (and keeps waiting): a Pi 4 needs 60-120 s from cold, a laptop ~20 s
     ready_timeout_s: int = 180
     manager_image: str = ""  # the in-cluster manager's image; "" = ghcr.io/mycelium-network/manager:<version>
+    # the WireGuard interface of the overlay; unique per machine (wireguard-go's control socket
+    # /var/run/wireguard/<name>.sock is shared by every network namespace)
+    overlay_interface: str = "myc-wg0"
 
 
 @dataclass(frozen=True, slots=True)

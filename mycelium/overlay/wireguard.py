@@ -105,8 +105,11 @@ class WireGuardLink:
         while not (self._link_exists() and self._uapi_ready()):
             if self._userspace.poll() is not None:
                 out = self._userspace.stdout.read().decode(errors="replace").strip() if self._userspace.stdout else ""
-                raise OverlayError(f"wireguard-go exited with {self._userspace.returncode}: {out[-400:]} "
-                                   "(it needs /dev/net/tun and CAP_NET_ADMIN)")
+                hint = (f"another WireGuard interface named {self.interface} runs on this machine (its control "
+                        f"socket /var/run/wireguard/{self.interface}.sock is shared by all network namespaces): "
+                        "choose another name" if "socket in use" in out
+                        else "it needs /dev/net/tun and CAP_NET_ADMIN")
+                raise OverlayError(f"wireguard-go exited with {self._userspace.returncode}: {out[-300:]} ({hint})")
             if time.monotonic() > deadline:
                 self.down()
                 raise OverlayError(f"wireguard-go did not create {self.interface} within {LINK_WAIT_S:.0f} s")

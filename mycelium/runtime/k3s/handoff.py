@@ -47,6 +47,7 @@ class K3sHandoff:
         self.supervisor = K3sSupervisor(self.paths, section.binary or None,
                                         SupervisorConfig(ready_timeout_s=float(section.ready_timeout_s)))
         self.link: WireGuardLink | None = None
+        self.interface = getattr(section, "overlay_interface", "") or overlay.interface
         self.overlay_error = ""
         self.manager_image = section.manager_image or f"{MANAGER_IMAGE}:{__version__}"
 
@@ -124,10 +125,10 @@ class K3sHandoff:
             return False
         try:
             if self.link is None:
-                link = WireGuardLink(self.overlay.interface, self.key)
+                link = WireGuardLink(self.interface, self.key)
                 mode = await trio.to_thread.run_sync(link.up)
                 self.link = link
-                log.info("overlay up", interface=self.overlay.interface, mode=mode, address=desired.address)
+                log.info("overlay up", interface=self.interface, mode=mode, address=desired.address)
             report = await trio.to_thread.run_sync(self.link.apply, desired)
             if report.added or report.removed:
                 log.info("overlay peers changed", added=len(report.added), removed=len(report.removed))
