@@ -17,7 +17,7 @@ NET = "ab" * 32
 
 
 def standin_binary(tmp_path: Path) -> Path:
-    (tmp_path / "bin").mkdir(exist_ok=True)
+    (tmp_path / "bin").mkdir(parents=True, exist_ok=True)
     path = tmp_path / "bin" / "k3s"
     path.write_text(f"#!/bin/sh\nexec {sys.executable} -m mycelium.testing.k3s_standin \"$@\"\n")
     path.chmod(0o755)
