@@ -128,3 +128,20 @@ def test_overlay_key_is_created_0600_and_reloaded(tmp_path):
     (tmp_path / "overlay.key").chmod(0o644)
     with pytest.raises(OverlayKeyError, match="chmod 600"):
         OverlayKey.load_or_create(tmp_path)
+
+
+@given(st.lists(st.sampled_from(NODES), unique=True, min_size=1, max_size=12),
+       st.lists(st.sampled_from(NODES), unique=True, max_size=12), st.data())
+def test_peers_are_exactly_the_other_members_with_an_entry(members_, announced, data):
+    me = data.draw(st.sampled_from(members_))
+    plan = assign_addresses(members(members_), SMALL)
+    bodies = {n: ann(NODES.index(n) + 1) for n in announced}
+    d = desired_overlay(me, plan, bodies, SMALL)
+    if me not in plan.by_node:
+        assert d is None
+        return
+    expected = {n for n in plan.by_node if n != me and n in bodies}
+    assert {p.node for p in d.peers} == expected  # non-members (left, or never admitted) are never peers
+    assert {n for n, _ in d.skipped} == set(plan.by_node) - expected - {me}
+    for p in d.peers:
+        assert p.allowed_ips == (f"{plan.get(p.node).address}/32", plan.get(p.node).pod_cidr)
