@@ -19,7 +19,8 @@ JOIN_TIMEOUT_S = 60  # generous for a loaded machine; a quiet one takes a few se
 
 
 def _node(state_dir: Path, *, join_token: str | None = None) -> Node:
-    cfg = Config(state_dir=state_dir, node=NodeSection(listen=(), mdns=False, heartbeat_s=1, dead_after_s=30))
+    cfg = Config(state_dir=state_dir, node=NodeSection(listen=(), mdns=False, heartbeat_s=1, dead_after_s=30,
+                                                       read_only_after_s=1))
     node = Node(cfg, join_token=join_token)
     node.prepare()
     return node
@@ -84,6 +85,28 @@ async def test_a_node_cut_off_catches_up_after_the_heal(tmp_path: Path) -> None:
             net.heal()
             target = founder.ledger.height
             await _wait_until(lambda: joiner.ledger.height >= target, "the healed node caught up")
+            nursery.cancel_scope.cancel()
+    finally:
+        founder.close()
+        joiner.close()
+
+
+async def test_a_node_cut_off_from_the_validators_goes_read_only_at_the_deadline_and_back(tmp_path: Path) -> None:
+    founder, joiner = _founder_and_joiner(tmp_path)
+    net = MemoryNetwork()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id)).run)
+            joining = NetworkSession(joiner, net.transport(joiner.key.node_id))
+            await nursery.start(joining.run)
+            me = joiner.key.node_id
+            await _wait_until(lambda: joiner.ledger.is_member(me) and not joining.watch.read_only,
+                              "the joiner was admitted and writable")
+            net.partition({founder.key.node_id}, {me})
+            await _wait_until(lambda: joining.watch.read_only, "the cut-off node went read-only")
+            assert "no quorum" in joining.watch.status.reason
+            net.heal()
+            await _wait_until(lambda: not joining.watch.read_only, "the healed node became writable again")
             nursery.cancel_scope.cancel()
     finally:
         founder.close()
