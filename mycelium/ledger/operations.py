@@ -80,6 +80,10 @@ class OperationError(ValueError):
     """An operation is malformed, forged or not allowed; the message says which."""
 
 
+class NotAuthorized(OperationError):
+    """The author may not do this (e.g. deploy without being an admin of the network)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     type: OpType
@@ -225,7 +229,7 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError(f"{op.author[:16]} is not a member")
     elif op.type in (OpType.DEPLOY, OpType.UNDEPLOY):
         if op.author not in prev.params.get(ADMINS, ()):
-            raise OperationError(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
+            raise NotAuthorized(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
                                  "ask an admin, or deploy on your own (personal) network")
         if op.type is OpType.DEPLOY:
             from mycelium.runtime.spec import ServiceSpec, SpecError
