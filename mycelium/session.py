@@ -18,6 +18,7 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -31,7 +32,7 @@ from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
 from mycelium.shell.exchange import CoreShell, PeerQueues
 from mycelium.shell.transport import Transport
-from mycelium.spores.latent_exchange import LatentExchange
+from mycelium.spores.latent_exchange import LatentExchange, LatentExchangeConfig
 from mycelium.runtime.runner import WorkloadRunner
 from mycelium.ledger.operations import (
     DEAD_AFTER,
@@ -46,30 +47,66 @@ from mycelium.ledger.operations import (
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
-from mycelium.spores.chain import NewPrimary, PrimaryCatchup, PrimaryLinks
+from mycelium.spores.chain import ChainConfig, NewPrimary, PrimaryCatchup, PrimaryLinks
 from mycelium.spores.primary import ChainError
 from mycelium.spores.validation import DropReason
 
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
-CATCHUP_TIMEOUT_S = 10.0  # one catch-up answer (up to max_links_per_message Primaries) may take this long
-# A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
-# home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
-REDIAL_MAX_S = 30.0
-PROFILE_INTERVAL_S = 30.0
-JOIN_RETRY_S = 2.0
-WATCH_SLACK_S = 0.05  # the quorum watch is looked at this long after its deadline
-PEERS_INTERVAL_S = 2.0  # how often the catch-up core's peer set is refreshed from the transport
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Every timer and limit of a network session, each once. The operator's config.toml sets the
+    user-facing ones (`from_node`); the rest are these documented defaults, or a preset:
+    `local()` for in-process tests, `lan()` (the default: homes and offices), `wan()`."""
+
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig.lan)  # heartbeat included
+    chain: ChainConfig = field(default_factory=ChainConfig)  # catch-up interval and page size
+    read_only: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
+    latent: LatentExchangeConfig = field(default_factory=LatentExchangeConfig.lan)
+    # A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
+    # home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
+    redial_max_s: float = 30.0
+    profile_interval_s: float = 30.0  # a member re-probes its capabilities this often
+    join_retry_s: float = 2.0  # a joiner resubmits its join this often until it is a member
+    catchup_timeout_s: float = 10.0  # one catch-up answer (up to a page of Primaries) may take this long
+    peers_interval_s: float = 2.0  # the catch-up core's peer set is refreshed from the transport this often
+    watch_slack_s: float = 0.05  # the quorum watch is looked at this long after its deadline
+
+    @classmethod
+    def local(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.local(), chain=ChainConfig(catchup_interval_s=0.5),
+                   read_only=ReadOnlyConfig(enter_after_s=1.0), latent=LatentExchangeConfig.local(),
+                   redial_max_s=2.0, profile_interval_s=5.0, join_retry_s=0.5, catchup_timeout_s=5.0,
+                   peers_interval_s=0.2)
+
+    @classmethod
+    def lan(cls) -> SessionConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.wan(), chain=ChainConfig(catchup_interval_s=5.0),
+                   read_only=ReadOnlyConfig(enter_after_s=60.0), latent=LatentExchangeConfig.wan(),
+                   redial_max_s=120.0, join_retry_s=5.0, catchup_timeout_s=30.0, peers_interval_s=5.0)
+
+    def with_node(self, node: Any) -> SessionConfig:
+        """The operator's knobs (config.toml [node]) over this preset: heartbeat, read-only delay."""
+        return replace(self, consensus=replace(self.consensus, heartbeat_interval_s=float(node.heartbeat_s)),
+                       read_only=ReadOnlyConfig(enter_after_s=float(node.read_only_after_s)))
 
 
 class NetworkSession:
-    def __init__(self, node: Any, transport: Transport | None = None) -> None:
+    def __init__(self, node: Any, transport: Transport | None = None, config: SessionConfig | None = None) -> None:
         """`transport`: the network to run on; None builds the libp2p mesh from the node's config
-        (tests pass a `mycelium.testing.transport.MemoryTransport`)."""
+        (tests pass a `mycelium.testing.transport.MemoryTransport`). `config`: a preset (default
+        `lan()`), with the operator's [node] knobs applied over it."""
         self.node = node
         self._given_transport = transport
         self.cfg = node.cfg
+        self.config = (config or SessionConfig.lan()).with_node(node.cfg.node)
         self.key = node.key
         self.membership = node.membership
         self.ledger = node.ledger
@@ -97,7 +134,7 @@ class NetworkSession:
             port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
             ping_interval_s=float(self.cfg.node.ping_interval_s),
             ping_timeout_s=min(5.0, 2.0 * self.cfg.node.ping_interval_s),
-            redial_max_s=REDIAL_MAX_S,
+            redial_max_s=self.config.redial_max_s,
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
@@ -107,23 +144,23 @@ class NetworkSession:
         self.mesh = mesh = self._given_transport or self._build_mesh()
         mesh.register_handler(RPC_CONSENSUS, self._heard(self._on_consensus))
         mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
-        self.latent = LatentExchange(self)
+        self.latent = LatentExchange(self, self.config.latent)
         mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
-                                          reporter=_ChainRejects(self.rejected))
+                                          config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
-                                send_timeout_s=CATCHUP_TIMEOUT_S, empty_answer=PrimaryLinks(()).to_bytes())
+                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes())
             catchup.on_output = self._on_new_primary
             mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
-                                     config=ReadOnlyConfig(enter_after_s=float(self.cfg.node.read_only_after_s)))
-            self.ledger.heartbeat_s = self.cfg.node.heartbeat_s
+                                     config=self.config.read_only)
+            self.ledger.heartbeat_s = self.config.consensus.heartbeat_interval_s  # one heartbeat, two users
             self.catchup.set_peers(mesh.admitted_peers())
             await nursery.start(catchup.run)
             nursery.start_soon(self._peers_loop)
@@ -144,7 +181,7 @@ class NetworkSession:
             self.driver = None
             return
         self._waiting = None
-        config = ConsensusConfig(heartbeat_interval_s=float(self.cfg.node.heartbeat_s))
+        config = self.config.consensus
         state = self.ledger.load_lock()
         next_height = self.ledger.height + 1
         if state is not None and isinstance(state.get("h"), int) and state["h"] > next_height:
@@ -250,7 +287,7 @@ class NetworkSession:
                 op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
                                     self.cfg.node.max_role, now_s=now_s)
                 await self._submit_to_validators(op)
-                await trio.sleep(JOIN_RETRY_S)
+                await trio.sleep(self.config.join_retry_s)
                 continue
             if head is not None and me in head.members:
                 self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
@@ -266,7 +303,7 @@ class NetworkSession:
                                            now_s=now_s, labels=labels)
                     await self._submit_to_validators(op)
                     published = self.profile
-            await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+            await trio.sleep(self.config.profile_interval_s if published else self.config.join_retry_s)
 
     async def submit(self, op: Operation) -> None:
         """Hand an operation this node authored to the validators (ourselves included)."""
@@ -319,7 +356,7 @@ class NetworkSession:
     async def _peers_loop(self) -> None:
         """The transport has no "peers changed" event: the catch-up core's peer set is refreshed."""
         while True:
-            await trio.sleep(PEERS_INTERVAL_S)
+            await trio.sleep(self.config.peers_interval_s)
             self.catchup.set_peers(self.mesh.admitted_peers())
 
     async def _watch_loop(self) -> None:
@@ -333,7 +370,7 @@ class NetworkSession:
             self.node.metrics.peers.set(len(peers))
             deadline = self.watch.deadline()
             if deadline is not None:  # the watch enters read-only strictly after it: look just past it
-                deadline = max(deadline, trio.current_time()) + WATCH_SLACK_S
+                deadline = max(deadline, trio.current_time()) + self.config.watch_slack_s
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._wake_watch.wait()
 

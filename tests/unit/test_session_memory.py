@@ -12,9 +12,10 @@ import trio
 from mycelium.config import Config, NodeSection
 from mycelium.daemon import Node
 from mycelium.identity import JoinToken, make_invite
-from mycelium.session import NetworkSession
+from mycelium.session import NetworkSession, SessionConfig
 from mycelium.testing.transport import MemoryNetwork, MemoryRequestError
 
+LOCAL = SessionConfig.local()  # short timers; the [node] knobs below (heartbeat, read-only delay) apply over it
 JOIN_TIMEOUT_S = 60  # generous for a loaded machine; a quiet one takes a few seconds
 
 
@@ -48,9 +49,9 @@ async def test_a_joiner_catches_up_from_nothing_and_is_admitted(tmp_path: Path) 
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            founding = NetworkSession(founder, net.transport(founder.key.node_id))
+            founding = NetworkSession(founder, net.transport(founder.key.node_id), LOCAL)
             await nursery.start(founding.run)
-            joining = NetworkSession(joiner, net.transport(joiner.key.node_id))
+            joining = NetworkSession(joiner, net.transport(joiner.key.node_id), LOCAL)
             await nursery.start(joining.run)
             me = joiner.key.node_id
             await _wait_until(lambda: joiner.ledger.head is not None, "the joiner fetched the chain")
@@ -71,8 +72,8 @@ async def test_a_node_cut_off_catches_up_after_the_heal(tmp_path: Path) -> None:
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id)).run)
-            await nursery.start(NetworkSession(joiner, net.transport(joiner.key.node_id)).run)
+            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id), LOCAL).run)
+            await nursery.start(NetworkSession(joiner, net.transport(joiner.key.node_id), LOCAL).run)
             me = joiner.key.node_id
             await _wait_until(lambda: joiner.ledger.is_member(me), "the joiner was admitted")
             net.partition({founder.key.node_id}, {me})
@@ -96,8 +97,8 @@ async def test_a_node_cut_off_from_the_validators_goes_read_only_at_the_deadline
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id)).run)
-            joining = NetworkSession(joiner, net.transport(joiner.key.node_id))
+            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id), LOCAL).run)
+            joining = NetworkSession(joiner, net.transport(joiner.key.node_id), LOCAL)
             await nursery.start(joining.run)
             me = joiner.key.node_id
             await _wait_until(lambda: joiner.ledger.is_member(me) and not joining.watch.read_only,
@@ -111,3 +112,13 @@ async def test_a_node_cut_off_from_the_validators_goes_read_only_at_the_deadline
     finally:
         founder.close()
         joiner.close()
+
+
+def test_the_presets_differ_where_the_network_does_and_the_operator_knobs_win():
+    local, lan, wan = SessionConfig.local(), SessionConfig.lan(), SessionConfig.wan()
+    assert local.chain.catchup_interval_s < lan.chain.catchup_interval_s < wan.chain.catchup_interval_s
+    assert local.consensus.propose_timeout_s < lan.consensus.propose_timeout_s < wan.consensus.propose_timeout_s
+    assert lan == SessionConfig()
+    applied = wan.with_node(NodeSection(heartbeat_s=7, read_only_after_s=9))
+    assert applied.consensus.heartbeat_interval_s == 7.0 and applied.read_only.enter_after_s == 9.0
+    assert applied.consensus.propose_timeout_s == wan.consensus.propose_timeout_s
