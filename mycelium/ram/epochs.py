@@ -136,10 +136,14 @@ class ReplicationPrimary:
     config: PrimaryConfig = field(default_factory=PrimaryConfig)
     pending: list[_Epoch] = field(default_factory=list)
     cursors: dict[str, _Cursor] = field(default_factory=dict)
+    first_epoch: int = 0                 # after a failover: the resumed epoch + 1 (numbers never go back)
     next_epoch: int = 0
     paused: bool = False
     fenced: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.next_epoch = max(self.next_epoch, self.first_epoch)
 
     # ------------------------------------------------------------------ backups
     def add_backup(self, backup: str) -> None:
@@ -178,7 +182,7 @@ class ReplicationPrimary:
             raise RuntimeError("a fenced primary must not cut epochs")
         epoch = self.next_epoch
         self.next_epoch += 1
-        base = FULL if (full or epoch == 0) else epoch - 1
+        base = FULL if (full or epoch == self.first_epoch) else epoch - 1
         self.pending.append(self._make(epoch, base, dict(pages), now))
         for c in self.cursors.values():
             if c.start is None and base == FULL:
@@ -208,10 +212,12 @@ class ReplicationPrimary:
         self._retire()
         return self._check_room()
 
-    def pump(self) -> list[Send]:
-        """The messages the windows allow now, in order per backup."""
+    def pump(self, backup: str | None = None) -> list[Send]:
+        """The messages the windows allow now (to every backup, or to `backup`), in order per backup."""
         out: list[Send] = []
         for name, c in sorted(self.cursors.items()):
+            if backup is not None and name != backup:
+                continue
             while (c.epoch is not None and c.in_flight < self.config.window_bytes
                    and len(c.sent) < self.config.window_epochs):
                 e = self._epoch(c.epoch)
@@ -347,6 +353,7 @@ class ReplicationBackup:
     generation: int
     image: Pages = field(default_factory=dict)
     committed_epoch: int = FULL
+    committed_generation: int = 0        # generation of the primary that sent the committed epoch
     counters: dict[str, int] = field(default_factory=dict)
     _staging: dict[int, EpochPart] = field(default_factory=dict)
 
@@ -391,6 +398,7 @@ class ReplicationBackup:
         else:
             self.image.update(pages)
         self.committed_epoch = part.epoch
+        self.committed_generation = part.generation
         return [EpochAck(self.generation, part.epoch)]
 
     def _count(self, key: str) -> None:
