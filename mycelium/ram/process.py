@@ -41,6 +41,7 @@ class ArenaProcess:
     freezer: Freezer | None = None
     addr: int = 0
     memfd: int = -1
+    held: bool = False               # frozen by `hold()` (stop-and-copy): cuts leave it frozen
     counters: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -90,15 +91,28 @@ class ArenaProcess:
             raise ProcessEndophyteError(f"{self.name} is not running")
         assert self.proc is not None and self.freezer is not None
         t0 = time.perf_counter()
-        self.freezer.freeze()
+        if not self.held:
+            self.freezer.freeze()
         try:
             written = scan_written(self.proc.pid, self.addr, self.arena_bytes)
             pages = read_pages(self.proc.pid, self.addr, list(range(self.npages)) if full else written)
         finally:
-            self.freezer.thaw()
+            if not self.held:
+                self.freezer.thaw()
         frozen = time.perf_counter() - t0
         self.counters["max_freeze_s"] = max(self.counters.get("max_freeze_s", 0.0), frozen)
         return pages, frozen
+
+    def hold(self) -> None:
+        """Freeze until `release()`: the stop in stop-and-copy (the final cut keeps it frozen)."""
+        assert self.freezer is not None
+        self.freezer.freeze()
+        self.held = True
+
+    def release(self) -> None:
+        assert self.freezer is not None
+        self.held = False
+        self.freezer.thaw()
 
     def stderr_tail(self, n: int = 400) -> str:
         p = self.workdir / "stderr.log"

@@ -108,6 +108,7 @@ class PrimaryReplicator:
         self._connected: dict[str, DataChannel] = {}
         self.fenced = trio.Event()
         self.paused_by_emergency = False
+        self.cutting = True  # False once a planned migration took the final cut
         for b in backups:
             self.core.add_backup(b)
         self.acked = trio.Event()  # set on every ack (tests and migration wait on it)
@@ -148,7 +149,7 @@ class PrimaryReplicator:
     async def _cutter(self) -> None:
         last_carried, last_t = 0, trio.current_time()
         while True:
-            if not self.core.paused:
+            if self.cutting and not self.core.paused:
                 await self.cut_now()
             await self._throttled_sleep()
             now = trio.current_time()
