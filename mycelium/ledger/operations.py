@@ -74,6 +74,7 @@ class OpType(str, Enum):
     CLOCK = "clock"
     ALIVE = "alive"
     EVIDENCE = "evidence"
+    ENDOPHYTE = "endophyte"  # RAM-replicated workloads: deploy/undeploy/report/migrate/handover (ram/leases.py)
 
 
 class OperationError(ValueError):
@@ -173,6 +174,10 @@ def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: i
     return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
 
 
+def endophyte_operation(key: NodeKey, network_id: str, body: dict, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.ENDOPHYTE, body, now_s=now_s)
+
+
 def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.UNDEPLOY, {"name": name}, now_s=now_s)
 
@@ -236,6 +241,15 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
                 raise OperationError(f"deploy carries an invalid service spec: {exc}") from exc
         elif body.get("name") not in prev.services:
             raise OperationError(f"no service named {body.get('name')!r} is deployed")
+    elif op.type is OpType.ENDOPHYTE:
+        from mycelium.ram.leases import KEY, LeaseError, check_action
+
+        if op.author not in prev.members:
+            raise OperationError(f"{op.author[:16]} is not a member")
+        try:
+            check_action(prev.params.get(KEY, {}), op.author, body, admin=op.author in prev.params.get(ADMINS, ()))
+        except LeaseError as exc:
+            raise OperationError(f"endophyte operation refused: {exc}") from exc
     elif op.type is OpType.PROFILE or op.type is OpType.LEAVE:
         if op.author not in prev.members:
             raise OperationError(f"{op.author[:16]} is not a member")
@@ -297,6 +311,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             services[spec["name"]] = spec
         elif op.type is OpType.UNDEPLOY:
             services.pop(op.body["name"], None)
+        elif op.type is OpType.ENDOPHYTE:
+            from mycelium.ram.leases import KEY, apply_action
+
+            params[KEY] = apply_action(params.get(KEY, {}), op.author, op.body)
         elif op.type is OpType.EVIDENCE:
             offender, record = _evidence(op.body, prev.network_id)
             members[offender] = replace(members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
@@ -319,6 +337,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     alive = {n: now - params[SEEN][n] <= dead_after for n in members}
     members = _reassign_roles(members, prev.height + 1, alive)
     placements = _place(services, members, alive)
+    if params.get("endophytes"):  # primary + backups on distinct live non-hypha nodes; failover (ram/leases.py)
+        from mycelium.ram.leases import KEY, reconcile
+
+        params[KEY] = reconcile(params[KEY], sorted(n for n, m in members.items() if m.role != "hypha"), alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
                    prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params,

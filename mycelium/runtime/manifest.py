@@ -11,7 +11,7 @@ Validation has two layers: the JSON Schema shipped next to this module (`manifes
 enums, patterns, unknown fields) and the cross-field checks JSON Schema cannot express (port names
 unique, a health check names an existing port, backoff initial ≤ max). Line numbers come from
 PyYAML's node tree (`compose`), which keeps a mark for every key and value.
-`kind: Endophyte` passes `load_manifest` but `check_deployable` refuses it until RAM replication lands.
+`kind: Endophyte` passes `load_manifest` but `check_deployable` refuses it until a node-side runner executes its lease.
 """
 
 from __future__ import annotations
@@ -398,9 +398,9 @@ def load_manifest(path: str | Path) -> ServiceSpec | EndophyteSpec:
 def check_deployable(spec: ServiceSpec | EndophyteSpec) -> ServiceSpec:
     """The deploy-time check: only Endomycetes can be deployed today."""
     if isinstance(spec, EndophyteSpec):
-        raise ManifestError([Problem(spec.source, 0, "kind", "Endophyte is not supported yet: RAM-replicated "
-                                     "VMs/processes arrive with the RAM replication issue; deploy an "
-                                     "Endomycete (kind: Endomycete) instead")])
+        raise ManifestError([Problem(spec.source, 0, "kind", "Endophyte is not supported yet by `mycelium deploy`: "
+                                     "RAM replication (mycelium.ram) and its ledger leases exist, but no node runs "
+                                     "a lease yet; deploy an Endomycete (kind: Endomycete) instead")])
     return spec
 
 
