@@ -295,8 +295,13 @@ class Node:
                            "so it accepts no deployments", "`mycelium status` shows when the quorum is back")
         now_s = int(time.time())
         net = self.membership.network_id
-        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
-              else undeploy_operation(self.key, net, payload, now_s=now_s))
+        if kind == "endophyte":
+            from mycelium.ledger.operations import endophyte_operation
+
+            op = endophyte_operation(self.key, net, payload, now_s=now_s)
+        else:
+            op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+                  else undeploy_operation(self.key, net, payload, now_s=now_s))
         from mycelium.ledger.operations import OperationError, check_operation
 
         if self.ledger.head is None:
