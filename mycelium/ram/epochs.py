@@ -365,8 +365,8 @@ class ReplicationBackup:
 
     def on_part(self, part: EpochPart) -> list[EpochAck]:
         if part.generation < self.generation:
-            self._count("stale_generation")
-            return []
+            self._count("stale_generation")  # tell the deposed primary which generation rules (it fences itself)
+            return [EpochAck(self.generation, self.committed_epoch)] if part.part == 0 else []
         if part.generation > self.generation:
             self.fence(part.generation)
         if part.generation == self.generation and self.committed_epoch != FULL and part.epoch <= self.committed_epoch:

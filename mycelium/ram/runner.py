@@ -155,6 +155,11 @@ class EndophyteRunner:
                     await r.replicator.run()
                 except ProcessEndophyteError as exc:
                     self.notes[r.name] = f"the program died: {exc}; {r.process.stderr_tail(200)}"
+                    return
+                # run() returns only when a backup answered with a newer generation: another node holds
+                # the lease (we were partitioned away and failed over). Stop at once: never two primaries.
+                self.notes[r.name] = "fenced: a newer lease generation exists; stopped here"
+                await trio.to_thread.run_sync(r.process.kill)
         assert self._nursery is not None
         self._nursery.start_soon(guarded)
 

@@ -143,3 +143,25 @@ async def test_planned_migration_moves_the_process_with_no_epoch_lost(tmp_path: 
             source.kill()
             target.kill()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_deposed_primary_is_fenced_by_a_backup_of_the_newer_generation(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": str(REPO)}
+    async with trio.open_nursery() as nursery:
+        net = MemoryChannelNetwork(nursery)
+        store = BackupStore()
+        store.serve(net.provider("b"))
+        old = ArenaProcess("counter", WRITER, ARENA, tmp_path / "old", env=env)
+        await trio.to_thread.run_sync(old.start)
+        try:
+            rep = PrimaryReplicator("counter", 1, net.provider("a"), ["b"], old.cut, interval_s=0.05)
+            with trio.fail_after(30):
+                async with trio.open_nursery() as node_a:
+                    node_a.start_soon(rep.run)
+                    await wait_until(lambda: "counter" in store.images and store.images["counter"].committed_epoch >= 1)
+                    store.images["counter"].fence(2)  # the ledger gave the lease to someone else meanwhile
+                    await rep.fenced.wait()  # run() ends by itself: the old primary learns it is deposed
+            assert store.images["counter"].counters.get("stale_generation", 0) + store.counters.get("stale_primary", 0) >= 1
+        finally:
+            old.kill()
+        nursery.cancel_scope.cancel()

@@ -173,8 +173,9 @@ def test_a_newer_generation_fences_the_primary_and_a_backup_drops_the_older() ->
     p.cut({0: b"a"}, 0.0, full=True)
     sends = p.pump()
     b = ReplicationBackup(generation=2)
-    assert b.on_part(sends[0].part) == [] and b.counters["stale_generation"] == 1
-    assert p.on_ack("b", EpochAck(2, FULL), 1.0) == [Fenced(2)] and p.fenced
+    (ack,) = b.on_part(sends[0].part)
+    assert b.committed_epoch == FULL and b.counters["stale_generation"] == 1 and ack.generation == 2
+    assert p.on_ack("b", ack, 1.0) == [Fenced(2)] and p.fenced
 
 
 def test_failover_ignores_dead_and_empty_backups_and_breaks_ties_by_node_id() -> None:
