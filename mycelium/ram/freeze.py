@@ -23,12 +23,31 @@ def v2_root() -> Path | None:
     return None
 
 
+def sweep_dead(parent: Path) -> int:
+    """Remove empty cgroups left by a supervisor that died (named `<name>-<pid>-<n>`, pid not running)."""
+    removed = 0
+    for child in parent.iterdir() if parent.is_dir() else ():
+        parts = child.name.rsplit("-", 2)
+        if not child.is_dir() or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        if Path(f"/proc/{parts[1]}").exists():
+            continue
+        try:
+            (child / "cgroup.freeze").write_text("0")
+            child.rmdir()
+            removed += 1
+        except OSError:  # still populated (a program survived its supervisor): leave it to whoever owns it
+            pass
+    return removed
+
+
 class Freezer:
     def __init__(self, name: str) -> None:
         root = v2_root()
         self.path: Path | None = None
         self.pid: int | None = None
         if root is not None:
+            sweep_dead(root / "mycelium-ram")
             path = root / "mycelium-ram" / name
             try:
                 path.mkdir(parents=True, exist_ok=True)

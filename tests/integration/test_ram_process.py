@@ -165,3 +165,22 @@ async def test_a_deposed_primary_is_fenced_by_a_backup_of_the_newer_generation(t
         finally:
             old.kill()
         nursery.cancel_scope.cancel()
+
+
+def test_cgroups_left_by_a_dead_supervisor_are_swept() -> None:
+    from mycelium.ram.freeze import Freezer, sweep_dead, v2_root
+
+    root = v2_root()
+    if root is None:
+        pytest.skip("no writable cgroup v2 hierarchy: the freezer falls back to SIGSTOP and makes no cgroups")
+    parent = root / "mycelium-ram"
+    parent.mkdir(exist_ok=True)
+    stale = parent / "w-4194999-1"  # above pid_max's usual 4194304: no such process
+    stale.mkdir(exist_ok=True)
+    mine = Freezer("w")  # constructing one sweeps
+    try:
+        assert not stale.exists() and mine.path is not None and mine.path.exists()
+        assert sweep_dead(parent) == 0  # ours is alive: kept
+    finally:
+        mine.remove()
+    assert not mine.path.exists()
