@@ -141,11 +141,17 @@ class EndophyteRunner:
         self._spawn(r)
 
     def _replicator(self, name: str, rec: dict, process: ArenaProcess, first_epoch: int) -> PrimaryReplicator:
+        from mycelium.ram.buffers import LatencyProfile
+        from mycelium.ram.epochs import PrimaryConfig
         from mycelium.ram.throttle import Throttle
 
         assert process.freezer is not None
+        sizes = LatencyProfile.lan().sizes()  # the manifest has no latency profile field yet: LAN sizes
+        config = PrimaryConfig(window_bytes=sizes.window_bytes, backlog_limit_bytes=sizes.backlog_limit_bytes,
+                               emergency=(rec["spec"].get("emergency") or {}).get("mode", "pause"))
         return PrimaryReplicator(name, rec["generation"], self.session.mesh, list(rec["backups"]), process.cut,
-                                 interval_s=self.interval_s, throttle=Throttle.from_manifest(rec["spec"].get("throttle")),
+                                 config=config, interval_s=self.interval_s,
+                                 throttle=Throttle.from_manifest(rec["spec"].get("throttle")),
                                  pause=process.freezer.freeze, resume=process.freezer.thaw, first_epoch=first_epoch)
 
     def _spawn(self, r: _Running) -> None:
