@@ -117,6 +117,7 @@ class NetworkSession:
             from mycelium.runtime.k3s.handoff import K3sHandoff
 
             self.k3s = K3sHandoff(self, self.cfg.k3s)
+        self.endophytes: Any = None  # mycelium.ram.runner.EndophyteRunner once running
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -177,6 +178,10 @@ class NetworkSession:
                 await nursery.start(self.k3s.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
+            from mycelium.ram.runner import EndophyteRunner
+
+            self.endophytes = EndophyteRunner(self)
+            await nursery.start(self.endophytes.run)
             task_status.started()
 
     def _start_consensus(self) -> None:

@@ -26,6 +26,7 @@ SPORES = "/v1/spores"
 SERVICES = "/v1/services"
 DEPLOY = "/v1/deploy"
 UNDEPLOY = "/v1/undeploy"
+MIGRATE = "/v1/migrate"
 LOGS = "/v1/logs"
 RESOLVE = "/v1/resolve"
 PRIMARY = "/v1/primary"  # the newest Primary's services and placements (read by the in-cluster manager)
