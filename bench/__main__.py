@@ -29,7 +29,7 @@ FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "tran
 
 
 def _quiet_logs() -> None:
-    from mycelium.logs import configure_logging, tame_library_loggers
+    from mycelium.observability.logs import configure_logging, tame_library_loggers
 
     import mycelium.mesh.libp2p_setup  # noqa: F401  (imports libp2p trimmed and tames its loggers)
 

@@ -41,7 +41,7 @@ async def _measure(mib: int, stripes: tuple[int, ...], libp2p_mib: int) -> list[
     for name, fn in (("chacha20", _chacha), ("aes128gcm", _aesgcm)):
         value = await trio.to_thread.run_sync(fn, mib)
         figs.append(Figure(f"transfer_aead_{name}", rounded(value, 1), "MB/s", {"mib": mib, "block_mib": 1}))
-    from mycelium.mesh.testing import open_meshes, wait_until
+    from mycelium.testing.mesh import open_meshes, wait_until
 
     async with open_meshes(2, f"bench-{secrets.token_hex(4)}", secrets.token_bytes(32)) as (a, b):
         await a.connect(b.listen_addresses()[0])

@@ -18,7 +18,7 @@ from mycelium.mesh.channel_tls import make_certificate, pinned_context
 from mycelium.mesh.channel_wire import stripe_label
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import Mesh, MeshError
-from mycelium.mesh.testing import wait_until
+from mycelium.testing.mesh import wait_until
 from mycelium.testing.channel_conformance import CHECKS, ChannelPair, NotApplicable
 from mycelium.testing.channels import MemoryChannelNetwork
 
