@@ -28,6 +28,7 @@ from mycelium.identity import NodeId
 from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
 from mycelium.shell.exchange import PeerQueues
+from mycelium.shell.pacing import Backoff, Wakeup
 from mycelium.shell.transport import Transport
 from mycelium.spores.latent_exchange import LatentExchange
 from mycelium.runtime.runner import WorkloadRunner
@@ -50,7 +51,13 @@ from mycelium.spores.primary import ChainError
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
-CATCHUP_INTERVAL_S = 2.0
+CATCHUP_INTERVAL_S = 2.0  # a member asks a peer for newer Primaries this often
+# A node that is not yet a member acts on events, not on fixed polls: it asks for the chain as soon
+# as its first peer is admitted, submits its join as soon as the chain is adopted, and watches for
+# the Primary that admits it every JOINING_CATCHUP_S; failures back off from RETRY_FIRST_S.
+FIRST_PEER_POLL_S = 0.05  # how often a node with no admitted peer looks again (a list lookup)
+JOINING_CATCHUP_S = 0.2
+RETRY_FIRST_S = 0.1
 # A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
 # home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
 REDIAL_MAX_S = 30.0
@@ -80,6 +87,8 @@ class NetworkSession:
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
+        self._catchup_wakeup = Wakeup()  # a reason to ask for the chain now
+        self._membership_wakeup = Wakeup()  # the chain changed: check our membership now
 
     # ------------------------------------------------------------------------------------------
     def _build_mesh(self) -> Transport:
@@ -182,6 +191,7 @@ class NetworkSession:
         if self.watch:
             self.watch.set_validators(primary.validators())
         self.latent.primary_changed()
+        self._membership_wakeup.wake()
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
 
@@ -215,44 +225,62 @@ class NetworkSession:
         return b"ok"
 
     # ------------------------------------------------------------------------------ loops
+    def _joining(self) -> bool:
+        head = self.ledger.head
+        return head is None or self.key.node_id not in head.members
+
     async def _catchup_loop(self) -> None:
         """Ask a random admitted peer for the links after our head; verify and store them."""
+        failures = Backoff(RETRY_FIRST_S, CATCHUP_INTERVAL_S)
         while True:
             peers = self.mesh.admitted_peers()
-            if peers:
-                peer = self._rng.choice(peers)
-                try:
-                    answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
-                    links = decode_catchup(answer)
-                    if isinstance(links, PrimaryLinks) and links.links:
-                        before = self.ledger.height if self.ledger.head else -1
-                        added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
-                        if added:
-                            log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
-                            self._start_consensus()
-                            if self.watch:
-                                self.watch.set_validators(self.ledger.validators())
-                            self.latent.primary_changed()
-                            continue  # more may follow
-                except (CatchupMessageError, ChainError, LedgerError) as exc:
-                    self.rejected["bad_chain"] += 1
-                    log.warning("refused Primary links from peer", peer=peer, error=str(exc))
-                except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer later
-                    log.debug("catch-up request failed", peer=peer, error=repr(exc))
-            await trio.sleep(CATCHUP_INTERVAL_S)
+            if not peers:
+                await self._catchup_wakeup.sleep(FIRST_PEER_POLL_S)  # catch up on the first admitted peer
+                continue
+            peer = self._rng.choice(peers)
+            delay = CATCHUP_INTERVAL_S if not self._joining() else JOINING_CATCHUP_S
+            try:
+                answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
+                links = decode_catchup(answer)
+                failures.reset()
+                if isinstance(links, PrimaryLinks) and links.links:
+                    before = self.ledger.height if self.ledger.head else -1
+                    added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
+                    if added:
+                        log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
+                        self._start_consensus()
+                        if self.watch:
+                            self.watch.set_validators(self.ledger.validators())
+                        self.latent.primary_changed()
+                        self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain
+                        continue  # more may follow
+            except (CatchupMessageError, ChainError, LedgerError) as exc:
+                self.rejected["bad_chain"] += 1
+                log.warning("refused Primary links from peer", peer=peer, error=str(exc))
+                delay = failures.next()
+            except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer soon
+                log.debug("catch-up request failed", peer=peer, error=repr(exc))
+                delay = failures.next()
+            await self._catchup_wakeup.sleep(delay)
 
     async def _membership_loop(self) -> None:
         """Joiners submit their join until admitted; members publish their profile when it changed."""
         published: CapabilityProfile | None = None
+        join_retry = Backoff(RETRY_FIRST_S, JOIN_RETRY_S)
+        next_join_at = 0.0
         while True:
             head = self.ledger.head
             me = self.key.node_id
             now_s = int(time.time())
             if head is not None and me not in head.members and self.membership.invite is not None:
-                op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
-                                    self.cfg.node.max_role, now_s=now_s)
-                await self._submit_to_validators(op)
-                await trio.sleep(JOIN_RETRY_S)
+                if trio.current_time() >= next_join_at:
+                    op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
+                                        self.cfg.node.max_role, now_s=now_s)
+                    await self._submit_to_validators(op)
+                    next_join_at = trio.current_time() + join_retry.next()
+                    self._catchup_wakeup.wake()  # look for the Primary that admits us
+                # a new Primary wakes us at once (to see whether it admits us); resubmit only on schedule
+                await self._membership_wakeup.sleep(max(0.0, next_join_at - trio.current_time()))
                 continue
             if head is not None and me in head.members:
                 self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
@@ -268,7 +296,9 @@ class NetworkSession:
                                            now_s=now_s, labels=labels)
                     await self._submit_to_validators(op)
                     published = self.profile
-            await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+            if head is not None and me in head.members:
+                join_retry.reset()
+            await self._membership_wakeup.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
 
     async def submit(self, op: Operation) -> None:
         """Hand an operation this node authored to the validators (ourselves included)."""
