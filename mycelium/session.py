@@ -109,6 +109,8 @@ class NetworkSession:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
         mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
+        if hasattr(mesh, "register_stream_handler"):  # one long-lived stream per peer for votes
+            mesh.register_stream_handler(RPC_CONSENSUS, self._on_consensus)
         mesh.register_handler(RPC_CHAIN, self._on_chain)
         mesh.register_handler(RPC_SUBMIT, self._on_submit)
         self.latent = LatentExchange(self)
@@ -116,7 +118,7 @@ class NetworkSession:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True)
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
