@@ -1,7 +1,7 @@
 """Stop paying for the parts of py-libp2p we never use, without forking it.
 
 `import libp2p` (0.8.1) imports every transport and service it ships — QUIC (aioquic), AutoTLS with
-ACME (httpx), circuit relay v2, WebSocket (wsproto), Bitswap, the DHT's diagnostics … — which
+ACME (httpx), circuit relay v2, WebSocket (wsproto), the DHT's diagnostics … — which
 costs most of its ~86 MiB and ~1 s. The mesh uses TCP + Noise + Yamux, identify, ping, gossipsub
 and (optionally) Kademlia. `install()` puts a finder first on `sys.meta_path` that answers the
 unused modules with inert stand-ins: any name imported from one is a class that refuses to be
@@ -29,7 +29,6 @@ TRIMMED = (
     "libp2p.transport.quic",
     "libp2p.security.tls",  # libp2p's TLS security transport and AutoTLS/ACME (we secure with Noise)
     "libp2p.peer.persistent",  # on-disk peerstores
-    "libp2p.bitswap",
     "libp2p.transport.websocket",
     "libp2p.kad_dht.diagnostics",
     "libp2p.relay",
@@ -37,9 +36,19 @@ TRIMMED = (
     "requests",
 )
 
-# honest answers for functions py-libp2p calls on every host
+def _is_private_ip(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(ip).is_private
+    except ValueError:
+        return False
+
+
+# honest answers for functions of trimmed modules that py-libp2p calls at run time
 _FUNCTIONS: dict[str, dict[str, Any]] = {
     "libp2p.transport.quic.utils": {"is_quic_multiaddr": lambda *args, **kwargs: False},
+    "libp2p.relay.circuit_v2.nat": {"is_private_ip": _is_private_ip},  # basic_host picks a public IP with it
 }
 
 

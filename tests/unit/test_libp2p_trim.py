@@ -27,6 +27,15 @@ def test_a_stand_in_refuses_to_work_and_says_why():
     assert is_quic_multiaddr("/ip4/127.0.0.1/udp/1/quic-v1") is False  # the honest answer without QUIC
 
 
+def test_functions_libp2p_calls_at_run_time_give_real_answers():
+    from libp2p.host.basic_host import is_private_ip  # what basic_host itself calls
+
+    assert is_private_ip("192.168.1.5") and is_private_ip("10.0.0.1") and not is_private_ip("8.8.8.8")
+    from libp2p.bitswap.cid import parse_cid  # the DHT parses CIDs with it: not trimmed
+
+    assert callable(parse_cid) and not libp2p_trim.trimmed("libp2p.bitswap.cid")
+
+
 def test_exception_stand_ins_are_exceptions():
     from libp2p.relay.circuit_v2 import SomeRelayError
 
