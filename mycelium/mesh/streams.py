@@ -6,7 +6,8 @@ Here the first send to a peer opens `/mycelium/<net>/stream/<name>/1.0.0` and ke
 batch is written on it as length-prefixed frames in ONE `write` call, under a per-stream lock —
 py-libp2p 0.8.1's Yamux interleaves two concurrent writers on one stream at 64 KiB frame
 boundaries, so a stream only ever has one writer at a time. The receiver admits the stream once
-(`admit_stream`), then hands each frame to the handler in order; nothing is answered.
+(`admit_stream`), then hands each frame to the handler in order, one at a time (back-pressure, not
+a token bucket: see `_serve`); nothing is answered.
 
     mesh.register_stream_handler(name, async fn(peer, bytes) -> Any)   # return value ignored
     await mesh.send_messages(peer, name, [bytes, …], timeout_s)         # RequestError on failure
@@ -130,10 +131,10 @@ class MessageStreams:
                     mesh.offend(node, Offense.GARBAGE)
                 await _reset(stream)
                 return
-            if not mesh.limiter.allow(node, trio.current_time()):
-                mesh.counters.rate_limited += 1
-                mesh.offend(node, Offense.RATE_LIMITED)
-                continue  # dropped; the protocols resend what matters
+            # No token bucket here (unlike rpc): a sender writes whole batches with no answer to wait
+            # for, so a per-message bucket would block an honest validator catching a peer up. Frames
+            # are handled one at a time instead: a fast sender is slowed by Yamux's window, never
+            # served faster than the handler runs, and the handler's own bounded queue drops excess.
             mesh.counters.stream_messages_in += 1
             try:
                 await handler(node, frame)

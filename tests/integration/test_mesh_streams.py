@@ -29,12 +29,14 @@ async def test_batches_arrive_in_order_on_one_stream():
             got.append((peer, data))
 
         b.register_stream_handler("votes", collect)
-        sent = [i.to_bytes(4, "big") * (i % 7) for i in range(90)]  # within the inbound rate limit's burst
-        for start in range(0, 90, 30):
-            await a.send_messages(b.node_id, "votes", sent[start:start + 30])
-        await wait_until(lambda: len(got) == 90, timeout_s=20)
+        # 600 at once: more than the rpc token bucket's burst, which must not block an honest sender here
+        sent = [i.to_bytes(4, "big") * (i % 7) for i in range(600)]
+        for start in range(0, 600, 60):
+            await a.send_messages(b.node_id, "votes", sent[start:start + 60])
+        await wait_until(lambda: len(got) == 600, timeout_s=20)
         assert [d for _, d in got] == sent and {p for p, _ in got} == {a.node_id}
-        assert b.counters.stream_messages_in == 90 and a.counters.stream_messages_out == 90
+        assert b.counters.stream_messages_in == 600 and a.counters.stream_messages_out == 600
+        assert a.node_id in b.admitted_peers() and b.counters.blocked == 0
 
 
 async def test_concurrent_large_batches_do_not_interleave():
