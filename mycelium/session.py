@@ -51,7 +51,6 @@ from mycelium.spores.primary import ChainError
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
-RPC_CHAIN_PUSH = "chain-push"  # a validator pushes each new certified Primary to the nodes that get no votes
 CATCHUP_INTERVAL_S = 2.0  # a member asks a peer for newer Primaries this often
 # A node that is not yet a member acts on events, not on fixed polls: it asks for the chain as soon
 # as its first peer is admitted, submits its join as soon as the chain is adopted, and watches for
@@ -110,11 +109,8 @@ class NetworkSession:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
         mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
-        if hasattr(mesh, "register_stream_handler"):  # one long-lived stream per peer for votes and pushes
+        if hasattr(mesh, "register_stream_handler"):  # one long-lived stream per peer for votes
             mesh.register_stream_handler(RPC_CONSENSUS, self._on_consensus)
-            mesh.register_stream_handler(RPC_CHAIN_PUSH, self._on_chain_push)
-        else:
-            mesh.register_handler(RPC_CHAIN_PUSH, self._on_chain_push)
         mesh.register_handler(RPC_CHAIN, self._on_chain)
         mesh.register_handler(RPC_SUBMIT, self._on_submit)
         self.latent = LatentExchange(self)
@@ -122,10 +118,7 @@ class NetworkSession:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
-            # votes go to validators only; everyone else gets each decision pushed (then catch-up)
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True,
-                                        targets=lambda: self.ledger.validators())
-            self.pushes = PeerQueues(mesh, nursery, RPC_CHAIN_PUSH, streamed=True)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True)
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
@@ -190,7 +183,6 @@ class NetworkSession:
     def _on_decided(self, decided: Decided) -> None:
         if self.ledger.height >= decided.height:
             return  # caught up past it already
-        voters = set(self.ledger.validators())  # who got this height's votes; the others get a push
         try:
             primary = self.ledger.store_decided(decided.height, decided.value, list(decided.batch), decided.certificate)
         except (LedgerError, ChainError) as exc:
@@ -202,11 +194,6 @@ class NetworkSession:
             self.watch.set_validators(primary.validators())
         self.latent.primary_changed()
         self._membership_wakeup.wake()
-        if self.key.node_id in voters:
-            push = PrimaryLinks(tuple(self.ledger.chain.links_after(primary.height - 1, 1))).to_bytes()
-            for peer in self.mesh.admitted_peers():
-                if peer not in voters:
-                    self.pushes.send_nowait(peer, push)
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
 
@@ -225,38 +212,6 @@ class NetworkSession:
         if not isinstance(request, PrimaryRequest) or self.ledger.chain is None:
             return PrimaryLinks(()).to_bytes()
         return PrimaryLinks(tuple(self.ledger.chain.links_after(request.after_height, MAX_LINKS))).to_bytes()
-
-    async def _on_chain_push(self, peer: NodeId, data: bytes) -> bytes:
-        """A validator's newest certified Primary: adopt it if it is our next link, else catch up."""
-        try:
-            links = decode_catchup(data)
-        except CatchupMessageError as exc:
-            self.rejected[f"push_{exc.reason.value}"] += 1
-            return b""
-        if not isinstance(links, PrimaryLinks) or not links.links:
-            return b""
-        ordered = sorted(links.links, key=lambda l: l.primary.height)
-        if self.ledger.head is None or ordered[0].primary.height > self.ledger.height + 1:
-            self._catchup_wakeup.wake()  # a gap: fetch what is missing
-            return b""
-        try:
-            before = self.ledger.height
-            if self.ledger.adopt_links(ordered):
-                self._adopted(before, peer)
-        except (ChainError, LedgerError) as exc:
-            self.rejected["bad_push"] += 1
-            log.warning("refused a pushed Primary", peer=peer, error=str(exc))
-            self._catchup_wakeup.wake()
-        return b""
-
-    def _adopted(self, before: int, peer: NodeId) -> None:
-        """Links from a peer extended our chain (catch-up or push)."""
-        log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
-        self._start_consensus()
-        if self.watch:
-            self.watch.set_validators(self.ledger.validators())
-        self.latent.primary_changed()
-        self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain
 
     async def _on_submit(self, peer: NodeId, data: bytes) -> bytes:
         from mycelium.encoding import EncodingError, decode
@@ -294,7 +249,12 @@ class NetworkSession:
                     before = self.ledger.height if self.ledger.head else -1
                     added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
                     if added:
-                        self._adopted(before, peer)
+                        log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
+                        self._start_consensus()
+                        if self.watch:
+                            self.watch.set_validators(self.ledger.validators())
+                        self.latent.primary_changed()
+                        self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain
                         continue  # more may follow
             except (CatchupMessageError, ChainError, LedgerError) as exc:
                 self.rejected["bad_chain"] += 1

@@ -33,11 +33,8 @@ class PeerQueues:
     (`send_messages`, everything queued for a peer in one write, no answers) when it has one; a peer
     that takes no such stream, or a transport without them, gets one rpc request per message."""
 
-    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *, streamed: bool = False,
-                 targets: Callable[[], Any] | None = None) -> None:
-        """`targets()`: who a broadcast goes to (e.g. the validators); None: every admitted peer."""
+    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *, streamed: bool = False) -> None:
         self.mesh = mesh
-        self._targets = targets
         self.rpc_name = rpc_name
         self._streamed = streamed and hasattr(mesh, "send_messages")
         self._rpc_only: set[NodeId] = set()  # peers that refused the stream (an older version)
@@ -53,11 +50,7 @@ class PeerQueues:
         self.broadcast_nowait(data)
 
     def broadcast_nowait(self, data: bytes) -> None:
-        peers = self.mesh.admitted_peers()
-        if self._targets is not None:
-            wanted = set(self._targets())
-            peers = [p for p in peers if p in wanted]
-        for peer in peers:
+        for peer in self.mesh.admitted_peers():
             self.send_nowait(peer, data)
 
     def send_nowait(self, peer: NodeId, data: bytes) -> None:

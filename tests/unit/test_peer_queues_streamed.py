@@ -73,20 +73,3 @@ async def test_a_transport_without_streams_uses_rpc(autojump_clock):
     t = RpcOnlyTransport()
     await _run(t, [b"x", b"y"])
     assert t.requests == [b"x", b"y"]
-
-
-async def test_broadcast_goes_to_the_targets_only(autojump_clock):
-    class Three(FakeTransport):
-        def admitted_peers(self):
-            return ["v1", "v2", "follower"]
-
-        async def send_messages(self, node, name, messages, timeout_s):
-            self.batches.append([node, *messages])
-
-    t = Three()
-    async with trio.open_nursery() as nursery:
-        q = PeerQueues(t, nursery, "consensus", streamed=True, targets=lambda: ["v1", "v2", "not-connected"])
-        q.broadcast_nowait(b"vote")
-        await trio.sleep(0.1)
-        nursery.cancel_scope.cancel()
-    assert sorted(b[0] for b in t.batches) == ["v1", "v2"]
