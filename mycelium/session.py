@@ -290,15 +290,19 @@ class NetworkSession:
         """Joiners submit their join until admitted; members publish their profile when it changed."""
         published: CapabilityProfile | None = None
         join_retry = Backoff(min(0.1, self.config.join_retry_s), self.config.join_retry_s)
+        next_join_at = 0.0
         while True:
             head = self.ledger.head
             me = self.key.node_id
             now_s = int(time.time())
             if head is not None and me not in head.members and self.membership.invite is not None:
-                op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
-                                    self.cfg.node.max_role, now_s=now_s)
-                await self._submit_to_validators(op)
-                await self._membership_wakeup.sleep(join_retry.next())  # a new Primary wakes us at once
+                if trio.current_time() >= next_join_at:  # resubmit on schedule, not on every new Primary
+                    op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
+                                        self.cfg.node.max_role, now_s=now_s)
+                    await self._submit_to_validators(op)
+                    next_join_at = trio.current_time() + join_retry.next()
+                # a new Primary wakes us at once (does it admit us?)
+                await self._membership_wakeup.sleep(max(0.0, next_join_at - trio.current_time()))
                 continue
             if head is not None and me in head.members:
                 self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
