@@ -5,8 +5,7 @@ role rule picks 4 or 7 validators only from enough capable members, so 4/7 real 
 2-core machine would take minutes of warm-up and give 7 daemons + joiners fighting for 2 cores):
 n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.for_tests, fully connected) in one
 process; each runs the daemon's own consensus stack — ConsensusCore in a ConsensusDriver whose
-transport is PeerQueues over the mesh's long-lived "consensus" message stream per peer (everything
-queued for a peer in one write; exactly as mycelium.session wires it), with
+transport is PeerQueues over the mesh rpc "consensus" (exactly as mycelium.session wires it), with
 ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the consensus
 package's toy LedgerApp (short string operations, hash-chained candidates) with batches of up to
 MAX_BATCH - 1 operations: it leaves out operation signature checks and the SQLite commit of each
@@ -114,7 +113,6 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
             m.register_handler(RPC_ECHO, _echo)
         for m in meshes[n:]:  # the baseline's extra host (n = 1) is an observer: it takes votes and drops them
             m.register_handler(RPC_CONSENSUS, _discard)
-            m.register_stream_handler(RPC_CONSENSUS, _discard)
         addrs = [m.listen_addresses()[0] for m in meshes]
         for i in range(len(meshes)):
             for j in range(i):
@@ -134,7 +132,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
                 app = SaturatedApp({0: validators})
                 app.top_up()
                 core = ConsensusCore(keys[i], network_id, app, config, height=1, prev_hash=GENESIS_HASH)
-                transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS, streamed=True)
+                transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS)
                 transports.append(transport)
                 lock = FsyncedLock(os.path.join(tmp, f"lock{i}"))
                 locks.append(lock)
@@ -151,7 +149,6 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
                 drivers.append(driver)
                 drivers_all.append(driver)
                 meshes[i].register_handler(RPC_CONSENSUS, lambda peer, data, drv=driver: _deliver(drv, peer, data))
-                meshes[i].register_stream_handler(RPC_CONSENSUS, lambda peer, data, drv=driver: _deliver(drv, peer, data))
                 await nursery.start(driver.run)
             with trio.move_on_after(seconds):
                 while True:
