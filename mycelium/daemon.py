@@ -190,14 +190,15 @@ class Node:
         self.switch_network(NetworkMembership(genesis, secret, personal=True))
         return self.membership
 
-    def create_named_network(self, name: str) -> NetworkMembership:
-        """`mycelium network create NAME`: found a new network with this node as its sclerotium."""
+    def create_named_network(self, name: str, *, pq: bool = False) -> NetworkMembership:
+        """`mycelium network create NAME [--pq]`: found a new network with this node as its sclerotium
+        (`pq`: hybrid Ed25519 + ML-DSA-65 signatures for the network's whole life)."""
         if not self.membership.personal and self.ledger.member_count() > 1:
             raise IdentityError(
                 f"this node is a member of network {self.membership.name!r} with other nodes; "
                 "run `mycelium leave` first, or use another --state-dir for a second network"
             )
-        genesis, secret = create_network(name, self.key, params=self._genesis_params())
+        genesis, secret = create_network(name, self.key, params=self._genesis_params(), pq=pq)
         self.switch_network(NetworkMembership(genesis, secret, personal=False))
         return self.membership
 

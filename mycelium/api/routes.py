@@ -61,15 +61,18 @@ def install_routes(server: ControlServer, node: Any) -> None:
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     async def network_create(req: Request) -> tuple[int, Any]:
-        name = _body(req).get("name")
+        name, pq = _body(req).get("name"), _body(req).get("pq", False)
         try:
             if not isinstance(name, str):
                 raise IdentityError("network create needs a name")
+            if not isinstance(pq, bool):
+                raise IdentityError("network create: pq must be true or false")
             validate_network_name(name)
-            m = node.create_named_network(name)
+            m = node.create_named_network(name, pq=pq)
         except IdentityError as exc:
             raise ApiError(400 if "name" in str(exc) else 409, "refused", str(exc)) from None
-        return 200, {"network_id": m.network_id, "network_name": m.name}
+        return 200, {"network_id": m.network_id, "network_name": m.name,
+                     "signature_scheme": m.genesis.scheme.value}
 
     server.route("GET", protocol.STATUS, status)
     server.route("GET", protocol.HEALTH, health)

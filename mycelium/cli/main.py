@@ -151,13 +151,16 @@ def network() -> None:
 
 @network.command("create")
 @click.argument("name")
+@click.option("--pq", is_flag=True, help="Post-quantum: hybrid Ed25519 + ML-DSA-65 signatures, fixed for the network's life.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def network_create(ctx: Context, name: str, as_json: bool) -> None:
+def network_create(ctx: Context, name: str, pq: bool, as_json: bool) -> None:
     """Found a new network NAME with this node as its first sclerotium."""
-    res = call(ctx, "POST", protocol.NETWORK_CREATE, {"name": name})
+    res = call(ctx, "POST", protocol.NETWORK_CREATE, {"name": name, "pq": pq})
+    kind = " (post-quantum: Ed25519 + ML-DSA-65)" if pq else ""
     emit_json(res) if as_json else click.echo(
-        f"created network {res['network_name']} ({res['network_id'][:16]}); invite others with `mycelium invite`")
+        f"created network {res['network_name']} ({res['network_id'][:16]}){kind}; "
+        "invite others with `mycelium invite`")
 
 
 @cli.command()

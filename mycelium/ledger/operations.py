@@ -37,7 +37,8 @@ from enum import Enum
 from typing import Any
 
 from mycelium.encoding import EncodingError, canonical
-from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, verify
+from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, scheme_of, verify
+from mycelium.signatures import ML_DSA_65_PUBLIC_SIZE
 from mycelium.roles.assignment import Candidate, Role, RoleError, assign_roles
 from mycelium.roles.profile import CapabilityProfile, ProfileError
 from mycelium.spores.primary import Member, PrimarySpore
@@ -131,7 +132,7 @@ class Operation:
 
 def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *, now_s: int) -> Operation:
     op = Operation(op_type, key.node_id, body, now_s, secrets.token_bytes(16))
-    return replace(op, signature=key.sign(op.signing_bytes(network_id)))
+    return replace(op, signature=key.sign_for(network_id, op.signing_bytes(network_id)))
 
 
 def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile, max_role: str, *, now_s: int,
@@ -180,6 +181,8 @@ def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) 
 def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: CapabilityProfile, max_role: str,
                    *, now_s: int) -> Operation:
     body = {"invite": invite.to_wire(), "profile": profile.to_wire(), "max_role": max_role}
+    if scheme_of(network_id).post_quantum:
+        body["pq_key"] = key.pq_public  # members verify this joiner's hybrid signatures against it
     return sign_operation(key, network_id, OpType.JOIN, body, now_s=now_s)
 
 
@@ -189,7 +192,8 @@ def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: Capab
 def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> None:
     """Raise OperationError unless `op` may be applied on top of `prev`. `now_s` is the local clock
     (None inside the deterministic apply, which must not look at it)."""
-    if not verify(op.author, op.signing_bytes(prev.network_id), op.signature):
+    if not verify(op.author, op.signing_bytes(prev.network_id), op.signature, prev.network_id,
+                  pq_key=_author_pq_key(op, prev)):
         raise OperationError(f"operation from {op.author[:16]} has an invalid signature")
     if now_s is not None:
         if op.time_s > now_s + MAX_OP_FUTURE_S:
@@ -257,6 +261,16 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError("the invite has expired")
 
 
+def _author_pq_key(op: Operation, prev: PrimarySpore) -> bytes | None:
+    """The ML-DSA key `op` must verify against (post-quantum networks): the one the Primary records
+    for a member, or the one a joiner's operation carries (checked against any pin by `verify`)."""
+    member = prev.members.get(op.author)
+    if member is not None:
+        return member.pq_key or None
+    key = op.body.get("pq_key") if op.type is OpType.JOIN else None
+    return key if isinstance(key, bytes) and len(key) == ML_DSA_65_PUBLIC_SIZE else None
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -305,7 +319,7 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             invite = Invite.from_wire(op.body["invite"])
             invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
             members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
-                                        prev.height + 1, op.body["profile"])
+                                        prev.height + 1, op.body["profile"], _author_pq_key(op, prev) or b"")
         elif op.type is OpType.LEAVE:
             del members[op.author]
     if invites_used:

@@ -20,7 +20,7 @@ import trio
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
-from mycelium.identity import NodeId
+from mycelium.identity import NodeId, scheme_of
 from mycelium.mesh.framing import FrameError, read_frame, write_frame
 from mycelium.mesh.membership import (
     MAX_HANDSHAKE_MESSAGE,
@@ -234,6 +234,7 @@ class Admission:
             remote=node,
             nonce=secrets.token_bytes(32),
             replay_guard=self._replay,
+            post_quantum=scheme_of(self._mesh.network_id).post_quantum,
         )
 
     async def _drive(self, hs: Handshake, stream: Any, first: bytes | None) -> None:

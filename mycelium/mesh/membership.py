@@ -67,6 +67,7 @@ class FailureReason(Enum):
     NO_PROTOCOL = "no_protocol"  # (shell) the peer does not speak our membership protocol
     STREAM_ERROR = "stream_error"  # (shell) the stream broke mid-handshake
     BLOCKED = "blocked"  # (shell) the peer is in a backoff block
+    SCHEME_MISMATCH = "scheme_mismatch"  # one side's network is post-quantum (hybrid), the other's classic
 
 
 class HandshakeError(Exception):
@@ -118,12 +119,14 @@ class Handshake:
         remote: str,
         nonce: bytes,
         replay_guard: ReplayGuard | None = None,
+        post_quantum: bool = False,
     ) -> None:
         if len(secret) != 32:
             raise HandshakeError(f"the network secret has 32 bytes, got {len(secret)}")
         if len(nonce) != NONCE_SIZE:
             raise HandshakeError(f"a handshake nonce has {NONCE_SIZE} bytes, got {len(nonce)}")
         self.role = role
+        self._post_quantum = post_quantum  # our network's signature scheme is hybrid (--pq)
         self._secret = secret
         self._network_id = network_id
         self._local = local
@@ -144,7 +147,10 @@ class Handshake:
         if self.role is not Role.INITIATOR or self.state is not HandshakeState.START:
             raise HandshakeError(f"start() is for an initiator that has not started (state {self.state.value})")
         self.state = HandshakeState.AWAIT_CHALLENGE
-        return canonical({"m": "hello", "v": HANDSHAKE_VERSION, "net": self._network_id, "n": self._nonce})
+        hello = {"m": "hello", "v": HANDSHAKE_VERSION, "net": self._network_id, "n": self._nonce}
+        if self._post_quantum:
+            hello["pq"] = True  # absent for classic, so classic peers see the Hello they always saw
+        return canonical(hello)
 
     def fail(self, reason: FailureReason) -> bytes | None:
         """End the handshake (also used by the shell for timeouts); returns a Refused to send."""
@@ -186,6 +192,9 @@ class Handshake:
         net, nonce = msg.get("net"), msg.get("n")
         if not isinstance(net, str) or not _is_nonce(nonce):
             return self.fail(FailureReason.MALFORMED)
+        if msg.get("pq", False) is not self._post_quantum:
+            # the network ids differ too (the genesis hash covers the scheme); say the precise cause
+            return self.fail(FailureReason.SCHEME_MISMATCH)
         if net != self._network_id:
             return self.fail(FailureReason.WRONG_NETWORK)
         if not self._guard.first_use(nonce):
