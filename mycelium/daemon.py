@@ -170,7 +170,8 @@ class Node:
                 f"this node already belongs to network {current.name!r}; run `mycelium leave` first, "
                 "or run a second node for the other network with its own --state-dir"
             )
-        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False)
+        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False,
+                                 secret_generation=token.secret_generation)
 
     def join(self, token_text: str) -> NetworkMembership:
         """`mycelium join TOKEN` on a running node."""
@@ -312,7 +313,8 @@ class Node:
         return "process"
 
     def make_token(self, invite) -> str:
-        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite).encode()
+        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite,
+                         self.membership.secret_generation).encode()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -439,6 +439,7 @@ class JoinToken:
     secret: bytes
     bootstrap: tuple[str, ...]
     invite: Invite
+    secret_generation: int = 0  # how often the secret was rotated before this token was issued
 
     @property
     def network_id(self) -> str:
@@ -452,6 +453,7 @@ class JoinToken:
                 "secret": self.secret,
                 "boot": list(self.bootstrap),
                 "invite": self.invite.to_wire(),
+                **({"gen": self.secret_generation} if self.secret_generation else {}),
             }
         )
         check = digest(body, person=b"myc-token")[:_TOKEN_CHECKSUM_SIZE]
@@ -499,7 +501,10 @@ class JoinToken:
             raise TokenError("token's network secret has the wrong size")
         if not isinstance(boot, list) or not all(isinstance(a, str) and len(a) < 512 for a in boot):
             raise TokenError("token's bootstrap addresses are malformed")
-        token = cls(genesis, secret, tuple(boot), invite)
+        gen = obj.get("gen", 0)
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise TokenError("token's secret generation must be a non-negative integer")
+        token = cls(genesis, secret, tuple(boot), invite, gen)
         if invite.network_id != genesis.network_id:
             raise TokenError("token's invite names another network than its genesis: it was tampered with")
         if not invite.verify_signature():

@@ -95,7 +95,8 @@ class NetworkSession:
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
-        return Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret)
+        return Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret,
+                    secret_generation=self.membership.secret_generation)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
@@ -111,16 +112,24 @@ class NetworkSession:
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
-                                     config=ReadOnlyConfig(enter_after_s=float(self.cfg.node.read_only_after_s)))
+                                     config=ReadOnlyConfig(enter_after_s=float(self._read_only_after_s())))
             self.ledger.heartbeat_s = self.cfg.node.heartbeat_s
             nursery.start_soon(self._catchup_loop)
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
+            from mycelium.rekey import SecretKeeper  # rekey on removal: keys, rotations, envelopes
+
+            await nursery.start(SecretKeeper(self).run)
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
             task_status.started()
+
+    def _read_only_after_s(self) -> int:
+        """`network set read_only_after_s=…` (read at session start) over the node's own config."""
+        head = self.ledger.head
+        return head.params.get("read_only_after_s", self.cfg.node.read_only_after_s) if head else self.cfg.node.read_only_after_s
 
     def _start_consensus(self) -> None:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""

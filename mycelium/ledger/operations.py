@@ -38,6 +38,8 @@ from typing import Any
 
 from mycelium.encoding import EncodingError, canonical
 from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, scheme_of, verify
+from mycelium.envelopes import KemKey
+from mycelium.ledger import governance
 from mycelium.signatures import ML_DSA_65_PUBLIC_SIZE
 from mycelium.roles.assignment import Candidate, Role, RoleError, assign_roles
 from mycelium.roles.profile import CapabilityProfile, ProfileError
@@ -75,6 +77,15 @@ class OpType(str, Enum):
     CLOCK = "clock"
     ALIVE = "alive"
     EVIDENCE = "evidence"
+    ADMIN = "admin"  # governance (mycelium.ledger.governance): admins, parameters, invites, removal, rekey
+    PARAMS = "params"
+    INVITE_REVOKE = "invite_revoke"
+    REMOVE = "remove"
+    KEYS = "keys"
+    REKEY = "rekey"
+
+
+GOVERNANCE = frozenset({OpType.ADMIN, OpType.PARAMS, OpType.INVITE_REVOKE, OpType.REMOVE, OpType.KEYS, OpType.REKEY})
 
 
 class OperationError(ValueError):
@@ -181,7 +192,9 @@ def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) 
 def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: CapabilityProfile, max_role: str,
                    *, now_s: int) -> Operation:
     body = {"invite": invite.to_wire(), "profile": profile.to_wire(), "max_role": max_role}
-    if scheme_of(network_id).post_quantum:
+    pq = scheme_of(network_id).post_quantum
+    body["kem"] = KemKey(key.seed()).public(pq)  # so the next secret rotation reaches this node
+    if pq:
         body["pq_key"] = key.pq_public  # members verify this joiner's hybrid signatures against it
     return sign_operation(key, network_id, OpType.JOIN, body, now_s=now_s)
 
@@ -243,6 +256,11 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
     elif op.type is OpType.PROFILE or op.type is OpType.LEAVE:
         if op.author not in prev.members:
             raise OperationError(f"{op.author[:16]} is not a member")
+    elif op.type in GOVERNANCE:
+        try:
+            governance.check(op.type.value, op.author, body, prev, now_s)
+        except governance.GovernanceError as exc:
+            raise OperationError(str(exc)) from None
     elif op.type is OpType.JOIN:
         if op.author in prev.members:
             raise OperationError(f"{op.author[:16]} is already a member")
@@ -257,8 +275,27 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
         used = prev.params.get(INVITES_USED, {}).get(invite.invite_id.hex(), 0)
         if used >= invite.uses:
             raise OperationError("the invite has no uses left")
+        if invite.invite_id.hex() in prev.params.get(governance.REVOKED, {}):
+            raise OperationError("the invite was revoked by an admin; ask for a new one (`mycelium invite`)")
         if now_s is not None and invite.expires_s <= now_s:
             raise OperationError("the invite has expired")
+
+
+def _role_config(max_validators: int):
+    from mycelium.roles.fitness import DEFAULT_ROLE_CONFIG
+
+    if max_validators == DEFAULT_ROLE_CONFIG.max_validators:
+        return DEFAULT_ROLE_CONFIG
+    return replace(DEFAULT_ROLE_CONFIG, max_validators=max_validators)
+
+
+def _join_kem(body: dict, network_id: str) -> dict:
+    """The joiner's key-agreement key, if its join carries a well-formed one (for rekey envelopes)."""
+    try:
+        governance._check_kem(body.get("kem"), network_id)
+    except governance.GovernanceError:
+        return {}
+    return {"kem": body["kem"]}
 
 
 def _author_pq_key(op: Operation, prev: PrimarySpore) -> bytes | None:
@@ -304,7 +341,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         seen[op.author] = now  # any operation a node authored shows it alive
         if op.type is OpType.PROFILE:
             m = members[op.author]
-            caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
+            caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels")),
+                    **({"kem": m.caps["kem"]} if "kem" in m.caps else {})}
             members[op.author] = replace(m, profile=op.body["profile"], caps=caps)
         elif op.type is OpType.DEPLOY:
             spec = op.body["spec"]
@@ -318,10 +356,13 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         elif op.type is OpType.JOIN:
             invite = Invite.from_wire(op.body["invite"])
             invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
-            members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
+            caps = {"max_role": op.body["max_role"], **_join_kem(op.body, prev.network_id)}
+            members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, caps,
                                         prev.height + 1, op.body["profile"], _author_pq_key(op, prev) or b"")
         elif op.type is OpType.LEAVE:
-            del members[op.author]
+            governance.removed(op.author, members, params, prev.height + 1)
+        elif op.type in GOVERNANCE:
+            governance.apply(op.type.value, op.author, op.body, members, params, prev.height + 1)
     if invites_used:
         params[INVITES_USED] = invites_used
     if applied:
@@ -331,7 +372,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     params[SEEN] = {n: t for n, t in sorted(seen.items()) if n in members}
     dead_after = params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S)
     alive = {n: now - params[SEEN][n] <= dead_after for n in members}
-    members = _reassign_roles(members, prev.height + 1, alive)
+    members = _reassign_roles(members, prev.height + 1, alive, governance.param(replace(prev, params=params),
+                                                                                 "max_validators"))
     placements = _place(services, members, alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
@@ -389,12 +431,13 @@ def _candidates(members: dict[NodeId, Member], height: int, alive: dict[NodeId, 
     return out
 
 
-def _reassign_roles(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool]) -> dict[NodeId, Member]:
+def _reassign_roles(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool],
+                    max_validators: int = governance.PARAMS["max_validators"].default) -> dict[NodeId, Member]:
     candidates = _candidates(members, height, alive)
     if not candidates:
         return members
     current = {n: Role(m.role) for n, m in members.items()}
-    assignment = assign_roles(candidates, current)
+    assignment = assign_roles(candidates, current, _role_config(max_validators))
     return {n: (replace(m, role=assignment.roles[n].value) if n in assignment.roles else m)
             for n, m in sorted(members.items())}
 
