@@ -74,6 +74,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
         return 200, {"network_id": m.network_id, "network_name": m.name,
                      "signature_scheme": m.genesis.scheme.value}
 
+    from mycelium.api.governance_routes import install_governance_routes
+
+    install_governance_routes(server, node)
     server.route("GET", protocol.STATUS, status)
     server.route("GET", protocol.HEALTH, health)
     server.route("GET", protocol.READY, ready)
