@@ -50,6 +50,9 @@ FAILURE_TEXT = {
     "wrong_network": "it belongs to another network",
     "scheme_mismatch": "one of the two networks is post-quantum (created with --pq) and the other classic: "
                        "such nodes never share a network",
+    "secret_revoked": "it proves a network secret that was rotated (rekey after a removal): a removed device, "
+                      "or a member that fell behind — it needs a fresh invite",
+    "secret_ahead": "it holds a newer network secret than ours: this node must catch up with the chain first",
     "bad_proof": "it does not know this network's secret (another network, or a forged token)",
     "no_protocol": "it does not serve this network: another network, or not a mycelium node",
     "replayed_nonce": "it replayed an old handshake",

@@ -57,3 +57,42 @@ async def test_a_joiner_is_admitted_into_a_pq_network(tmp_path: Path) -> None:
     finally:
         founder.close()
         joiner.close()
+
+
+async def test_a_removal_rotates_the_secret_for_the_remaining_members_only(tmp_path: Path) -> None:
+    from mycelium.ledger import governance
+    from mycelium.ledger.operations import OpType, sign_operation
+    from mycelium.storage.network import load_membership
+
+    founder = _node(tmp_path / "founder")
+    founder.create_named_network("pq-rekey", pq=True)
+    net_id = founder.membership.network_id
+    invite = make_invite(founder.key, net_id, ttl_s=600, uses=2, now_s=int(time.time()))
+    token = JoinToken(founder.membership.genesis, founder.membership.secret, (), invite).encode()
+    stay, leave = _node(tmp_path / "stay", join_token=token), _node(tmp_path / "leave", join_token=token)
+    old_secret = founder.membership.secret
+    net = MemoryNetwork()
+    try:
+        async with trio.open_nursery() as nursery:
+            sessions = [NetworkSession(n, net.transport(n.key.node_id)) for n in (founder, stay, leave)]
+            for s in sessions:
+                await nursery.start(s.run)
+            ids = [n.key.node_id for n in (founder, stay, leave)]
+            await _wait_until(lambda: all(i in founder.ledger.head.members for i in ids), "both joined")
+            await _wait_until(lambda: all(founder.ledger.head.members[i].caps.get("kem") for i in ids),
+                              "every member's key-agreement key is recorded (the founder's by a keys op)")
+            await sessions[0].submit(sign_operation(founder.key, net_id, OpType.REMOVE, {"node": leave.key.node_id},
+                                                    now_s=int(time.time())))
+            await _wait_until(lambda: governance.secret_generation(founder.ledger.head) == 1, "the rekey was decided")
+            await _wait_until(lambda: founder.membership.secret_generation == stay.membership.secret_generation == 1,
+                              "the remaining members adopted generation 1")
+            assert founder.membership.secret == stay.membership.secret != old_secret
+            assert load_membership(stay.cfg.network_path).secret == stay.membership.secret  # persisted
+            assert leave.membership.secret == old_secret and leave.membership.secret_generation == 0
+            head = founder.ledger.head
+            assert leave.key.node_id not in head.members and leave.key.node_id not in head.params[governance.ENVELOPES]
+            assert len(head.params[governance.ENVELOPES]) == 2  # bounded: one per remaining member
+            nursery.cancel_scope.cancel()
+    finally:
+        for n in (founder, stay, leave):
+            n.close()

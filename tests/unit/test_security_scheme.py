@@ -62,3 +62,46 @@ def test_an_unknown_scheme_says_upgrade():
 
     with pytest.raises(IdentityError, match="upgrade mycelium"):
         Genesis.from_wire(wire)
+
+
+def _gen_pair(gen_i: int, secret_i: bytes, accepted_r: dict[int, bytes], gen_r: int):
+    i = Handshake(Role.INITIATOR, secret=secret_i, network_id="ab" * 32, local=ALICE.node_id, remote=BOB.node_id,
+                  nonce=b"\x31" * 32, generation=gen_i)
+    r = Handshake(Role.RESPONDER, secret=accepted_r[gen_r], network_id="ab" * 32, local=BOB.node_id,
+                  remote=ALICE.node_id, nonce=b"\x42" * 32, generation=gen_r, accepted=accepted_r)
+    return i, r
+
+
+def _run(i, r):
+    msg = i.start()
+    for side in (r, i, r, i):
+        if msg is None or side.done:
+            break
+        msg = side.receive(msg)
+    return i, r
+
+
+OLD, NEW = b"\x01" * 32, b"\x02" * 32
+
+
+def test_after_a_rekey_the_old_secret_is_refused_as_revoked():
+    i, r = _run(*_gen_pair(0, OLD, {1: NEW}, 1))
+    assert r.failure is FailureReason.SECRET_REVOKED and i.remote_reason == "secret_revoked"
+    assert "rotated" in _failure_text("secret_revoked")
+
+
+def test_during_the_overlap_a_member_may_still_prove_the_previous_secret():
+    i, r = _run(*_gen_pair(0, OLD, {1: NEW, 0: OLD}, 1))
+    assert i.state is HandshakeState.ADMITTED and r.state is HandshakeState.ADMITTED and r.peer_generation == 0
+
+
+def test_a_peer_ahead_of_us_is_told_so_and_both_new_secrets_admit():
+    i, r = _run(*_gen_pair(2, NEW, {1: OLD}, 1))
+    assert r.failure is FailureReason.SECRET_AHEAD
+    i, r = _run(*_gen_pair(1, NEW, {1: NEW}, 1))
+    assert i.state is HandshakeState.ADMITTED and r.peer_generation == 1
+
+
+def test_the_old_secret_cannot_be_claimed_under_the_new_generation():
+    i, r = _run(*_gen_pair(1, OLD, {1: NEW}, 1))
+    assert HandshakeState.FAILED in (i.state, r.state) and FailureReason.BAD_PROOF in (i.failure, r.failure)
