@@ -159,11 +159,6 @@ class NodeKey:
         scheme = NETWORK_SCHEMES.of(network_id)
         return signatures.sign(scheme, self._private, self._pq() if scheme.post_quantum else None, data)
 
-    def pin_own_key(self, network_id: str) -> None:
-        """Pin this node's own ML-DSA key in `network_id` (hybrid networks; a no-op for classic)."""
-        if NETWORK_SCHEMES.of(network_id).post_quantum:
-            PQ_KEYS.pin(network_id, self.node_id, self.pq_public)
-
     def __repr__(self) -> str:
         return f"NodeKey({self.node_id})"
 

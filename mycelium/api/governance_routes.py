@@ -11,7 +11,6 @@ from mycelium.api import protocol
 from mycelium.api.server import ApiError, ControlServer, Request
 from mycelium.ledger import governance
 
-MAX_PREFIX_MATCHES = 1
 
 
 def install_governance_routes(server: ControlServer, node: Any) -> None:
