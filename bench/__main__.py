@@ -13,7 +13,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     consensus    height latency and operations/s at 1/4/7 validators, mesh rpc round trip
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
     transfer     data channel throughput (1 and k stripes) beside plain TCP, AEAD and one libp2p stream
-    pq           consensus height latency and certificate size at 4 validators, classic vs --pq (same run)
+    pq           consensus height latency and certificate size, classic vs --pq, at --validators (same run)
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run_figure(name: str, args: argparse.Namespace, emit: Emitter) -> None:
         figs = sim.measure(nodes=tuple(args.sim_nodes), virtual_s=args.sim_virtual_s)
     elif name == "pq":
         from bench import pq
-        figs = pq.measure(validators=4, seconds=args.consensus_s)
+        figs = (fig for n in args.validators for fig in pq.measure(validators=n, seconds=args.consensus_s))
     elif name == "transfer":
         from bench import transfer
         figs = transfer.measure(mib=args.transfer_mib, stripes=tuple(args.stripes))

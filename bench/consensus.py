@@ -58,13 +58,14 @@ class SaturatedApp(LedgerApp):
     decide heights forever without returning to trio)."""
 
     _ids = count()
+    batch_size = BATCH
 
     def top_up(self) -> None:
-        while len(self.pending) < BATCH:
+        while len(self.pending) < self.batch_size:
             self.pending.append(f"op-{next(self._ids)}")
 
     def make_batch(self, height: int) -> list[Any]:
-        return list(self.pending[:BATCH])
+        return list(self.pending[:self.batch_size])
 
 
 class FsyncedLock:
@@ -99,8 +100,9 @@ async def _echo(peer: str, data: bytes) -> bytes:
 
 
 async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp: str,
-                        *, pq: bool = False) -> dict[str, Any]:
-    """`pq`: the network is a --pq one (hybrid Ed25519 + ML-DSA-65 votes and certificates)."""
+                        *, pq: bool = False, batch: int = BATCH) -> dict[str, Any]:
+    """`pq`: the network is a --pq one (hybrid Ed25519 + ML-DSA-65 votes and certificates);
+    `batch`: operations per height (the default saturates the ledger's MAX_BATCH)."""
     keys = sorted((NodeKey.generate() for _ in range(max(n, 2))), key=lambda k: k.node_id)
     ids = [k.node_id for k in keys]
     validators = ids[:n]
@@ -141,6 +143,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
         async with trio.open_nursery() as nursery:
             for i in range(n):
                 app = SaturatedApp({0: validators})
+                app.batch_size = batch
                 app.top_up()
                 core = ConsensusCore(keys[i], network_id, app, config, height=1, prev_hash=GENESIS_HASH)
                 transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS)

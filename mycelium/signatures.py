@@ -37,6 +37,7 @@ MAX_SIGNATURE_SIZE = HYBRID_SIGNATURE_SIZE  # what size caps on the wire must le
 HYBRID_DOMAIN = b"mycelium-hybrid-v1"  # prefixed to what the Ed25519 half signs (non-separability)
 ML_DSA_CONTEXT = b"mycelium-v1"  # ML-DSA context string (FIPS 204 ctx)
 MAX_PINNED_KEYS = 65_536  # bound on the directory: far above MAX_MEMBERS of every network in a process
+MAX_NETWORKS = 65_536  # bound on network → scheme bindings (one per genesis this process ever held)
 
 
 class Scheme(str, Enum):
@@ -98,12 +99,16 @@ class NetworkSchemes:
     """network id → scheme. Bound when a Genesis is built or parsed; rebinding to another scheme is
     refused (the id is the genesis hash, so a conflict means a bug or a forged genesis)."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = MAX_NETWORKS) -> None:
         self._lock = threading.Lock()
+        self._capacity = capacity
         self._by_network: dict[str, Scheme] = {}
 
     def bind(self, network_id: str, scheme: Scheme) -> None:
         with self._lock:
+            # never evict: a forgotten hybrid binding would read as classic (a downgrade)
+            if network_id not in self._by_network and len(self._by_network) >= self._capacity:
+                raise SchemeError(f"this process already holds {self._capacity} networks; restart it")
             have = self._by_network.setdefault(network_id, scheme)
         if have is not scheme:
             raise SchemeError(

@@ -183,3 +183,22 @@ def test_a_hybrid_genesis_round_trips_and_a_stripped_one_is_another_network():
         Genesis.from_wire(wire)
     wire.pop("scheme")
     assert Genesis.from_wire(wire).network_id != NET  # "downgrading" the genesis founds another network
+
+
+def test_the_registries_are_bounded_and_never_evict():
+    from mycelium.signatures import NetworkSchemes, PqKeyDirectory
+
+    schemes = NetworkSchemes(capacity=2)
+    schemes.bind("a" * 64, Scheme.HYBRID)
+    schemes.bind("b" * 64, Scheme.CLASSIC)
+    schemes.bind("a" * 64, Scheme.HYBRID)  # rebinding the same is fine
+    with pytest.raises(SchemeError, match="already holds 2 networks"):
+        schemes.bind("c" * 64, Scheme.CLASSIC)
+    assert schemes.of("a" * 64) is Scheme.HYBRID  # the hybrid binding survived
+    with pytest.raises(SchemeError, match="cannot also be"):
+        schemes.bind("a" * 64, Scheme.CLASSIC)
+    keys = PqKeyDirectory(capacity=1)
+    keys.pin(NET, FOUNDER.node_id, FOUNDER.pq_public)
+    with pytest.raises(SchemeError, match="full"):
+        keys.pin(NET, OTHER.node_id, OTHER.pq_public)
+    assert len(keys) == 1 and keys.get(NET, FOUNDER.node_id) == FOUNDER.pq_public

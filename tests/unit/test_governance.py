@@ -148,3 +148,12 @@ def test_envelopes_open_only_for_their_member(pq):
     for gen, who in ((4, A.node_id), (3, B.node_id)):
         with pytest.raises(Exception, match="does not open"):
             KemKey(A.seed()).open(env, network_id=NET, generation=gen, node_id=who, pq=pq)
+
+
+def test_admins_are_bounded():
+    from dataclasses import replace
+
+    p = _primary()
+    many = [node_key(100 + i).node_id for i in range(governance.MAX_ADMINS - 1)] + [A.node_id]
+    full = replace(p, params={**p.params, "admins": sorted(many)})
+    refused(op(A, OpType.ADMIN, {"action": "add", "node": B.node_id}), full, f"at most {governance.MAX_ADMINS} admins")
