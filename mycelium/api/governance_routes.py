@@ -113,28 +113,30 @@ def resolve_member(node: Any, text: Any) -> str:
 
 
 async def _submit(node: Any, kind: str, body: dict) -> None:
-    from mycelium.ledger.operations import OperationError, OpType, check_operation, sign_operation
+    """Raises the layers' own errors (mapped to statuses by type in mycelium.api.errors)."""
+    from mycelium.daemon import SessionNotRunning
+    from mycelium.ledger.operations import OpType, check_operation, sign_operation
+    from mycelium.roles.readonly import ReadOnlyMode
 
     session = node.session
     if session is None:
-        raise ApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+        raise SessionNotRunning()
     if node.read_only():
-        raise ApiError(409, "read_only", f"this node is in read-only mode ({node.read_only_reason()}), so it "
-                       "accepts no governance changes", "`mycelium status` shows when the quorum is back")
+        raise ReadOnlyMode(f"this node is in read-only mode ({node.read_only_reason()}), so it accepts no "
+                           "governance changes")
     head = _head(node)
     now_s = int(time.time())
     op = sign_operation(node.key, node.membership.network_id, OpType(kind), body, now_s=now_s)
-    try:
-        check_operation(op, head, now_s=now_s)
-    except OperationError as exc:
-        raise ApiError(403 if "admin" in str(exc) else 409, "refused", str(exc)) from None
+    check_operation(op, head, now_s=now_s)  # OperationError (NotAuthorized: not an admin) changes nothing
     await session.submit(op)
 
 
 def _head(node: Any) -> Any:
+    from mycelium.daemon import NoPrimaryYet
+
     head = node.ledger.head
     if head is None:
-        raise ApiError(409, "not_admitted", "this node has no Primary yet", "wait for it to catch up")
+        raise NoPrimaryYet()
     return head
 
 

@@ -57,6 +57,10 @@ class GovernanceError(ValueError):
     """A governance operation is not allowed; the message says why and what to do."""
 
 
+class NotAdmin(GovernanceError):
+    """The author is not an admin of the network."""
+
+
 def param(primary: PrimarySpore | None, key: str) -> int:
     """The effective value of a tunable parameter (its default when never set)."""
     value = primary.params.get(key) if primary is not None else None
@@ -123,7 +127,7 @@ def check(op_type: str, author: str, body: dict, prev: PrimarySpore, now_s: int 
         _check_rekey(author, body, prev)
         return
     if not is_admin(prev, author):
-        raise GovernanceError(f"{author[:16]} is not an admin of this network; ask an admin "
+        raise NotAdmin(f"{author[:16]} is not an admin of this network; ask an admin "
                               "(`mycelium network show` lists them)")
     if op_type == "admin":
         action, node = body.get("action"), body.get("node")
