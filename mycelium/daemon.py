@@ -312,8 +312,13 @@ class Node:
             raise ReadOnlyMode(f"this node is in read-only mode ({self.read_only_reason()}), so it accepts no deployments")
         now_s = int(time.time())
         net = self.membership.network_id
-        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
-              else undeploy_operation(self.key, net, payload, now_s=now_s))
+        if kind == "endophyte":
+            from mycelium.ledger.operations import endophyte_operation
+
+            op = endophyte_operation(self.key, net, payload, now_s=now_s)
+        else:
+            op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+                  else undeploy_operation(self.key, net, payload, now_s=now_s))
         if self.ledger.head is None:
             raise NoPrimaryYet()
         check_operation(op, self.ledger.head, now_s=now_s)  # OperationError (NotAuthorized: not an admin)

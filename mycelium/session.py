@@ -112,6 +112,7 @@ class NetworkSession:
         self.ledger = node.ledger
         self.mesh: Transport | None = None  # the network (named for the mesh it is in the daemon)
         self.workloads: WorkloadRunner | None = None
+        self.endophytes: Any = None  # mycelium.ram.runner.EndophyteRunner once running
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -174,6 +175,10 @@ class NetworkSession:
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
+            from mycelium.ram.runner import EndophyteRunner
+
+            self.endophytes = EndophyteRunner(self)
+            await nursery.start(self.endophytes.run)
             task_status.started()
 
     def _read_only_config(self):
