@@ -112,6 +112,11 @@ class NetworkSession:
         self.ledger = node.ledger
         self.mesh: Transport | None = None  # the network (named for the mesh it is in the daemon)
         self.workloads: WorkloadRunner | None = None
+        self.k3s = None  # the K3s handoff (mycelium.runtime.k3s.handoff) when [k3s] enabled
+        if self.cfg.k3s.enabled:
+            from mycelium.runtime.k3s.handoff import K3sHandoff
+
+            self.k3s = K3sHandoff(self, self.cfg.k3s)
         self.endophytes: Any = None  # mycelium.ram.runner.EndophyteRunner once running
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
@@ -173,6 +178,8 @@ class NetworkSession:
 
             await nursery.start(SecretKeeper(self).run)
             await nursery.start(self.latent.run)
+            if self.k3s is not None:
+                await nursery.start(self.k3s.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
             from mycelium.ram.runner import EndophyteRunner

@@ -29,6 +29,7 @@ UNDEPLOY = "/v1/undeploy"
 MIGRATE = "/v1/migrate"
 LOGS = "/v1/logs"
 RESOLVE = "/v1/resolve"
+PRIMARY = "/v1/primary"  # the newest Primary's services and placements (read by the in-cluster manager)
 NETWORK_SHOW = "/v1/network/show"
 NETWORK_SET = "/v1/network/set"
 ADMIN = "/v1/admin"
