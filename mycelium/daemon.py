@@ -184,7 +184,8 @@ class Node:
                 f"this node already belongs to network {current.name!r}; run `mycelium leave` first, "
                 "or run a second node for the other network with its own --state-dir"
             )
-        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False)
+        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False,
+                                 secret_generation=token.secret_generation)
 
     def join(self, token_text: str) -> NetworkMembership:
         """`mycelium join TOKEN` on a running node."""
@@ -204,14 +205,15 @@ class Node:
         self.switch_network(NetworkMembership(genesis, secret, personal=True))
         return self.membership
 
-    def create_named_network(self, name: str) -> NetworkMembership:
-        """`mycelium network create NAME`: found a new network with this node as its sclerotium."""
+    def create_named_network(self, name: str, *, pq: bool = False) -> NetworkMembership:
+        """`mycelium network create NAME [--pq]`: found a new network with this node as its sclerotium
+        (`pq`: hybrid Ed25519 + ML-DSA-65 signatures for the network's whole life)."""
         if not self.membership.personal and self.ledger.member_count() > 1:
             raise IdentityError(
                 f"this node is a member of network {self.membership.name!r} with other nodes; "
                 "run `mycelium leave` first, or use another --state-dir for a second network"
             )
-        genesis, secret = create_network(name, self.key, params=self._genesis_params())
+        genesis, secret = create_network(name, self.key, params=self._genesis_params(), pq=pq)
         self.switch_network(NetworkMembership(genesis, secret, personal=False))
         return self.membership
 
@@ -335,7 +337,8 @@ class Node:
                 "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster}}
 
     def make_token(self, invite) -> str:
-        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite).encode()
+        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite,
+                         self.membership.secret_generation).encode()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

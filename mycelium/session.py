@@ -146,7 +146,8 @@ class NetworkSession:
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
-        return Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret)
+        return Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret,
+                    secret_generation=self.membership.secret_generation)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
@@ -169,7 +170,7 @@ class NetworkSession:
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
-                                     config=self.config.read_only)
+                                     config=self._read_only_config())
             self.ledger.heartbeat_s = self.config.consensus.heartbeat_interval_s  # one heartbeat, two users
             self.catchup.set_peers(mesh.admitted_peers())
             await nursery.start(catchup.run)
@@ -177,6 +178,9 @@ class NetworkSession:
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
+            from mycelium.rekey import SecretKeeper  # rekey on removal: keys, rotations, envelopes
+
+            await nursery.start(SecretKeeper(self).run)
             await nursery.start(self.latent.run)
             if self.k3s is not None:
                 await nursery.start(self.k3s.run)
@@ -187,6 +191,16 @@ class NetworkSession:
             self.endophytes = EndophyteRunner(self)
             await nursery.start(self.endophytes.run)
             task_status.started()
+
+    def _read_only_config(self):
+        """`network set read_only_after_s=…` (read at session start) over the session's own config."""
+        head = self.ledger.head
+        value = head.params.get("read_only_after_s") if head is not None else None
+        if not isinstance(value, int):
+            return self.config.read_only
+        from dataclasses import replace
+
+        return replace(self.config.read_only, enter_after_s=float(value))
 
     def _start_consensus(self) -> None:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""

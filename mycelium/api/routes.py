@@ -61,13 +61,19 @@ def install_routes(server: ControlServer, node: Any) -> None:
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     async def network_create(req: Request) -> tuple[int, Any]:
-        name = _body(req).get("name")
+        name, pq = _body(req).get("name"), _body(req).get("pq", False)
         if not isinstance(name, str):
             raise InvalidName("network create needs a name")
+        if not isinstance(pq, bool):
+            raise InvalidName("network create: pq must be true or false")
         validate_network_name(name)  # InvalidName: 400; other IdentityErrors: 409 (mycelium.api.errors)
-        m = node.create_named_network(name)
-        return 200, {"network_id": m.network_id, "network_name": m.name}
+        m = node.create_named_network(name, pq=pq)
+        return 200, {"network_id": m.network_id, "network_name": m.name,
+                     "signature_scheme": m.genesis.scheme.value}
 
+    from mycelium.api.governance_routes import install_governance_routes
+
+    install_governance_routes(server, node)
     server.route("GET", protocol.STATUS, status)
     server.route("GET", protocol.HEALTH, health)
     server.route("GET", protocol.READY, ready)

@@ -37,7 +37,10 @@ from enum import Enum
 from typing import Any, Callable
 
 from mycelium.encoding import EncodingError, canonical
-from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, verify
+from mycelium.envelopes import KemKey
+from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, scheme_of, verify
+from mycelium.ledger import governance
+from mycelium.signatures import ML_DSA_65_PUBLIC_SIZE
 from mycelium.roles.assignment import Candidate, Role, RoleError, assign_roles
 from mycelium.roles.profile import CapabilityProfile, ProfileError
 from mycelium.spores.primary import Member, PrimarySpore
@@ -75,6 +78,12 @@ class OpType(str, Enum):
     ALIVE = "alive"
     EVIDENCE = "evidence"
     ENDOPHYTE = "endophyte"  # RAM-replicated workloads: deploy/undeploy/report/migrate/handover (ram/leases.py)
+    ADMIN = "admin"  # governance (mycelium.ledger.governance): admins, parameters, invites, removal, rekey
+    PARAMS = "params"
+    INVITE_REVOKE = "invite_revoke"
+    REMOVE = "remove"
+    KEYS = "keys"
+    REKEY = "rekey"
 
 
 class OperationError(ValueError):
@@ -136,7 +145,7 @@ class Operation:
 
 def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *, now_s: int) -> Operation:
     op = Operation(op_type, key.node_id, body, now_s, secrets.token_bytes(16))
-    return replace(op, signature=key.sign(op.signing_bytes(network_id)))
+    return replace(op, signature=key.sign_for(network_id, op.signing_bytes(network_id)))
 
 
 def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile, max_role: str, *, now_s: int,
@@ -189,6 +198,10 @@ def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) 
 def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: CapabilityProfile, max_role: str,
                    *, now_s: int) -> Operation:
     body = {"invite": invite.to_wire(), "profile": profile.to_wire(), "max_role": max_role}
+    pq = scheme_of(network_id).post_quantum
+    body["kem"] = KemKey(key.seed()).public(pq)  # so the next secret rotation reaches this node
+    if pq:
+        body["pq_key"] = key.pq_public  # members verify this joiner's hybrid signatures against it
     return sign_operation(key, network_id, OpType.JOIN, body, now_s=now_s)
 
 
@@ -198,7 +211,8 @@ def join_operation(key: NodeKey, network_id: str, invite: Invite, profile: Capab
 def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> None:
     """Raise OperationError unless `op` may be applied on top of `prev`. `now_s` is the local clock
     (None inside the deterministic apply, which must not look at it)."""
-    if not verify(op.author, op.signing_bytes(prev.network_id), op.signature):
+    if not verify(op.author, op.signing_bytes(prev.network_id), op.signature, prev.network_id,
+                  pq_key=_author_pq_key(op, prev)):
         raise OperationError(f"operation from {op.author[:16]} has an invalid signature")
     if now_s is not None:
         if op.time_s > now_s + MAX_OP_FUTURE_S:
@@ -206,6 +220,33 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
         if op.time_s < now_s - MAX_OP_AGE_S:
             raise OperationError("operation is too old (a replay?)")
     RULES[op.type].check(op, prev, now_s)
+
+
+def _author_pq_key(op: Operation, prev: PrimarySpore) -> bytes | None:
+    """The ML-DSA key `op` must verify against (post-quantum networks): the one the Primary records
+    for a member, or the one a joiner's operation carries (checked against any pin by `verify`)."""
+    member = prev.members.get(op.author)
+    if member is not None:
+        return member.pq_key or None
+    key = op.body.get("pq_key") if op.type is OpType.JOIN else None
+    return key if isinstance(key, bytes) and len(key) == ML_DSA_65_PUBLIC_SIZE else None
+
+
+def _join_kem(body: dict, network_id: str) -> dict:
+    """The joiner's key-agreement key, if its join carries a well-formed one (for rekey envelopes)."""
+    try:
+        governance._check_kem(body.get("kem"), network_id)
+    except governance.GovernanceError:
+        return {}
+    return {"kem": body["kem"]}
+
+
+def _role_config(max_validators: int):
+    from mycelium.roles.fitness import DEFAULT_ROLE_CONFIG
+
+    if max_validators == DEFAULT_ROLE_CONFIG.max_validators:
+        return DEFAULT_ROLE_CONFIG
+    return replace(DEFAULT_ROLE_CONFIG, max_validators=max_validators)
 
 
 # --------------------------------------------------------------------------- apply
@@ -258,7 +299,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     params[SEEN] = {n: t for n, t in sorted(seen.items()) if n in members}
     dead_after = params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S)
     alive = {n: now - params[SEEN][n] <= dead_after for n in members}
-    members = _reassign_roles(members, prev.height + 1, alive)
+    members = _reassign_roles(members, prev.height + 1, alive,
+                              governance.param(replace(prev, params=params), "max_validators"))
     placements = _place(draft.services, members, alive)
     if params.get("endophytes"):  # primary + backups on distinct live non-hypha nodes; failover (ram/leases.py)
         from mycelium.ram.leases import KEY, reconcile
@@ -317,7 +359,8 @@ def _check_profile(op: Operation, prev: PrimarySpore, now_s: int | None) -> None
 
 def _apply_profile(op: Operation, draft: _Draft) -> None:
     m = draft.members[op.author]
-    caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
+    caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels")),
+            **({"kem": m.caps["kem"]} if "kem" in m.caps else {})}  # the key-agreement key stays
     draft.members[op.author] = replace(m, profile=op.body["profile"], caps=caps)
 
 
@@ -336,6 +379,8 @@ def _check_join(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
     used = prev.params.get(INVITES_USED, {}).get(invite.invite_id.hex(), 0)
     if used >= invite.uses:
         raise OperationError("the invite has no uses left")
+    if invite.invite_id.hex() in prev.params.get(governance.REVOKED, {}):
+        raise OperationError("the invite was revoked by an admin; ask for a new one (`mycelium invite`)")
     if now_s is not None and invite.expires_s <= now_s:
         raise OperationError("the invite has expired")
 
@@ -343,12 +388,27 @@ def _check_join(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
 def _apply_join(op: Operation, draft: _Draft) -> None:
     invite = Invite.from_wire(op.body["invite"])
     draft.invites_used[invite.invite_id.hex()] = draft.invites_used.get(invite.invite_id.hex(), 0) + 1
-    draft.members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
-                                      draft.height, op.body["profile"])
+    caps = {"max_role": op.body["max_role"], **_join_kem(op.body, draft.network_id)}
+    pq_key = op.body.get("pq_key") if isinstance(op.body.get("pq_key"), bytes) else b""
+    draft.members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, caps, draft.height, op.body["profile"],
+                                      pq_key if len(pq_key) == ML_DSA_65_PUBLIC_SIZE else b"")
 
 
 def _apply_leave(op: Operation, draft: _Draft) -> None:
-    del draft.members[op.author]
+    governance.removed(op.author, draft.members, draft.params, draft.height)  # a rotation becomes due
+
+
+def _check_governance(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    try:
+        governance.check(op.type.value, op.author, op.body, prev, now_s)
+    except governance.NotAdmin as exc:
+        raise NotAuthorized(str(exc)) from None
+    except governance.GovernanceError as exc:
+        raise OperationError(str(exc)) from None
+
+
+def _apply_governance(op: Operation, draft: _Draft) -> None:
+    governance.apply(op.type.value, op.author, op.body, draft.members, draft.params, draft.height)
 
 
 def _check_deploy(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
@@ -434,6 +494,8 @@ RULES: dict[OpType, Rule] = {
     OpType.ALIVE: Rule(_check_member, _apply_nothing),
     OpType.EVIDENCE: Rule(_check_evidence, _apply_evidence),
     OpType.ENDOPHYTE: Rule(_check_endophyte, _apply_endophyte),
+    **{t: Rule(_check_governance, _apply_governance) for t in (OpType.ADMIN, OpType.PARAMS, OpType.INVITE_REVOKE,
+                                                              OpType.REMOVE, OpType.KEYS, OpType.REKEY)},
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"
 
@@ -488,12 +550,13 @@ def _candidates(members: dict[NodeId, Member], height: int, alive: dict[NodeId, 
     return out
 
 
-def _reassign_roles(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool]) -> dict[NodeId, Member]:
+def _reassign_roles(members: dict[NodeId, Member], height: int, alive: dict[NodeId, bool],
+                    max_validators: int = governance.PARAMS["max_validators"].default) -> dict[NodeId, Member]:
     candidates = _candidates(members, height, alive)
     if not candidates:
         return members
     current = {n: Role(m.role) for n, m in members.items()}
-    assignment = assign_roles(candidates, current)
+    assignment = assign_roles(candidates, current, _role_config(max_validators))
     return {n: (replace(m, role=assignment.roles[n].value) if n in assignment.roles else m)
             for n, m in sorted(members.items())}
 

@@ -164,7 +164,8 @@ class Ledger:
                 break
         # The proposer's clock goes first: always with operations, and on its own once a heartbeat
         # is due (an empty list makes the core wait for its heartbeat timer instead).
-        if batch or now_s - head.params.get(TIME, 0) >= self.heartbeat_s:
+        heartbeat_s = head.params.get("heartbeat_s", self.heartbeat_s)  # `network set heartbeat_s=…` wins
+        if batch or now_s - head.params.get(TIME, 0) >= heartbeat_s:
             clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)))
             batch.insert(0, clock.to_wire())
         return batch
@@ -228,7 +229,7 @@ class Ledger:
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
         if height % 256 == 0:
-            self.db.prune_primaries(HISTORY_KEPT)
+            self.db.prune_primaries(candidate.params.get("history_kept", HISTORY_KEPT))  # `network set`
         bind_identity(epoch=candidate.height)
         return candidate
 

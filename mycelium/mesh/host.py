@@ -81,6 +81,7 @@ class Mesh:
         secret: bytes,
         *,
         rng: random.Random | None = None,
+        secret_generation: int = 0,
     ) -> None:
         if len(secret) != SECRET_SIZE:
             raise MeshError(f"the network secret has {SECRET_SIZE} bytes, got {len(secret)}")
@@ -98,7 +99,7 @@ class Mesh:
         self.redial = RedialSchedule(
             base_s=config.redial_base_s, max_s=config.redial_max_s, jitter=config.redial_jitter, rng=self._rng
         )
-        self.admission = Admission(self, secret)
+        self.admission = Admission(self, secret, secret_generation)
         self.libp2p_host: Any = None
         self._nursery: trio.Nursery | None = None
         self._gossip: Gossip | None = None
@@ -329,6 +330,21 @@ class Mesh:
     def serve_channels(self, purpose: str, handler: Any) -> None:
         """Run `handler(node_id, channel)` for each inbound channel of `purpose` (closed when it returns)."""
         self.channels.serve_channels(purpose, handler)
+
+    async def rotate_secret(self, generation: int, secret: bytes, *, is_member: Any, overlap_s: float) -> None:
+        """Rekey: prove `secret` from now on. Peers that are no longer members are disconnected at
+        once; members still on the previous secret are accepted for `overlap_s`, then their old
+        connections are closed (they reconnect with the new secret)."""
+        self.admission.rotate(generation, secret, is_member=is_member, overlap_s=overlap_s)
+        self.log.info("mesh.secret.rotated", generation=generation, overlap_s=overlap_s)
+        for node in self.admitted_peers():
+            if not is_member(node):
+                self.admission._revoke(node)
+                await self.admission.disconnect(node)
+        await trio.sleep(overlap_s)
+        for node in self.admission.peers_on_old_secret():
+            self.admission._revoke(node)
+            await self.admission.disconnect(node)
 
     async def wait_admitted(self, node_id: NodeId) -> None:
         """Return once `node_id` is admitted (wrap in a timeout)."""
