@@ -13,6 +13,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     consensus    height latency and operations/s at 1/4/7 validators, mesh rpc round trip
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
     transfer     data channel throughput (1 and k stripes) beside plain TCP, AEAD and one libp2p stream
+    pq           consensus height latency and certificate size, classic vs --pq, at --validators (same run)
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import traceback
 
 from bench.report import Emitter, Figure, note
 
-FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer")
+FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer", "pq")
 
 
 def _quiet_logs() -> None:
     from mycelium.observability.logs import configure_logging, tame_library_loggers
 
-    import libp2p  # noqa: F401  (it rewires its loggers on import; tame them afterwards)
+    import mycelium.mesh.libp2p_setup  # noqa: F401  (imports libp2p trimmed and tames its loggers)
 
     configure_logging("critical", json=True)
     tame_library_loggers()
@@ -63,6 +64,9 @@ def run_figure(name: str, args: argparse.Namespace, emit: Emitter) -> None:
     elif name == "sim":
         from bench import sim
         figs = sim.measure(nodes=tuple(args.sim_nodes), virtual_s=args.sim_virtual_s)
+    elif name == "pq":
+        from bench import pq
+        figs = (fig for n in args.validators for fig in pq.measure(validators=n, seconds=args.consensus_s))
     elif name == "transfer":
         from bench import transfer
         figs = transfer.measure(mib=args.transfer_mib, stripes=tuple(args.stripes))
@@ -101,7 +105,7 @@ def run_all(args: argparse.Namespace, emit: Emitter) -> list[str]:
                 emit(fig)
 
     guarded("join_and_memory", network_figures)
-    for name in ("propagation", "consensus", "sim", "transfer"):
+    for name in ("propagation", "consensus", "sim", "transfer", "pq"):
         guarded(name, lambda name=name: run_figure(name, args, emit))
     return failed
 

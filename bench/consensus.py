@@ -43,6 +43,7 @@ from mycelium.shell.exchange import PeerQueues
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
+from mycelium.encoding import canonical
 from mycelium.ledger.operations import MAX_BATCH
 
 from bench.report import Figure, baseline, note, percentile, rounded
@@ -57,13 +58,14 @@ class SaturatedApp(LedgerApp):
     decide heights forever without returning to trio)."""
 
     _ids = count()
+    batch_size = BATCH
 
     def top_up(self) -> None:
-        while len(self.pending) < BATCH:
+        while len(self.pending) < self.batch_size:
             self.pending.append(f"op-{next(self._ids)}")
 
     def make_batch(self, height: int) -> list[Any]:
-        return list(self.pending[:BATCH])
+        return list(self.pending[:self.batch_size])
 
 
 class FsyncedLock:
@@ -97,14 +99,25 @@ async def _echo(peer: str, data: bytes) -> bytes:
     return data
 
 
-async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp: str) -> dict[str, Any]:
+async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp: str,
+                        *, pq: bool = False, batch: int = BATCH) -> dict[str, Any]:
+    """`pq`: the network is a --pq one (hybrid Ed25519 + ML-DSA-65 votes and certificates);
+    `batch`: operations per height (the default saturates the ledger's MAX_BATCH)."""
     keys = sorted((NodeKey.generate() for _ in range(max(n, 2))), key=lambda k: k.node_id)
     ids = [k.node_id for k in keys]
     validators = ids[:n]
     network_id = os.urandom(8).hex()
+    if pq:
+        from mycelium.identity import create_network
+        from mycelium.signatures import PQ_KEYS
+
+        network_id = create_network("bench-pq", keys[0], pq=True)[0].network_id  # binds the hybrid scheme
+        for k in keys:
+            PQ_KEYS.pin(network_id, k.node_id, k.pq_public)  # as the certified Primary naming them would
     secret = os.urandom(32)
     config = ConsensusConfig(heartbeat_interval_s=1.0)
     decided_at: list[tuple[float, int]] = []
+    cert_sizes: list[int] = []
     out: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         # n = 1 still gets a second mesh: the round-trip baseline needs two hosts (it runs no consensus)
@@ -130,6 +143,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
         async with trio.open_nursery() as nursery:
             for i in range(n):
                 app = SaturatedApp({0: validators})
+                app.batch_size = batch
                 app.top_up()
                 core = ConsensusCore(keys[i], network_id, app, config, height=1, prev_hash=GENESIS_HASH)
                 transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS)
@@ -142,6 +156,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
                 def on_decided(d, i=i, app=app, drivers=drivers) -> None:
                     if i == 0:
                         decided_at.append((time.monotonic(), len(d.batch)))
+                        cert_sizes.append(len(canonical(d.certificate.to_wire())))
                     app.top_up()  # the next operations arrive at once: saturation
                     drivers[0].poke()
 
@@ -166,6 +181,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
     out["ops"] = sum(k for _, k in heights[1:])
     out["elapsed"] = heights[-1][0] - heights[0][0] if len(heights) > 1 else 0.0
     out["heights"] = len(decided_at)
+    out["certificate_bytes"] = cert_sizes
     return out
 
 

@@ -45,6 +45,20 @@ class StartupError(Exception):
     """The node cannot start; the message says why and what to do (CLI exit code 2)."""
 
 
+class SessionNotRunning(Exception):
+    """The node's network session is not running (yet): it is starting or switching networks."""
+
+    def __init__(self) -> None:
+        super().__init__("the node's network session is not running yet")
+
+
+class NoPrimaryYet(Exception):
+    """This node has not received its network's Primary yet (a joiner catching up)."""
+
+    def __init__(self) -> None:
+        super().__init__("this node has no Primary yet")
+
+
 class LockHeld(StartupError):
     def __init__(self, path: Path, pid: int | None) -> None:
         who = f"pid {pid}" if pid else "another process"
@@ -170,7 +184,8 @@ class Node:
                 f"this node already belongs to network {current.name!r}; run `mycelium leave` first, "
                 "or run a second node for the other network with its own --state-dir"
             )
-        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False)
+        return NetworkMembership(token.genesis, token.secret, token.bootstrap, token.invite, personal=False,
+                                 secret_generation=token.secret_generation)
 
     def join(self, token_text: str) -> NetworkMembership:
         """`mycelium join TOKEN` on a running node."""
@@ -190,14 +205,15 @@ class Node:
         self.switch_network(NetworkMembership(genesis, secret, personal=True))
         return self.membership
 
-    def create_named_network(self, name: str) -> NetworkMembership:
-        """`mycelium network create NAME`: found a new network with this node as its sclerotium."""
+    def create_named_network(self, name: str, *, pq: bool = False) -> NetworkMembership:
+        """`mycelium network create NAME [--pq]`: found a new network with this node as its sclerotium
+        (`pq`: hybrid Ed25519 + ML-DSA-65 signatures for the network's whole life)."""
         if not self.membership.personal and self.ledger.member_count() > 1:
             raise IdentityError(
                 f"this node is a member of network {self.membership.name!r} with other nodes; "
                 "run `mycelium leave` first, or use another --state-dir for a second network"
             )
-        genesis, secret = create_network(name, self.key, params=self._genesis_params())
+        genesis, secret = create_network(name, self.key, params=self._genesis_params(), pq=pq)
         self.switch_network(NetworkMembership(genesis, secret, personal=False))
         return self.membership
 
@@ -283,35 +299,46 @@ class Node:
 
     async def submit_operation(self, kind: str, payload: Any) -> None:
         """Sign a deploy/undeploy operation as this node and hand it to the validators.
-        Refused in read-only mode (no quorum reachable: it could not be decided anyway)."""
-        from mycelium.api.server import ApiError
-        from mycelium.ledger.operations import deploy_operation, undeploy_operation
+        Refused in read-only mode (no quorum reachable: it could not be decided anyway). Raises the
+        layers' own errors (SessionNotRunning, ReadOnlyMode, NoPrimaryYet, OperationError); the API
+        maps them to statuses by type (mycelium.api.errors)."""
+        from mycelium.ledger.operations import check_operation, deploy_operation, undeploy_operation
+        from mycelium.roles.readonly import ReadOnlyMode
 
         session = self.session
         if session is None:
-            raise ApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+            raise SessionNotRunning()
         if self.read_only():
-            raise ApiError(409, "read_only", f"this node is in read-only mode ({self.read_only_reason()}), "
-                           "so it accepts no deployments", "`mycelium status` shows when the quorum is back")
+            raise ReadOnlyMode(f"this node is in read-only mode ({self.read_only_reason()}), so it accepts no deployments")
         now_s = int(time.time())
         net = self.membership.network_id
-        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
-              else undeploy_operation(self.key, net, payload, now_s=now_s))
-        from mycelium.ledger.operations import OperationError, check_operation
+        if kind == "endophyte":
+            from mycelium.ledger.operations import endophyte_operation
 
+            op = endophyte_operation(self.key, net, payload, now_s=now_s)
+        else:
+            op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+                  else undeploy_operation(self.key, net, payload, now_s=now_s))
         if self.ledger.head is None:
-            raise ApiError(409, "not_admitted", "this node has no Primary yet", "wait for it to catch up")
-        try:
-            check_operation(op, self.ledger.head, now_s=now_s)
-        except OperationError as exc:
-            raise ApiError(403 if "admin" in str(exc) else 409, "refused", str(exc)) from None
+            raise NoPrimaryYet()
+        check_operation(op, self.ledger.head, now_s=now_s)  # OperationError (NotAuthorized: not an admin)
         await session.submit(op)
 
     def runtime_name(self) -> str:
-        return "process"
+        return self.runtime_report()["runtime"]
+
+    def runtime_report(self) -> dict:
+        """The workload runtime in use and why: `k3s` once K3s is ready, else `process` (mycelium.runtime.k3s)."""
+        handoff = self.session.k3s if self.session is not None else None
+        if handoff is None:
+            return {"runtime": "process", "reason": "K3s is not enabled (install with ./install.sh --k3s)", "k3s": None}
+        r = handoff.report()
+        return {"runtime": r.runtime, "reason": r.reason,
+                "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster}}
 
     def make_token(self, invite) -> str:
-        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite).encode()
+        return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite,
+                         self.membership.secret_generation).encode()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

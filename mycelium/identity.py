@@ -21,13 +21,16 @@ import base58
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mycelium import signatures
 from mycelium.encoding import EncodingError, canonical, decode, digest, hash_value
+from mycelium.signatures import MAX_SIGNATURE_SIZE, ML_DSA_65_PUBLIC_SIZE, NETWORK_SCHEMES, PQ_KEYS, Scheme
 
 NodeId = str  # a libp2p peer id in base58btc, e.g. "12D3KooW…"
 
 KEY_FILE_HEADER = b"mycelium-node-key-v1\n"
 SECRET_SIZE = 32
-SIGNATURE_SIZE = 64
+SIGNATURE_SIZE = 64  # a classic (Ed25519) signature; hybrid ones are larger (see MAX_SIGNATURE_SIZE)
+SIGNATURE_SIZES = (SIGNATURE_SIZE, signatures.HYBRID_SIGNATURE_SIZE)  # what wire parsers accept; verify picks one
 
 # protobuf PublicKey{Type=Ed25519(1), Data=<32 bytes>} and the identity multihash around it
 _PB_ED25519_PREFIX = b"\x08\x01\x12\x20"
@@ -36,6 +39,10 @@ _MULTIHASH_IDENTITY_PREFIX = b"\x00\x24"
 
 class IdentityError(Exception):
     """A key, genesis or token is missing, unreadable, unsafe or invalid; the message says what to do."""
+
+
+class InvalidName(IdentityError):
+    """A network name that is not allowed (length or characters)."""
 
 
 class TokenError(IdentityError):
@@ -79,26 +86,43 @@ def _public_key(node_id: NodeId) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_from_node_id(node_id))
 
 
-def verify(node_id: NodeId, data: bytes, signature: bytes) -> bool:
-    """True iff `signature` is `node_id`'s Ed25519 signature over `data`. Never raises."""
-    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
+def verify(node_id: NodeId, data: bytes, signature: bytes, network_id: str, *, pq_key: bytes | None = None) -> bool:
+    """True iff `signature` is `node_id`'s signature over `data` under `network_id`'s scheme (hybrid:
+    both halves, against the node's pinned ML-DSA key, or `pq_key` for a node not pinned yet — a
+    joiner). Never raises."""
+    if not isinstance(signature, bytes) or not isinstance(node_id, str) or not isinstance(data, (bytes, bytearray)):
         return False
-    if not isinstance(node_id, str) or not isinstance(data, (bytes, bytearray)):
-        return False
+    scheme = NETWORK_SCHEMES.of(network_id)
+    if scheme is Scheme.CLASSIC:
+        if len(signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            _public_key(node_id).verify(signature, bytes(data))
+        except (InvalidSignature, IdentityError, ValueError, TypeError):
+            return False
+        return True
     try:
-        _public_key(node_id).verify(signature, data)
-    except (InvalidSignature, IdentityError, ValueError, TypeError):
+        ed_public = public_from_node_id(node_id)
+    except IdentityError:
         return False
-    return True
+    pinned = PQ_KEYS.get(network_id, node_id)
+    if pinned is not None and pq_key is not None and pq_key != pinned:
+        return False  # a joiner's claimed key must match what is already pinned for it
+    return signatures.verify(scheme, ed_public, pinned or pq_key, bytes(data), signature)
+
+
+def scheme_of(network_id: str) -> Scheme:
+    return NETWORK_SCHEMES.of(network_id)
 
 
 class NodeKey:
     """A node's Ed25519 signing key. Its node id is its libp2p peer id."""
 
-    __slots__ = ("_private", "public", "node_id")
+    __slots__ = ("_private", "_pq_private", "public", "node_id")
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
+        self._pq_private = None  # ML-DSA-65 key, derived from the Ed25519 seed on first use
         self.public: bytes = private.public_key().public_bytes_raw()
         self.node_id: NodeId = node_id_from_public(self.public)
 
@@ -117,7 +141,27 @@ class NodeKey:
         return self._private.private_bytes_raw()
 
     def sign(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature: for local derivations (deterministic nonces). Anything other
+        nodes verify is signed with `sign_for`, which follows the network's scheme."""
         return self._private.sign(data)
+
+    def _pq(self):
+        if self._pq_private is None:
+            # BLAKE2b of the Ed25519 seed: a quantum adversary recovers the Ed25519 scalar from the
+            # public key, not the seed behind it, so the derived ML-DSA key stays secret.
+            pq_seed = digest(self.seed(), person=b"myc-ml-dsa-65")[:32]
+            self._pq_private = signatures.mldsa_private_from_seed(pq_seed)
+        return self._pq_private
+
+    @property
+    def pq_public(self) -> bytes:
+        """This node's ML-DSA-65 public key (1 952 bytes), the same in every network."""
+        return self._pq().public_key().public_bytes_raw()
+
+    def sign_for(self, network_id: str, data: bytes) -> bytes:
+        """Sign `data` under `network_id`'s scheme (classic or hybrid)."""
+        scheme = NETWORK_SCHEMES.of(network_id)
+        return signatures.sign(scheme, self._private, self._pq() if scheme.post_quantum else None, data)
 
     def __repr__(self) -> str:
         return f"NodeKey({self.node_id})"
@@ -192,20 +236,52 @@ class Genesis:
     created_s: int  # unix seconds at creation; part of the hash so two "home" networks differ
     params: dict = field(default_factory=dict)  # consensus/role parameters agreed at genesis
     version: int = 1
+    scheme: Scheme = Scheme.CLASSIC  # fixed for the network's life: it is part of the hashed genesis
+    founder_pq_key: bytes = b""  # hybrid networks: the founder's ML-DSA-65 public key
+
+    def __post_init__(self) -> None:
+        # Binding here means: wherever this process holds a network's genesis, it verifies that
+        # network's signatures under the genesis' scheme (and refuses classic ones if hybrid).
+        object.__setattr__(self, "scheme", Scheme(self.scheme))
+        try:
+            network_id = self.network_id
+        except (EncodingError, TypeError):
+            return  # no canonical form: from_wire refuses it right after
+        NETWORK_SCHEMES.bind(network_id, self.scheme)
+        if self.scheme.post_quantum and isinstance(self.founder_pq_key, bytes) \
+                and len(self.founder_pq_key) == ML_DSA_65_PUBLIC_SIZE and isinstance(self.founder, str):
+            PQ_KEYS.pin(network_id, self.founder, self.founder_pq_key)
 
     def to_wire(self) -> dict:
-        return {
+        wire = {
             "v": self.version,
             "name": self.name,
             "founder": self.founder,
             "created_s": self.created_s,
             "params": self.params,
         }
+        if self.scheme is not Scheme.CLASSIC:  # classic genesis records (and network ids) are unchanged
+            wire["scheme"] = self.scheme.value
+            wire["pq"] = self.founder_pq_key
+        return wire
 
     @classmethod
     def from_wire(cls, obj: object) -> Genesis:
         if not isinstance(obj, dict):
             raise IdentityError("genesis must be a map")
+        raw_scheme = obj.get("scheme", Scheme.CLASSIC.value)
+        try:
+            scheme = Scheme(raw_scheme)
+        except ValueError:
+            raise IdentityError(
+                f"genesis uses signature scheme {raw_scheme!r}, which this build does not know "
+                f"(it knows {', '.join(s.value for s in Scheme)}); upgrade mycelium"
+            ) from None
+        pq = obj.get("pq", b"")
+        if scheme.post_quantum and not (isinstance(pq, bytes) and len(pq) == ML_DSA_65_PUBLIC_SIZE):
+            raise IdentityError(f"a post-quantum genesis must carry the founder's {ML_DSA_65_PUBLIC_SIZE}-byte ML-DSA-65 key")
+        if not scheme.post_quantum and "pq" in obj:
+            raise IdentityError("a classic genesis carries no ML-DSA key")
         try:
             g = cls(
                 name=obj["name"],
@@ -213,9 +289,13 @@ class Genesis:
                 created_s=obj["created_s"],
                 params=obj.get("params", {}),
                 version=obj["v"],
+                scheme=scheme,
+                founder_pq_key=pq,
             )
         except KeyError as exc:
             raise IdentityError(f"genesis lacks field {exc.args[0]!r}") from exc
+        except TypeError as exc:  # unhashable/ill-typed fields make the network id uncomputable
+            raise IdentityError(f"genesis is malformed: {exc}") from exc
         if g.version != 1:
             raise IdentityError(f"genesis version {g.version} is not supported (this build knows 1)")
         if not isinstance(g.name, str) or not 1 <= len(g.name) <= 64:
@@ -237,19 +317,23 @@ class Genesis:
 
 def validate_network_name(name: str) -> str:
     if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
-        raise IdentityError(
+        raise InvalidName(
             f"network name {name!r} must be 1–64 characters of letters, digits, '-', '_' or '.'"
         )
     return name
 
 
-def create_network(name: str, founder: NodeKey, *, params: dict | None = None) -> tuple[Genesis, bytes]:
-    """A new genesis record and its 32-byte network secret."""
+def create_network(name: str, founder: NodeKey, *, params: dict | None = None,
+                   pq: bool = False) -> tuple[Genesis, bytes]:
+    """A new genesis record and its 32-byte network secret; `pq` makes it a hybrid
+    Ed25519 + ML-DSA-65 network, for its whole life."""
     genesis = Genesis(
         name=validate_network_name(name),
         founder=founder.node_id,
         created_s=int(time.time()),
         params=dict(params or {}),
+        scheme=Scheme.HYBRID if pq else Scheme.CLASSIC,
+        founder_pq_key=founder.pq_public if pq else b"",
     )
     return genesis, secrets.token_bytes(SECRET_SIZE)
 
@@ -264,7 +348,7 @@ def short_network_id(network_id: str) -> str:
 TOKEN_PREFIX = "myc1"
 TOKEN_VERSION = 1
 _TOKEN_CHECKSUM_SIZE = 4
-MAX_TOKEN_CHARS = 8192
+MAX_TOKEN_CHARS = 16384  # a post-quantum token carries an ML-DSA key and a hybrid invite signature (~7.5 KB)
 _B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -294,10 +378,11 @@ class Invite:
 
     def signed_by(self, key: NodeKey) -> Invite:
         unsigned = Invite(self.invite_id, self.network_id, key.node_id, self.expires_s, self.uses)
-        return Invite(**{**_invite_fields(unsigned), "signature": key.sign(unsigned.signing_bytes())})
+        return Invite(**{**_invite_fields(unsigned),
+                         "signature": key.sign_for(self.network_id, unsigned.signing_bytes())})
 
     def verify_signature(self) -> bool:
-        return verify(self.issuer, self.signing_bytes(), self.signature)
+        return verify(self.issuer, self.signing_bytes(), self.signature, self.network_id)
 
     def to_wire(self) -> dict:
         return {**self.signed_part(), "sig": self.signature}
@@ -353,6 +438,7 @@ class JoinToken:
     secret: bytes
     bootstrap: tuple[str, ...]
     invite: Invite
+    secret_generation: int = 0  # how often the secret was rotated before this token was issued
 
     @property
     def network_id(self) -> str:
@@ -366,6 +452,7 @@ class JoinToken:
                 "secret": self.secret,
                 "boot": list(self.bootstrap),
                 "invite": self.invite.to_wire(),
+                **({"gen": self.secret_generation} if self.secret_generation else {}),
             }
         )
         check = digest(body, person=b"myc-token")[:_TOKEN_CHECKSUM_SIZE]
@@ -413,7 +500,10 @@ class JoinToken:
             raise TokenError("token's network secret has the wrong size")
         if not isinstance(boot, list) or not all(isinstance(a, str) and len(a) < 512 for a in boot):
             raise TokenError("token's bootstrap addresses are malformed")
-        token = cls(genesis, secret, tuple(boot), invite)
+        gen = obj.get("gen", 0)
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise TokenError("token's secret generation must be a non-negative integer")
+        token = cls(genesis, secret, tuple(boot), invite, gen)
         if invite.network_id != genesis.network_id:
             raise TokenError("token's invite names another network than its genesis: it was tampered with")
         if not invite.verify_signature():

@@ -12,6 +12,7 @@ STATUS_SCHEMA_VERSION = 1
 def status(node: Any) -> dict:
     ledger = node.ledger
     me = node.key.node_id
+    runtime = node.runtime_report()
     return {
         "schema": STATUS_SCHEMA_VERSION,
         "version": _version(),
@@ -32,7 +33,9 @@ def status(node: Any) -> dict:
         "consensus": node.session.consensus_state if node.session else "starting",
         "read_only": node.read_only(),
         "read_only_reason": node.read_only_reason(),
-        "runtime": node.runtime_name(),
+        "runtime": runtime["runtime"],
+        "runtime_reason": runtime["reason"],
+        "k3s": runtime["k3s"],
         "services": ledger.service_count(),
         "uptime_s": node.uptime_s,
         "state_dir": str(node.cfg.state_dir),
@@ -48,6 +51,11 @@ def _version() -> str:
 # What a mesh failure code means for the user (codes: mycelium.mesh.membership.FailureReason).
 FAILURE_TEXT = {
     "wrong_network": "it belongs to another network",
+    "scheme_mismatch": "one of the two networks is post-quantum (created with --pq) and the other classic: "
+                       "such nodes never share a network",
+    "secret_revoked": "it proves a network secret that was rotated (rekey after a removal): a removed device, "
+                      "or a member that fell behind — it needs a fresh invite",
+    "secret_ahead": "it holds a newer network secret than ours: this node must catch up with the chain first",
     "bad_proof": "it does not know this network's secret (another network, or a forged token)",
     "no_protocol": "it does not serve this network: another network, or not a mycelium node",
     "replayed_nonce": "it replayed an old handshake",
@@ -64,7 +72,9 @@ FAILURE_TEXT = {
 def _failure_text(code: str | None) -> str | None:
     if code is None:
         return None
-    base = code.split(":", 1)[0]
+    base, _, remote = code.partition(":")
+    if base == "refused_by_peer" and remote in FAILURE_TEXT:
+        return f"it refused us: {FAILURE_TEXT[remote]} ({code})"
     return FAILURE_TEXT.get(base, code) + (f" ({code})" if base in FAILURE_TEXT else "")
 
 

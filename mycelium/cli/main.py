@@ -151,22 +151,28 @@ def network() -> None:
 
 @network.command("create")
 @click.argument("name")
+@click.option("--pq", is_flag=True, help="Post-quantum: hybrid Ed25519 + ML-DSA-65 signatures, fixed for the network's life.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def network_create(ctx: Context, name: str, as_json: bool) -> None:
+def network_create(ctx: Context, name: str, pq: bool, as_json: bool) -> None:
     """Found a new network NAME with this node as its first sclerotium."""
-    res = call(ctx, "POST", protocol.NETWORK_CREATE, {"name": name})
+    res = call(ctx, "POST", protocol.NETWORK_CREATE, {"name": name, "pq": pq})
+    kind = " (post-quantum: Ed25519 + ML-DSA-65)" if pq else ""
     emit_json(res) if as_json else click.echo(
-        f"created network {res['network_name']} ({res['network_id'][:16]}); invite others with `mycelium invite`")
+        f"created network {res['network_name']} ({res['network_id'][:16]}){kind}; "
+        "invite others with `mycelium invite`")
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--ttl", default="1h", show_default=True, help="How long the token stays valid (90s, 30m, 1h, 7d).")
 @click.option("--uses", default=1, show_default=True, type=click.IntRange(1, 1000), help="How many nodes may join with it.")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def invite(ctx: Context, ttl: str, uses: int, as_json: bool) -> None:
-    """Print a join token for another device."""
+@click.pass_context
+def invite(click_ctx: click.Context, ttl: str, uses: int, as_json: bool) -> None:
+    """Print a join token for another device (`invite list`, `invite revoke ID`: see below)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx = click_ctx.obj
     res = call(ctx, "POST", protocol.INVITE, {"ttl_s": parse_duration(ttl), "uses": uses})
     if as_json:
         emit_json(res)
@@ -263,6 +269,16 @@ def undeploy(ctx: Context, name: str) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--to", "to", required=True, help="The backup node (id or its last characters) to move the primary to.")
+@click.pass_obj
+def migrate(ctx: Context, name: str, to: str) -> None:
+    """Move Endophyte NAME's primary to one of its backups (converge, stop-and-copy, resume there)."""
+    res = call(ctx, "POST", protocol.MIGRATE, {"name": name, "to": to})
+    click.echo(f"submitted migration of {name} to {res['to'][-8:]}; `mycelium services` shows the new primary")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def services(ctx: Context, as_json: bool) -> None:
@@ -314,6 +330,11 @@ def resolve(ctx: Context, name: str, as_json: bool) -> None:
     else:
         for ep in res["endpoints"]:
             click.echo(ep)
+
+
+from mycelium.cli import governance as _governance  # noqa: E402  (registers admin, network set/show, remove …)
+
+_governance.register(cli, network, invite)
 
 
 def main() -> None:

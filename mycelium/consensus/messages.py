@@ -17,7 +17,7 @@ from enum import IntEnum
 from typing import Any, Union
 
 from mycelium.encoding import HASH_SIZE, EncodingError, canonical, decode, digest, hash_value
-from mycelium.identity import SIGNATURE_SIZE, NodeId, NodeKey, is_node_id, verify
+from mycelium.identity import SIGNATURE_SIZES, NodeId, NodeKey, is_node_id, verify
 from mycelium.spores.certificate import CertificateError, QuorumCertificate, precommit_signing_bytes
 
 WIRE_VERSION = 1
@@ -27,7 +27,7 @@ NIL = b""  # the nil vote: "no valid proposal this round"
 MAX_ROUND = 2**31 - 1
 MAX_HEIGHT = 2**63 - 1
 MAX_BATCH_OPS = 4096  # a proposal with more operations is refused on receipt
-MAX_MESSAGE_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 4 << 20  # a full proposal under the hybrid scheme: ~3.4 KB of signature per operation
 
 
 class MessageType(IntEnum):
@@ -80,8 +80,8 @@ def _signer(obj: dict) -> tuple[NodeId, bytes]:
     validator, signature = obj.get("from"), obj.get("sig")
     if not is_node_id(validator):
         raise MessageError("field 'from' must be a node id")
-    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
-        raise MessageError(f"field 'sig' must be {SIGNATURE_SIZE} bytes")
+    if not isinstance(signature, bytes) or len(signature) not in SIGNATURE_SIZES:
+        raise MessageError(f"field 'sig' must be {' or '.join(map(str, SIGNATURE_SIZES))} bytes (classic or hybrid)")
     return validator, signature
 
 
@@ -313,9 +313,9 @@ def sign(message: VoteMessage, key: NodeKey, network_id: str) -> VoteMessage:
     if message.validator != key.node_id:
         raise ValueError("a node signs only messages naming itself as validator")
     fields = {name: getattr(message, name) for name in message.__slots__ if name != "signature"}
-    return type(message)(**fields, signature=key.sign(message.signing_bytes(network_id)))
+    return type(message)(**fields, signature=key.sign_for(network_id, message.signing_bytes(network_id)))
 
 
 def verify_message(message: VoteMessage, network_id: str) -> bool:
     """True iff the message carries its validator's valid signature. Never raises."""
-    return verify(message.validator, message.signing_bytes(network_id), message.signature)
+    return verify(message.validator, message.signing_bytes(network_id), message.signature, network_id)

@@ -97,12 +97,12 @@ class Participant:
         self.results[task.task_id] = result
         c = TaskCommitment(task.task_id, _commitment(result, self._nonce(task, result), self.key.node_id, task.task_id),
                            self.key.node_id)
-        return TaskCommitment(c.task_id, c.commitment, c.node, self.key.sign(c.signing_bytes(self.network_id)))
+        return TaskCommitment(c.task_id, c.commitment, c.node, self.key.sign_for(self.network_id, c.signing_bytes(self.network_id)))
 
     def reveal(self, task: Task) -> TaskReveal:
         result = self.results[task.task_id]
         r = TaskReveal(task.task_id, result, self._nonce(task, result), self.key.node_id)
-        return TaskReveal(r.task_id, r.result, r.nonce, r.node, self.key.sign(r.signing_bytes(self.network_id)))
+        return TaskReveal(r.task_id, r.result, r.nonce, r.node, self.key.sign_for(self.network_id, r.signing_bytes(self.network_id)))
 
 
 class Refused(str, Enum):
@@ -204,7 +204,7 @@ class Tally:
             return self._refuse(Refused.WRONG_TASK)
         if message.node not in self.task.assignees:
             return self._refuse(Refused.NOT_ASSIGNED)
-        if not verify(message.node, message.signing_bytes(self.network_id), message.signature):
+        if not verify(message.node, message.signing_bytes(self.network_id), message.signature, self.network_id):
             return self._refuse(Refused.BAD_SIGNATURE)
         return None
 

@@ -39,7 +39,7 @@ from mycelium.spores.primary import (
 from mycelium.storage.db import StateDB, StoredPrimary
 from mycelium.storage.network import NetworkMembership
 
-log = get_logger("mycelium.ledger.store")
+log = get_logger("mycelium.ledger")
 
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
@@ -164,7 +164,8 @@ class Ledger:
                 break
         # The proposer's clock goes first: always with operations, and on its own once a heartbeat
         # is due (an empty list makes the core wait for its heartbeat timer instead).
-        if batch or now_s - head.params.get(TIME, 0) >= self.heartbeat_s:
+        heartbeat_s = head.params.get("heartbeat_s", self.heartbeat_s)  # `network set heartbeat_s=…` wins
+        if batch or now_s - head.params.get(TIME, 0) >= heartbeat_s:
             clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)))
             batch.insert(0, clock.to_wire())
         return batch
@@ -228,27 +229,19 @@ class Ledger:
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
         if height % 256 == 0:
-            self.db.prune_primaries(HISTORY_KEPT)
+            self.db.prune_primaries(candidate.params.get("history_kept", HISTORY_KEPT))  # `network set`
         bind_identity(epoch=candidate.height)
         return candidate
 
-    def adopt_links(self, links: list[CertifiedPrimary]) -> int:
-        """Verified catch-up: append links that extend our chain (each certificate checked)."""
-        added = 0
-        for link in links:
-            if self.chain is None:
-                self.chain = PrimaryChain(self.membership.genesis, link)
-                self.db.reset_chain()
-                self.db.append_primary(_stored(link))
-                added += 1
-                continue
-            if link.primary.height <= self.chain.height:
-                continue
-            verify_successor(self.chain.primary, link.primary, link.certificate)
-            self.db.append_primary(_stored(link))
-            self.chain.append(link)
-            added += 1
-        return added
+    def record_link(self, chain: PrimaryChain, link: CertifiedPrimary) -> None:
+        """Persist (fsynced) a link the catch-up core verified and appended to `chain`: our own chain,
+        or for a joiner the first one, built from the genesis Primary of the answer."""
+        if self.chain is None:
+            self.chain = chain
+            self.db.reset_chain()
+        elif chain is not self.chain:
+            raise LedgerError("a catch-up link for a chain this ledger does not hold")
+        self.db.append_primary(_stored(link))
 
     # ------------------------------------------------------------------------------ consensus lock
     @property

@@ -20,7 +20,7 @@ import trio
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 
-from mycelium.identity import NodeId
+from mycelium.identity import NodeId, scheme_of
 from mycelium.mesh.framing import FrameError, read_frame, write_frame
 from mycelium.mesh.membership import (
     MAX_HANDSHAKE_MESSAGE,
@@ -35,7 +35,8 @@ from mycelium.mesh.membership import (
 if TYPE_CHECKING:
     from mycelium.mesh.host import Mesh
 
-TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT})  # redialled, not blocked
+# redialled, not blocked (SECRET_AHEAD: the peer rotated the secret before we did; we catch up first)
+TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT, FailureReason.SECRET_AHEAD})
 MAX_HANDSHAKES_PER_PEER = 2  # concurrent responder handshakes per peer (two connections at once)
 BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its handshake hears "blocked"
 
@@ -68,9 +69,14 @@ class ConnectionWatcher:
 
 
 class Admission:
-    def __init__(self, mesh: Mesh, secret: bytes) -> None:
+    def __init__(self, mesh: Mesh, secret: bytes, generation: int = 0) -> None:
         self._mesh = mesh
         self._secret = secret
+        self._generation = generation  # rotations of the network secret so far (rekey on removal)
+        self._previous: bytes | None = None  # the secret before the last rotation, during the overlap
+        self._overlap_until = float("-inf")
+        self._is_member: Any = lambda node: True  # who may still prove the previous secret
+        self._peer_generation: dict[NodeId, int] = {}  # admitted peer → generation its proof used
         self._replay = ReplayGuard()
         self._handshaking: Counter[NodeId] = Counter()  # handshakes running per peer
         self._admitted_events: dict[NodeId, trio.Event] = {}
@@ -120,6 +126,8 @@ class Admission:
         if concluded is not None:
             concluded.set()  # wakes connect(): the peer went away before admitting us
         self._admitted_events.pop(node, None)  # the next connection must prove membership again
+        self._mesh.streams.forget(node)
+        self._peer_generation.pop(node, None)
 
     async def admit_stream(self, node_id: NodeId) -> bool:
         """True if `node_id` may use a mycelium protocol; otherwise count, penalise and say no.
@@ -225,6 +233,24 @@ class Admission:
         if self._handshaking[node] <= 0:
             del self._handshaking[node]
 
+    def rotate(self, generation: int, secret: bytes, *, is_member: Any, overlap_s: float) -> None:
+        """Use `secret` (generation `generation`) from now on; accept the previous one from current
+        members only, for `overlap_s` (they may not have opened their envelope yet)."""
+        if generation <= self._generation:
+            return
+        self._previous = self._secret if generation == self._generation + 1 else None
+        self._secret, self._generation, self._is_member = secret, generation, is_member
+        self._overlap_until = trio.current_time() + overlap_s
+
+    def peers_on_old_secret(self) -> list[NodeId]:
+        return sorted(n for n, g in self._peer_generation.items() if g < self._generation)
+
+    def _accepted(self, node: NodeId) -> dict[int, bytes]:
+        accepted = {self._generation: self._secret}
+        if self._previous is not None and trio.current_time() < self._overlap_until and self._is_member(node):
+            accepted[self._generation - 1] = self._previous
+        return accepted
+
     def _handshake(self, role: Role, node: NodeId) -> Handshake:
         return Handshake(
             role,
@@ -234,6 +260,9 @@ class Admission:
             remote=node,
             nonce=secrets.token_bytes(32),
             replay_guard=self._replay,
+            post_quantum=scheme_of(self._mesh.network_id).post_quantum,
+            generation=self._generation,
+            accepted=self._accepted(node),
         )
 
     async def _drive(self, hs: Handshake, stream: Any, first: bytes | None) -> None:
@@ -260,6 +289,7 @@ class Admission:
             first = not rec.admitted
             rec.admitted = rec.member = True
             rec.failure = None
+            self._peer_generation[node] = hs.peer_generation
             self._mesh.redial.succeeded(node)
             self._mesh.counters.handshake_ok += 1
             self.admitted_event(node).set()
@@ -279,7 +309,7 @@ class Admission:
         if rec.admitted:
             return  # a duplicate handshake on a second connection failed; the first one stands
         rec.failure = reason
-        if hs.failure in TRANSIENT_FAILURES:
+        if hs.failure in TRANSIENT_FAILURES or hs.remote_reason == FailureReason.SECRET_AHEAD.value:
             # the connection broke or stalled (a restart, a flaky link): retry later, no block;
             # a peer that opens handshakes and stalls them costs strikes, so it cannot tie us up
             delay = self._mesh.redial.failed(node, trio.current_time())

@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from mycelium.encoding import EncodingError, canonical, decode
+from mycelium.identity import MAX_SIGNATURE_SIZE, SIGNATURE_SIZES
 
 HEADER = struct.Struct("!QBI")
 HEADER_BYTES = HEADER.size  # 13
@@ -232,7 +233,7 @@ def parse_stripe_label(label: str | None) -> tuple[bytes, str, int] | None:
 
 def _decode_dict(data: bytes) -> dict:
     try:
-        msg = decode(bytes(data), max_size=2 * MAX_CERT_BYTES + 512)
+        msg = decode(bytes(data), max_size=2 * MAX_CERT_BYTES + MAX_SIGNATURE_SIZE + 512)
     except EncodingError as exc:
         raise WireError(f"undecodable: {exc}") from exc
     if not isinstance(msg, dict):
@@ -249,6 +250,6 @@ def _cert(msg: dict) -> bytes:
 
 def _sig(msg: dict) -> bytes:
     sig = msg.get("sig")
-    if not isinstance(sig, bytes) or len(sig) != 64:
+    if not isinstance(sig, bytes) or len(sig) not in SIGNATURE_SIZES:  # classic or hybrid
         raise WireError("bad signature field")
     return sig

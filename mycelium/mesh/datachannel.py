@@ -151,7 +151,7 @@ class DataChannels:
         return self._cert
 
     def _signature(self) -> bytes:
-        return self._node_key.sign(binding_payload(self._mesh.network_id, self._identity().der))
+        return self._node_key.sign_for(self._mesh.network_id, binding_payload(self._mesh.network_id, self._identity().der))
 
     def _context_for(self, server_name: str | None) -> ssl.SSLContext | None:
         """(called in a handshake thread) The pinned context of the channel a stripe asks for."""
@@ -241,7 +241,7 @@ class DataChannels:
             request = OpenRequest.decode(data)
         except WireError as exc:
             raise BadRequest(f"bad channel open request: {exc}") from exc
-        if not verify(peer, binding_payload(self._mesh.network_id, request.cert), request.sig):
+        if not verify(peer, binding_payload(self._mesh.network_id, request.cert), request.sig, self._mesh.network_id):
             raise BadRequest("the certificate is not signed by your node key for this network")
         if request.purpose not in self._handlers:
             return OpenAnswer(refused=f"no {request.purpose!r} channels are served here").encode()
@@ -286,7 +286,7 @@ class DataChannels:
         if answer.refused is not None:
             mesh.counters.channel_refused += 1
             raise ChannelRefused(f"{node_id} refused a {purpose!r} channel: {answer.refused}")
-        if not verify(node_id, binding_payload(mesh.network_id, answer.cert), answer.sig):
+        if not verify(node_id, binding_payload(mesh.network_id, answer.cert), answer.sig, mesh.network_id):
             raise ChannelRefused(f"{node_id}'s data-channel certificate is not bound to its node id")
         host, port = self.dial_overrides.get(node_id) or (self._peer_host(node_id), answer.port)
         context = pinned_context(False, cert, answer.cert)

@@ -51,6 +51,7 @@ from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
 from mycelium.mesh.routing import PeerRouting
 from mycelium.mesh.rpc import Handler, RequestResponse
+from mycelium.mesh.streams import MessageStreams, StreamHandler
 
 
 
@@ -80,6 +81,7 @@ class Mesh:
         secret: bytes,
         *,
         rng: random.Random | None = None,
+        secret_generation: int = 0,
     ) -> None:
         if len(secret) != SECRET_SIZE:
             raise MeshError(f"the network secret has {SECRET_SIZE} bytes, got {len(secret)}")
@@ -97,13 +99,14 @@ class Mesh:
         self.redial = RedialSchedule(
             base_s=config.redial_base_s, max_s=config.redial_max_s, jitter=config.redial_jitter, rng=self._rng
         )
-        self.admission = Admission(self, secret)
+        self.admission = Admission(self, secret, secret_generation)
         self.libp2p_host: Any = None
         self._nursery: trio.Nursery | None = None
         self._gossip: Gossip | None = None
         self._routing: PeerRouting | None = None
         self._interfaces: tuple[list[str], list[str]] | None = None  # cached interface addresses
         self.rpc = RequestResponse(self)
+        self.streams = MessageStreams(self)
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
         self.channels = DataChannels(self, node_key)
@@ -171,6 +174,7 @@ class Mesh:
         host.get_network().register_notifee(ConnectionWatcher(self))
         host.set_stream_handler(self.protocols.membership, self.admission.on_membership_stream)
         self.rpc.install(host)
+        self.streams.install(host)
         try:
             async with host.run([multiaddr.Multiaddr(a) for a in listen]):
                 try:
@@ -284,6 +288,14 @@ class Mesh:
         """Send `payload` to `node_id`'s `name` handler on a new stream; its answer (or RequestError)."""
         return await self.rpc.request(node_id, name, payload, timeout_s)
 
+    def register_stream_handler(self, name: str, handler: StreamHandler) -> str:
+        """Serve one-way message stream `name`: `async handler(peer, message: bytes)` per message, in order."""
+        return self.streams.register(name, handler)
+
+    async def send_messages(self, node_id: NodeId, name: str, messages: list[bytes], timeout_s: float = 5.0) -> None:
+        """Write `messages` to `node_id`'s `name` stream (kept open between calls) in one write."""
+        await self.streams.send(node_id, name, messages, timeout_s)
+
     async def publish(self, topic_name: str, data: bytes) -> None:
         """Gossip `data` (small: ≤ gossip.max_message_bytes - 1 KiB) on topic `topic_name`."""
         if self._gossip is None:
@@ -318,6 +330,21 @@ class Mesh:
     def serve_channels(self, purpose: str, handler: Any) -> None:
         """Run `handler(node_id, channel)` for each inbound channel of `purpose` (closed when it returns)."""
         self.channels.serve_channels(purpose, handler)
+
+    async def rotate_secret(self, generation: int, secret: bytes, *, is_member: Any, overlap_s: float) -> None:
+        """Rekey: prove `secret` from now on. Peers that are no longer members are disconnected at
+        once; members still on the previous secret are accepted for `overlap_s`, then their old
+        connections are closed (they reconnect with the new secret)."""
+        self.admission.rotate(generation, secret, is_member=is_member, overlap_s=overlap_s)
+        self.log.info("mesh.secret.rotated", generation=generation, overlap_s=overlap_s)
+        for node in self.admitted_peers():
+            if not is_member(node):
+                self.admission._revoke(node)
+                await self.admission.disconnect(node)
+        await trio.sleep(overlap_s)
+        for node in self.admission.peers_on_old_secret():
+            self.admission._revoke(node)
+            await self.admission.disconnect(node)
 
     async def wait_admitted(self, node_id: NodeId) -> None:
         """Return once `node_id` is admitted (wrap in a timeout)."""

@@ -67,6 +67,9 @@ class FailureReason(Enum):
     NO_PROTOCOL = "no_protocol"  # (shell) the peer does not speak our membership protocol
     STREAM_ERROR = "stream_error"  # (shell) the stream broke mid-handshake
     BLOCKED = "blocked"  # (shell) the peer is in a backoff block
+    SCHEME_MISMATCH = "scheme_mismatch"  # one side's network is post-quantum (hybrid), the other's classic
+    SECRET_REVOKED = "secret_revoked"  # the peer proves an old generation of the secret (rotated after a removal)
+    SECRET_AHEAD = "secret_ahead"  # the peer holds a newer generation than we do: we must catch up first
 
 
 class HandshakeError(Exception):
@@ -118,12 +121,23 @@ class Handshake:
         remote: str,
         nonce: bytes,
         replay_guard: ReplayGuard | None = None,
+        post_quantum: bool = False,
+        generation: int = 0,
+        accepted: dict[int, bytes] | None = None,
     ) -> None:
+        """`secret` is our newest network secret, of `generation` (0 until the first rekey).
+        `accepted` (responder): generation → secret this remote may prove; None = {generation: secret}.
+        The shell offers the previous generation only to current members, during the rekey overlap."""
         if len(secret) != 32:
             raise HandshakeError(f"the network secret has 32 bytes, got {len(secret)}")
         if len(nonce) != NONCE_SIZE:
             raise HandshakeError(f"a handshake nonce has {NONCE_SIZE} bytes, got {len(nonce)}")
         self.role = role
+        self._post_quantum = post_quantum  # our network's signature scheme is hybrid (--pq)
+        self._generation = generation
+        self._accepted = dict(accepted) if accepted is not None else {generation: secret}
+        if not all(len(s) == 32 for s in self._accepted.values()):
+            raise HandshakeError("every accepted network secret has 32 bytes")
         self._secret = secret
         self._network_id = network_id
         self._local = local
@@ -135,6 +149,7 @@ class Handshake:
         self.state = HandshakeState.START if role is Role.INITIATOR else HandshakeState.AWAIT_HELLO
         self.failure: FailureReason | None = None
         self.remote_reason: str | None = None  # what the peer said when it refused us
+        self.peer_generation = generation  # the secret generation this connection is keyed to
 
     @property
     def done(self) -> bool:
@@ -144,7 +159,12 @@ class Handshake:
         if self.role is not Role.INITIATOR or self.state is not HandshakeState.START:
             raise HandshakeError(f"start() is for an initiator that has not started (state {self.state.value})")
         self.state = HandshakeState.AWAIT_CHALLENGE
-        return canonical({"m": "hello", "v": HANDSHAKE_VERSION, "net": self._network_id, "n": self._nonce})
+        hello = {"m": "hello", "v": HANDSHAKE_VERSION, "net": self._network_id, "n": self._nonce}
+        if self._post_quantum:
+            hello["pq"] = True  # absent for classic, so classic peers see the Hello they always saw
+        if self._generation:
+            hello["kg"] = self._generation  # absent before the first rekey, as above
+        return canonical(hello)
 
     def fail(self, reason: FailureReason) -> bytes | None:
         """End the handshake (also used by the shell for timeouts); returns a Refused to send."""
@@ -186,8 +206,19 @@ class Handshake:
         net, nonce = msg.get("net"), msg.get("n")
         if not isinstance(net, str) or not _is_nonce(nonce):
             return self.fail(FailureReason.MALFORMED)
+        if msg.get("pq", False) is not self._post_quantum:
+            # the network ids differ too (the genesis hash covers the scheme); say the precise cause
+            return self.fail(FailureReason.SCHEME_MISMATCH)
         if net != self._network_id:
             return self.fail(FailureReason.WRONG_NETWORK)
+        generation = msg.get("kg", 0)
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            return self.fail(FailureReason.MALFORMED)
+        if generation not in self._accepted:
+            ahead = generation > max(self._accepted)
+            return self.fail(FailureReason.SECRET_AHEAD if ahead else FailureReason.SECRET_REVOKED)
+        self._secret = self._accepted[generation]
+        self.peer_generation = generation
         if not self._guard.first_use(nonce):
             return self.fail(FailureReason.REPLAYED_NONCE)
         self._peer_nonce = nonce

@@ -72,7 +72,7 @@ class QuorumCertificate:
         outsiders = sorted(set(self.signatures) - vset)
         if outsiders:
             raise CertificateError(f"signed by non-validators: {', '.join(o[:16] for o in outsiders)}")
-        bad = sorted(v for v, sig in self.signatures.items() if not verify(v, msg, sig))
+        bad = sorted(v for v, sig in self.signatures.items() if not verify(v, msg, sig, network_id))
         if bad:
             raise CertificateError(f"invalid signatures from: {', '.join(b[:16] for b in bad)}")
         need = quorum_size(len(vset))

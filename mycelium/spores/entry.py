@@ -21,7 +21,7 @@ from enum import IntEnum
 from typing import Any
 
 from mycelium.encoding import EncodingError, canonical, decode, hash_value
-from mycelium.identity import SIGNATURE_SIZE, NodeId, NodeKey, is_node_id, verify
+from mycelium.identity import MAX_SIGNATURE_SIZE, SIGNATURE_SIZES, NodeId, NodeKey, is_node_id, verify
 
 ENTRY_DOMAIN = b"mycelium-spore-entry-v1"
 MASTER_SCOPE = "network"  # the master spores; a service's spores use service_scope(name)
@@ -29,7 +29,7 @@ MASTER_SCOPE = "network"  # the master spores; a service's spores use service_sc
 MAX_SCOPE_CHARS = 80  # "service/" + a service name
 MAX_NAME_CHARS = 128  # endpoint protocol, service name, ... (the key's free part)
 MAX_BODY_BYTES = 4096  # canonical bytes of the body; a capability profile fits in ~1 KiB
-MAX_ENTRY_BYTES = MAX_BODY_BYTES + 1024  # a whole encoded entry, signature and ids included
+MAX_ENTRY_BYTES = MAX_BODY_BYTES + 1024 + MAX_SIGNATURE_SIZE  # a whole encoded entry: ids, a hybrid signature
 MAX_INT = 2**63 - 1  # versions and timestamps are non-negative signed 64-bit integers
 
 
@@ -43,6 +43,7 @@ class EntryType(IntEnum):
     CONNECTION = 5  # the observer's connection to the subject, with flap counters (temporal)
     CAPABILITY = 6  # the author's capability profile (cores, RAM, disk, battery, ...)
     SERVICE = 7  # a service replica the author runs (service spores)
+    OVERLAY = 8  # the author's WireGuard public key and endpoint (mycelium.overlay.peers)
 
 
 TEMPORAL_TYPES = frozenset({EntryType.HEALTH, EntryType.USAGE, EntryType.CONNECTION})
@@ -133,14 +134,14 @@ class Entry:
     def signed_by(self, key: NodeKey, network_id: str) -> Entry:
         if key.node_id != self.author:
             raise ValueError(f"entry author {self.author[:16]} is not the signing key {key.node_id[:16]}")
-        return _replace(self, signature=key.sign(self.signing_bytes(network_id)))
+        return _replace(self, signature=key.sign_for(network_id, self.signing_bytes(network_id)))
 
     def verify_signature(self, network_id: str) -> bool:
         try:
             data = self.signing_bytes(network_id)
         except EncodingError:
             return False
-        return verify(self.author, data, self.signature)
+        return verify(self.author, data, self.signature, network_id)
 
     # -- wire -----------------------------------------------------------------------------------
 
@@ -230,8 +231,8 @@ class Entry:
             return "timestamp_ms must be a non-negative 64-bit integer"
         if self.temporal and self.version != self.timestamp_ms:
             return f"a {self.type.name.lower()} entry's version must equal its timestamp_ms"
-        if not (isinstance(self.signature, bytes) and len(self.signature) == SIGNATURE_SIZE):
-            return f"signature must be {SIGNATURE_SIZE} bytes"
+        if not (isinstance(self.signature, bytes) and len(self.signature) in SIGNATURE_SIZES):
+            return f"signature must be {' or '.join(map(str, SIGNATURE_SIZES))} bytes (classic or hybrid)"
         if not isinstance(self.body, dict) or not all(isinstance(k, str) for k in self.body):
             return "body must be a map with string keys"
         try:

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from mycelium.encoding import HASH_SIZE, EncodingError, canonical, decode, hash_value
 from mycelium.identity import Genesis, NodeId, NodeKey, is_node_id
+from mycelium.signatures import ML_DSA_65_PUBLIC_SIZE, PQ_KEYS, SchemeError
 from mycelium.spores.certificate import CertificateError, QuorumCertificate, precommit_signing_bytes
 
 PRIMARY_VERSION = 1
@@ -49,15 +50,24 @@ class Member:
     caps: dict = field(default_factory=dict)  # operator limits, e.g. {"max_role": "rhizomorph"}
     joined_at_height: int = 0
     profile: dict = field(default_factory=dict)  # capability summary (integers only)
+    pq_key: bytes = b""  # post-quantum networks: the member's ML-DSA-65 public key (1 952 bytes)
 
     def to_wire(self) -> dict:
-        return {"role": self.role, "trust": self.trust_ppm, "caps": self.caps, "joined": self.joined_at_height, "profile": self.profile}
+        wire = {"role": self.role, "trust": self.trust_ppm, "caps": self.caps, "joined": self.joined_at_height,
+                "profile": self.profile}
+        if self.pq_key:  # absent in classic networks: their Primaries hash as before
+            wire["pq"] = self.pq_key
+        return wire
 
     @classmethod
     def from_wire(cls, obj: object, who: str = "member") -> Member:
-        if not isinstance(obj, dict) or set(obj) != {"role", "trust", "caps", "joined", "profile"}:
-            raise PrimaryError(f"{who} must be a map of role, trust, caps, joined, profile")
-        m = cls(obj["role"], obj["trust"], obj["caps"], obj["joined"], obj["profile"])
+        base = {"role", "trust", "caps", "joined", "profile"}
+        if not isinstance(obj, dict) or set(obj) - {"pq"} != base:
+            raise PrimaryError(f"{who} must be a map of role, trust, caps, joined, profile (and pq)")
+        pq = obj.get("pq", b"")
+        if "pq" in obj and not (isinstance(pq, bytes) and len(pq) == ML_DSA_65_PUBLIC_SIZE):
+            raise PrimaryError(f"{who} pq key must be {ML_DSA_65_PUBLIC_SIZE} bytes (an ML-DSA-65 public key)")
+        m = cls(obj["role"], obj["trust"], obj["caps"], obj["joined"], obj["profile"], pq)
         if m.role not in ROLES:
             raise PrimaryError(f"{who} has unknown role {m.role!r} (known: {', '.join(ROLES)})")
         if not (_is_int(m.trust_ppm) and 0 <= m.trust_ppm <= TRUST_SCALE_PPM):
@@ -209,6 +219,18 @@ def verify_successor(prev: PrimarySpore, nxt: PrimarySpore, certificate: QuorumC
             f"height {prev.height} hashes to {prev.hash().hex()[:16]}: it was tampered with or is from a fork",
         )
     _verify_certificate(nxt, certificate, prev.validators())
+    pin_member_keys(nxt)
+
+
+def pin_member_keys(primary: PrimarySpore) -> None:
+    """Pin the ML-DSA keys a *certified* Primary records (post-quantum networks), so votes and
+    certificates from its members verify. Raise ChainError if one contradicts an earlier pin."""
+    for node, m in primary.members.items():
+        if m.pq_key:
+            try:
+                PQ_KEYS.pin(primary.network_id, node, m.pq_key)
+            except SchemeError as exc:
+                raise ChainError("certificate", f"Primary at height {primary.height}: {exc}") from exc
 
 
 def _verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, validators: list[NodeId]) -> None:
@@ -222,7 +244,7 @@ def _verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, v
 
 def genesis_primary(genesis: Genesis, *, founder_profile: dict | None = None) -> PrimarySpore:
     """Height 0 of a network: the founder is the sole member and sole sclerotium."""
-    founder = Member(VALIDATOR_ROLE, GENESIS_TRUST_PPM, {}, 0, dict(founder_profile or {}))
+    founder = Member(VALIDATOR_ROLE, GENESIS_TRUST_PPM, {}, 0, dict(founder_profile or {}), genesis.founder_pq_key)
     return PrimarySpore(
         network_id=genesis.network_id,
         height=0,
@@ -236,7 +258,7 @@ def genesis_primary(genesis: Genesis, *, founder_profile: dict | None = None) ->
 def certify_genesis(primary: PrimarySpore, founder: NodeKey) -> QuorumCertificate:
     """The founder's own certificate of the genesis Primary (1 signature of 1 validator)."""
     value = primary.hash()
-    sig = founder.sign(precommit_signing_bytes(primary.network_id, 0, 0, value))
+    sig = founder.sign_for(primary.network_id, precommit_signing_bytes(primary.network_id, 0, 0, value))
     return QuorumCertificate(height=0, round=0, value=value, signatures={founder.node_id: sig})
 
 

@@ -102,7 +102,7 @@ class SeedSpore:
         is the holder's own, correctly signed entry."""
         if self.network_id != network_id or self.snapshot.primary.network_id != network_id:
             raise SeedError(f"Seed spore is for network {self.network_id[:16]}, not {network_id[:16]}")
-        if not isinstance(self.signature, bytes) or not verify(self.holder, self.signing_bytes(), self.signature):
+        if not isinstance(self.signature, bytes) or not verify(self.holder, self.signing_bytes(), self.signature, network_id):
             raise SeedError(f"Seed spore signature by {self.holder[:16]} does not verify: it was tampered with or forged")
         for e in self.observations:
             if e.author != self.holder or not e.verify_signature(network_id):
@@ -121,7 +121,7 @@ def make_seed(
     seed = SeedSpore(network_id, key.node_id, created_ms, snapshot, tuple(sorted(set(connections))), tuple(observations))
     return SeedSpore(
         seed.network_id, seed.holder, seed.created_ms, seed.snapshot, seed.connections, seed.observations,
-        key.sign(seed.signing_bytes()),
+        key.sign_for(network_id, seed.signing_bytes()),
     )
 
 

@@ -162,6 +162,12 @@ class StateDB:
                 (invite_id, network_id, expires_s, uses, created_s),
             )
 
+    def list_invites(self, network_id: str, limit: int = 200) -> list[tuple[bytes, int, int, int]]:
+        """(id, expires_s, uses, created_s) of the newest `limit` invites this node issued."""
+        return self._conn.execute(
+            "SELECT id, expires_s, uses, created_s FROM invites WHERE network_id = ? ORDER BY created_s DESC LIMIT ?",
+            (network_id, limit)).fetchall()
+
     def count_invites(self, network_id: str) -> int:
         (n,) = self._conn.execute("SELECT COUNT(*) FROM invites WHERE network_id = ?", (network_id,)).fetchone()
         return n

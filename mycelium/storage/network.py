@@ -20,6 +20,7 @@ class NetworkMembership:
     bootstrap: tuple[str, ...] = ()  # addresses from the join token (peers learned later live elsewhere)
     invite: Invite | None = None  # the invite this node joined with; None for the founder
     personal: bool = False  # the single-node network a node creates when it has none
+    secret_generation: int = 0  # rotations of the secret so far (rekey on removal; the Primary's "secret" gen)
 
     @property
     def network_id(self) -> str:
@@ -38,6 +39,7 @@ def save_membership(path: Path, m: NetworkMembership) -> None:
             "boot": list(m.bootstrap),
             "invite": m.invite.to_wire() if m.invite else None,
             "personal": m.personal,
+            **({"gen": m.secret_generation} if m.secret_generation else {}),
         }
     )
     write_private_file(path, _HEADER + body)
@@ -70,6 +72,7 @@ def load_membership(path: Path) -> NetworkMembership | None:
             bootstrap=tuple(obj.get("boot") or ()),
             invite=Invite.from_wire(obj["invite"]) if obj.get("invite") else None,
             personal=bool(obj.get("personal", False)),
+            secret_generation=int(obj.get("gen", 0)),
         )
     except (EncodingError, KeyError, IdentityError, TypeError) as exc:
         raise IdentityError(

@@ -5,6 +5,7 @@ import pytest
 from mycelium.encoding import canonical, decode
 from mycelium.spores.entry import (
     MAX_BODY_BYTES,
+    MAX_ENTRY_BYTES,
     Entry,
     EntryType,
     MalformedEntry,
@@ -93,7 +94,7 @@ def test_oversized_body_and_entry():
     with pytest.raises(OversizeEntry):
         Entry.from_wire(wire)
     with pytest.raises(OversizeEntry):
-        Entry.from_bytes(canonical(wire) + b"\0" * 2048)
+        Entry.from_bytes(canonical(wire) + b"\0" * MAX_ENTRY_BYTES)
 
 
 @pytest.mark.parametrize("data", [b"", b"\xc1", b"\x92\x01", canonical([1, 2]), canonical({"t": 1})[:-1]])

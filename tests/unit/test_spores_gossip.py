@@ -94,13 +94,13 @@ def test_range_request_answers_with_bucket_entries():
 
 
 def test_large_deltas_are_split_to_fit_the_message_limit():
-    cores = make_cores(1, max_message_bytes=8 * 1024)
+    cores = make_cores(1, max_message_bytes=12 * 1024)
     core = cores[node_id(0)]
-    core.store.merge_entries(signed_entry(i, body={"pad": "x" * 1500}) for i in range(20))
+    core.store.merge_entries(signed_entry(i, body={"pad": "x" * 1500}) for i in range(30))
     effects = core.on_message(node_id(9), encode_message(RangeRequest("network", tuple(range(16)))), 1.0)
     assert len(effects) > 1
-    assert all(len(e.message) <= 8 * 1024 for e in effects)
-    assert sum(len(decode_message(e.message, max_bytes=1 << 16).entries) for e in effects) == 20
+    assert all(len(e.message) <= 12 * 1024 for e in effects)
+    assert sum(len(decode_message(e.message, max_bytes=1 << 16).entries) for e in effects) == 30
 
 
 GARBAGE = [

@@ -1,0 +1,159 @@
+"""Governance operations (admins, parameters, invite revocation, removal, keys, rekey): each checked
+and applied deterministically; wrong ones are refused with a reason and change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from mycelium.envelopes import KemKey, seal, secret_hash
+from mycelium.identity import Genesis, make_invite
+from mycelium.ledger import governance
+from mycelium.ledger.operations import OperationError, OpType, apply_batch, check_operation, sign_operation
+from mycelium.spores.primary import Member, genesis_primary
+from mycelium.testing.spores import node_key
+
+NOW = 1_700_000_000
+A, B, C = node_key(10), node_key(11), node_key(12)
+GENESIS = Genesis(name="gov", founder=A.node_id, created_s=NOW, params={"admins": [A.node_id], "dead_after_s": 30})
+NET = GENESIS.network_id
+
+
+def _primary():
+    p = genesis_primary(GENESIS)
+    members = {**p.members, B.node_id: Member("hypha", 500_000, {}, 0), C.node_id: Member("hypha", 500_000, {}, 0)}
+    from dataclasses import replace
+
+    return replace(p, members=members)
+
+
+def op(key, t, body):
+    return sign_operation(key, NET, t, body, now_s=NOW)
+
+
+def refused(o, prev, match):
+    with pytest.raises(OperationError, match=match):
+        check_operation(o, prev, now_s=NOW)
+    after = apply_batch(prev, [o.to_wire()])
+    assert after.members == prev.members and {k: v for k, v in after.params.items() if k not in ("seen", "applied_ops")} \
+        == {k: v for k, v in prev.params.items() if k not in ("seen", "applied_ops")}
+
+
+def test_admin_add_and_remove():
+    p = _primary()
+    p1 = apply_batch(p, [op(A, OpType.ADMIN, {"action": "add", "node": B.node_id}).to_wire()])
+    assert p1.params["admins"] == sorted([A.node_id, B.node_id])
+    p2 = apply_batch(p1, [op(B, OpType.ADMIN, {"action": "remove", "node": A.node_id}).to_wire()])
+    assert p2.params["admins"] == [B.node_id]
+    refused(op(B, OpType.ADMIN, {"action": "remove", "node": B.node_id}), p2, "last admin")
+    refused(op(C, OpType.ADMIN, {"action": "add", "node": C.node_id}), p2, "not an admin")
+    refused(op(B, OpType.ADMIN, {"action": "promote", "node": C.node_id}), p2, "add or remove")
+    refused(op(B, OpType.ADMIN, {"action": "add", "node": node_key(99).node_id}), p2, "not a member")
+
+
+def test_params_bounds_and_consistency():
+    p = _primary()
+    p1 = apply_batch(p, [op(A, OpType.PARAMS, {"set": {"heartbeat_s": 5, "max_validators": 4}}).to_wire()])
+    assert governance.effective_params(p1)["heartbeat_s"] == 5 and p1.params["max_validators"] == 4
+    refused(op(A, OpType.PARAMS, {"set": {"heartbeat_s": 0}}), p, r"heartbeat_s must be an integer in \[1, 3600\]")
+    refused(op(A, OpType.PARAMS, {"set": {"colour": 3}}), p, "unknown network parameter")
+    refused(op(A, OpType.PARAMS, {"set": {"dead_after_s": 10, "heartbeat_s": 6}}), p, "at least twice")
+    refused(op(A, OpType.PARAMS, {"set": {}}), p, "at least one")
+    refused(op(B, OpType.PARAMS, {"set": {"heartbeat_s": 5}}), p, "not an admin")
+
+
+def test_a_revoked_invite_cannot_join():
+    p = _primary()
+    inv = make_invite(A, NET, ttl_s=3600, uses=1, now_s=NOW)
+    p1 = apply_batch(p, [op(A, OpType.INVITE_REVOKE, {"id": inv.invite_id.hex()}).to_wire()])
+    assert inv.invite_id.hex() in p1.params[governance.REVOKED]
+    from mycelium.ledger.operations import join_operation
+    from mycelium.roles.profile import CapabilityProfile  # noqa: F401  (the join needs a profile)
+    from tests.profiles import make_profile as profile
+
+    joiner = node_key(13)
+    j = join_operation(joiner, NET, inv, profile(), "hypha", now_s=NOW)
+    with pytest.raises(OperationError, match="revoked"):
+        check_operation(j, p1, now_s=NOW)
+    check_operation(j, p, now_s=NOW)  # the same join was fine before the revocation
+    refused(op(A, OpType.INVITE_REVOKE, {"id": inv.invite_id.hex()}), p1, "already revoked")
+    refused(op(A, OpType.INVITE_REVOKE, {"id": "xyz"}), p, "32-hex-digit")
+
+
+def test_revocations_are_bounded():
+    from dataclasses import replace
+
+    p = _primary()
+
+    full = replace(p, params={**p.params, governance.REVOKED: {f"{i:032x}": 0 for i in range(governance.MAX_REVOKED)}})
+    refused(op(A, OpType.INVITE_REVOKE, {"id": "f" * 32}), full, "revocations are pending")
+    # revocations older than the longest invite TTL no longer count against the bound, and are dropped
+    later = replace(full, params={**full.params, "time_s": governance.REVOCATION_KEPT_S + 1})
+    after = apply_batch(later, [op(A, OpType.INVITE_REVOKE, {"id": "f" * 32}).to_wire()])
+    assert after.params[governance.REVOKED] == {"f" * 32: governance.REVOCATION_KEPT_S + 1}
+
+
+def _with_kems(p):
+    from dataclasses import replace
+
+    members = {n: replace(m, caps={**m.caps, "kem": KemKey(k.seed()).public(False)})
+               for (n, m), k in zip(sorted(p.members.items()), sorted([A, B, C], key=lambda k: k.node_id))}
+    return replace(p, members=members)
+
+
+def test_remove_makes_a_rotation_due_and_rekey_hands_the_secret_to_the_rest():
+    p = _with_kems(_primary())
+    p1 = apply_batch(p, [op(A, OpType.REMOVE, {"node": C.node_id}).to_wire()])
+    assert C.node_id not in p1.members
+    due = p1.params[governance.REKEY_DUE]
+    assert due["gen"] == 1 and due["removed"] == [C.node_id]
+    assert governance.rekeyer(p1) in p1.validators()
+    secret = bytes(range(32))
+    env = {n: seal(secret, p1.members[n].caps["kem"], network_id=NET, generation=1, node_id=n, pq=False)
+           for n in governance.envelope_recipients(p1)}
+    assert sorted(env) == sorted([A.node_id, B.node_id])
+    rk = op(A, OpType.REKEY, {"gen": 1, "hash": secret_hash(secret, NET, 1), "env": env})
+    check_operation(rk, p1, now_s=NOW)
+    p2 = apply_batch(p1, [rk.to_wire()])
+    assert governance.secret_generation(p2) == 1 and governance.REKEY_DUE not in p2.params
+    opened = KemKey(B.seed()).open(p2.params[governance.ENVELOPES][B.node_id], network_id=NET, generation=1,
+                                   node_id=B.node_id, pq=False)
+    assert opened == secret
+    with pytest.raises(Exception, match="does not open"):
+        KemKey(C.seed()).open(env[B.node_id], network_id=NET, generation=1, node_id=B.node_id, pq=False)
+    refused(rk, p2, "no secret rotation is due")
+    # an envelope set that leaves out a member is refused
+    short = op(A, OpType.REKEY, {"gen": 1, "hash": secret_hash(secret, NET, 1), "env": {A.node_id: env[A.node_id]}})
+    refused(short, p1, "exactly one envelope per member")
+    refused(op(B, OpType.REKEY, {"gen": 1, "hash": b"x" * 32, "env": env}), p1, "only a validator")
+
+
+def test_leave_also_makes_a_rotation_due():
+    p = _primary()
+    p1 = apply_batch(p, [op(B, OpType.LEAVE, {}).to_wire()])
+    assert B.node_id not in p1.members and p1.params[governance.REKEY_DUE]["removed"] == [B.node_id]
+
+
+def test_remove_refusals():
+    p = _primary()
+    refused(op(A, OpType.REMOVE, {"node": node_key(55).node_id}), p, "not a member")
+    refused(op(B, OpType.REMOVE, {"node": C.node_id}), p, "not an admin")
+    refused(op(A, OpType.REMOVE, {"node": A.node_id}), p, "only validator")
+
+
+@pytest.mark.parametrize("pq", [False, True])
+def test_envelopes_open_only_for_their_member(pq):
+    secret = bytes(32)
+    env = seal(secret, KemKey(A.seed()).public(pq), network_id=NET, generation=3, node_id=A.node_id, pq=pq)
+    assert KemKey(A.seed()).open(env, network_id=NET, generation=3, node_id=A.node_id, pq=pq) == secret
+    for gen, who in ((4, A.node_id), (3, B.node_id)):
+        with pytest.raises(Exception, match="does not open"):
+            KemKey(A.seed()).open(env, network_id=NET, generation=gen, node_id=who, pq=pq)
+
+
+def test_admins_are_bounded():
+    from dataclasses import replace
+
+    p = _primary()
+    many = [node_key(100 + i).node_id for i in range(governance.MAX_ADMINS - 1)] + [A.node_id]
+    full = replace(p, params={**p.params, "admins": sorted(many)})
+    refused(op(A, OpType.ADMIN, {"action": "add", "node": B.node_id}), full, f"at most {governance.MAX_ADMINS} admins")
