@@ -78,6 +78,8 @@ class NetworkSession:
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
+        self._catchup_now = trio.Event()  # set: poll the chain now (consensus reported Behind)
+        self._catchup_peer: NodeId | None = None  # … from this peer
 
     # ------------------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -139,7 +141,8 @@ class NetworkSession:
         core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
         self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
-                                      on_decided=self._on_decided, on_evidence=self._on_evidence)
+                                      on_decided=self._on_decided, on_evidence=self._on_evidence,
+                                      on_behind=self._on_behind)
         scope = trio.CancelScope()
         self._consensus_scope = scope
 
@@ -148,6 +151,12 @@ class NetworkSession:
                 await self.driver.run()
 
         self._nursery.start_soon(run_driver)
+
+    def _on_behind(self, behind: Any) -> None:
+        """Consensus cannot catch up by itself (the peer no longer keeps those decisions): ask that
+        peer for the chain now instead of at the next catch-up poll."""
+        self._catchup_peer = behind.peer
+        self._catchup_now.set()
 
     def _on_evidence(self, evidence: Any) -> None:
         """A validator signed conflicting messages: report it to the validators as an operation."""
@@ -212,7 +221,8 @@ class NetworkSession:
         while True:
             peers = self.mesh.admitted_peers()
             if peers:
-                peer = self._rng.choice(peers)
+                wanted, self._catchup_peer = self._catchup_peer, None
+                peer = wanted if wanted in peers else self._rng.choice(peers)
                 try:
                     answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
                     links = decode_catchup(answer)
@@ -231,7 +241,9 @@ class NetworkSession:
                     log.warning("refused Primary links from peer", peer=peer, error=str(exc))
                 except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer later
                     log.debug("catch-up request failed", peer=peer, error=repr(exc))
-            await trio.sleep(CATCHUP_INTERVAL_S)
+            with trio.move_on_after(CATCHUP_INTERVAL_S):
+                await self._catchup_now.wait()
+            self._catchup_now = trio.Event()
 
     async def _membership_loop(self) -> None:
         """Joiners submit their join until admitted; members publish their profile when it changed."""

@@ -20,7 +20,7 @@ from mycelium.identity import NodeId
 from mycelium.logs import get_logger
 
 from mycelium.consensus.core import ConsensusCore
-from mycelium.consensus.outcomes import Decided, Evidence, Participation, PersistLock
+from mycelium.consensus.outcomes import Behind, Decided, Evidence, Participation, PersistLock
 
 log = get_logger("mycelium.consensus")
 
@@ -53,6 +53,7 @@ class ConsensusDriver:
         on_decided: Callable[[Decided], Awaitable[None] | None],
         on_evidence: Callable[[Evidence], None] | None = None,
         on_participation: Callable[[Participation], None] | None = None,
+        on_behind: Callable[[Behind], None] | None = None,
     ) -> None:
         self.core = core
         self.transport = transport
@@ -60,6 +61,7 @@ class ConsensusDriver:
         self._on_decided = on_decided
         self._on_evidence = on_evidence
         self._on_participation = on_participation
+        self._on_behind = on_behind
         self._timers: dict[str, float] = {}
         self._send, self._inbox = trio.open_memory_channel[tuple[str, Any]](INBOX_SIZE)
         self.dropped: Counter[str] = Counter()
@@ -113,6 +115,11 @@ class ConsensusDriver:
                 log.warning("misbehaviour evidence", kind=effect.kind.value, validator=effect.validator, height=effect.height)
                 if self._on_evidence:
                     self._on_evidence(effect)
+            elif isinstance(effect, Behind):
+                log.info("behind the decision window; syncing the chain", height=effect.height,
+                         peer=effect.peer, peer_height=effect.peer_height)
+                if self._on_behind:
+                    self._on_behind(effect)
             elif isinstance(effect, Participation):
                 if self._on_participation:
                     self._on_participation(effect)
