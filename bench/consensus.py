@@ -38,12 +38,12 @@ import trio
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
-from mycelium.consensus.localnet import GENESIS_HASH, LedgerApp
-from mycelium.exchange import PeerQueues
+from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
+from mycelium.shell.exchange import PeerQueues
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
-from mycelium.operations import MAX_BATCH
+from mycelium.ledger.operations import MAX_BATCH
 
 from bench.report import Figure, baseline, note, percentile, rounded
 
@@ -139,12 +139,11 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
 
                 drivers: list[ConsensusDriver] = []
 
-                async def on_decided(d, i=i, app=app, drivers=drivers) -> None:
+                def on_decided(d, i=i, app=app, drivers=drivers) -> None:
                     if i == 0:
                         decided_at.append((time.monotonic(), len(d.batch)))
                     app.top_up()  # the next operations arrive at once: saturation
                     drivers[0].poke()
-                    await trio.sleep(0)
 
                 driver = ConsensusDriver(core, transport, persist_lock=lock, on_decided=on_decided)
                 drivers.append(driver)

@@ -1,0 +1,137 @@
+"""Running sans-IO cores over the mesh (any `mycelium.shell.transport.Transport`).
+
+`PeerQueues` carries a protocol's messages to peers as rpc requests, through one bounded queue and
+sender task per peer, so a slow or dead peer never stalls the protocol loop (a full queue drops and
+counts; the protocols resend what matters). `CoreShell` runs one core (mycelium.shell.effects.Core): its
+Send effects go through PeerQueues, Broadcast through a gossip topic, SetTimer through a timer
+table (the one interpreter, mycelium.shell.loop / shell.interpreter); inbound rpc requests and gossip
+messages are queued to its loop. Nothing here knows what the messages mean.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import trio
+
+from mycelium.identity import NodeId
+from mycelium.observability.logs import get_logger
+from mycelium.shell.loop import CoreLoop
+from mycelium.shell.transport import Transport
+
+log = get_logger("mycelium.shell.exchange")
+
+QUEUE_PER_PEER = 256  # messages waiting for one peer; beyond this new ones are dropped
+PUBLISH_QUEUE = 256  # gossip messages waiting to be published; beyond this new ones are dropped
+SEND_TIMEOUT_S = 5.0
+
+
+class PeerQueues:
+    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str) -> None:
+        self.mesh = mesh
+        self.rpc_name = rpc_name
+        self._nursery = nursery
+        self._queues: dict[NodeId, trio.MemorySendChannel] = {}
+        self.dropped: Counter[str] = Counter()
+        self.on_answer: Callable[[NodeId, bytes], None] | None = None  # non-empty rpc answers go here
+
+    async def send(self, to: NodeId, data: bytes) -> None:
+        self.send_nowait(to, data)
+
+    async def broadcast(self, data: bytes) -> None:
+        self.broadcast_nowait(data)
+
+    def broadcast_nowait(self, data: bytes) -> None:
+        for peer in self.mesh.admitted_peers():
+            self.send_nowait(peer, data)
+
+    def send_nowait(self, peer: NodeId, data: bytes) -> None:
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue, receive = trio.open_memory_channel[bytes](QUEUE_PER_PEER)
+            self._queues[peer] = queue
+            self._nursery.start_soon(self._sender, peer, receive)
+        try:
+            queue.send_nowait(data)
+        except trio.WouldBlock:
+            self.dropped["queue_full"] += 1
+
+    async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
+        async for data in receive:
+            try:
+                answer = await self.mesh.request(peer, self.rpc_name, data, timeout_s=SEND_TIMEOUT_S)
+            except Exception as exc:  # any mesh failure (refused, timed out, reset): count it, keep the sender
+                self.dropped["send_failed"] += 1
+                log.debug("send failed", rpc=self.rpc_name, peer=peer, error=repr(exc))
+                continue
+            if answer and self.on_answer is not None:
+                self.on_answer(peer, answer)
+
+
+class CoreShell(CoreLoop):
+    """One sans-IO core driven by trio over the mesh: Send effects through PeerQueues (rpc answers
+    come back to the core), Broadcast on the gossip topic (or to every peer without one)."""
+
+    def __init__(self, core: Any, mesh: Transport, nursery: trio.Nursery, *, rpc_name: str, topic: str | None,
+                 clock: Callable[[], float] | None = None) -> None:
+        # The core's clock: trio's by default; wall-clock seconds (time.time) for cores that compare
+        # `now` with timestamps signed by other nodes. Timers are set in this clock.
+        super().__init__(core, send=self._send_effect, broadcast=self._broadcast_effect, other=self._output,
+                         clock=clock)
+        self.mesh = mesh
+        self.topic = topic
+        self.queues = PeerQueues(mesh, nursery, rpc_name)
+        self.queues.on_answer = self.deliver
+        self._publish, self._published = trio.open_memory_channel[bytes](PUBLISH_QUEUE)
+        self.on_output: Callable[[Any], None] | None = None  # effects the shell does not know go here
+
+    async def handle_rpc(self, peer: NodeId, data: bytes) -> bytes:
+        self.deliver(peer, data)
+        return b""
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.topic is not None:
+                await nursery.start(self._listen_gossip)
+                nursery.start_soon(self._publisher)
+            await super().run(task_status=task_status)
+
+    def _send_effect(self, to: NodeId, message: Any) -> None:
+        self.queues.send_nowait(to, _bytes(message))
+
+    def _broadcast_effect(self, message: Any) -> None:
+        data = _bytes(message)
+        if self.topic is None:
+            self.queues.broadcast_nowait(data)
+            return
+        try:
+            self._publish.send_nowait(data)
+        except trio.WouldBlock:
+            self.dropped["publish_queue_full"] += 1
+
+    def _output(self, effect: Any) -> None:
+        if self.on_output is not None:
+            self.on_output(effect)
+
+    async def _publisher(self) -> None:
+        async for data in self._published:
+            try:
+                await self.mesh.publish(self.topic, data)
+            except Exception as exc:  # gossip is best effort; anti-entropy repairs what is lost
+                self.dropped["publish_failed"] += 1
+                log.debug("publish failed", topic=self.topic, error=repr(exc))
+
+    async def _listen_gossip(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with self.mesh.subscribe(self.topic) as messages:
+            task_status.started()
+            async for msg in messages:
+                self.deliver(msg.sender, msg.data)
+
+
+def _bytes(message: Any) -> bytes:
+    if isinstance(message, (bytes, bytearray)):
+        return bytes(message)
+    from mycelium.encoding import canonical
+
+    return canonical(message.to_wire() if hasattr(message, "to_wire") else message)
