@@ -23,6 +23,8 @@ from mycelium.ledger.operations import (
     apply_batch,
     check_operation,
     clock_operation,
+    last_sequence,
+    observe_sequence,
     role_reasons,
 )
 from mycelium.spores.certificate import QuorumCertificate
@@ -153,7 +155,9 @@ class Ledger:
             return []
         now_s = int(time.time())
         batch = []
-        for op_id, op in list(self.pool.items()):
+        # by sequence: an author's operations go in the order it signed them (a later one applied
+        # first would make the earlier one a refused "replay")
+        for op_id, op in sorted(self.pool.items(), key=lambda item: (item[1].seq, item[0])):
             try:
                 check_operation(op, head, now_s=now_s)
             except OperationError:
@@ -165,7 +169,8 @@ class Ledger:
         # The proposer's clock goes first: always with operations, and on its own once a heartbeat
         # is due (an empty list makes the core wait for its heartbeat timer instead).
         if batch or now_s - head.params.get(TIME, 0) >= self.heartbeat_s:
-            clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)))
+            clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)),
+                                    seq=last_sequence(head.params, self.key.node_id) + 1)
             batch.insert(0, clock.to_wire())
         return batch
 
@@ -225,6 +230,7 @@ class Ledger:
         verify_successor(self.head, candidate, certificate)
         self.db.append_primary(_stored(link))
         self.chain.append(link)
+        observe_sequence(last_sequence(candidate.params, self.key.node_id))
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
         if height % 256 == 0:
@@ -248,6 +254,8 @@ class Ledger:
             self.db.append_primary(_stored(link))
             self.chain.append(link)
             added += 1
+        if added:
+            observe_sequence(last_sequence(self.chain.primary.params, self.key.node_id))
         return added
 
     # ------------------------------------------------------------------------------ consensus lock
