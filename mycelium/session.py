@@ -44,7 +44,10 @@ from mycelium.ledger.operations import (
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
-from mycelium.spores.chain import CatchupMessageError, PrimaryLinks, PrimaryRequest, decode_catchup
+from mycelium.spores.chain import (
+    CatchupMessageError, PrimaryLinks, PrimaryRequest, SyncProof, SyncRequest, decode_catchup,
+)
+from mycelium.spores.statesync import SyncProgress
 from mycelium.spores.primary import ChainError
 
 log = get_logger("mycelium.session")
@@ -58,6 +61,8 @@ PROFILE_INTERVAL_S = 30.0
 JOIN_RETRY_S = 2.0
 WATCH_INTERVAL_S = 1.0
 MAX_LINKS = 32
+SYNC_LINKS_PER_PAGE = 16  # epoch links per state-sync answer
+MAX_SYNC_PAGES = 4096  # pages one state sync may take (each verified before the next is asked)
 
 
 class NetworkSession:
@@ -206,8 +211,13 @@ class NetworkSession:
         except CatchupMessageError as exc:
             self.rejected[f"chain_{exc.reason.value}"] += 1
             return PrimaryLinks(()).to_bytes()
-        if not isinstance(request, PrimaryRequest) or self.ledger.chain is None:
+        chain = self.ledger.chain
+        if chain is None or not isinstance(request, (PrimaryRequest, SyncRequest)):
             return PrimaryLinks(()).to_bytes()
+        if isinstance(request, SyncRequest):
+            return chain.sync_proof(request.after_epoch, SYNC_LINKS_PER_PAGE).to_bytes()
+        if request.after_height + 1 < chain.oldest_height:  # pruned here: verify from genesis instead
+            return chain.sync_proof(-1, SYNC_LINKS_PER_PAGE).to_bytes()
         return PrimaryLinks(tuple(self.ledger.chain.links_after(request.after_height, MAX_LINKS))).to_bytes()
 
     async def _on_submit(self, peer: NodeId, data: bytes) -> bytes:
@@ -234,6 +244,8 @@ class NetworkSession:
                 try:
                     answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
                     links = decode_catchup(answer)
+                    if isinstance(links, SyncProof) and await self._state_sync(peer, links):
+                        continue
                     if isinstance(links, PrimaryLinks) and links.links:
                         before = self.ledger.height if self.ledger.head else -1
                         added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
@@ -252,6 +264,31 @@ class NetworkSession:
             with trio.move_on_after(CATCHUP_INTERVAL_S):
                 await self._catchup_now.wait()
             self._catchup_now = trio.Event()
+
+    async def _state_sync(self, peer: NodeId, proof: SyncProof) -> bool:
+        """The peer pruned the links we need: verify genesis → each validator-set change → its head
+        (mycelium.spores.statesync) and start from that head. ChainError on a bad proof."""
+        progress = SyncProgress(self.membership.genesis)
+        progress.verify(proof)
+        for _ in range(MAX_SYNC_PAGES):
+            if progress.head is not None:
+                break
+            page = decode_catchup(await self.mesh.request(peer, RPC_CHAIN, SyncRequest(progress.trusted_epoch).to_bytes(),
+                                                          timeout_s=10))
+            if not isinstance(page, SyncProof) or not page.epoch_links and page.head is None:
+                return False
+            progress.verify(page)
+        before = self.ledger.height if self.ledger.head else -1
+        height = self.ledger.adopt_sync(progress)
+        if not height:
+            return False
+        log.info("state sync: started from a recent certified Primary", from_height=before, to_height=height,
+                 epochs=len(progress.epoch_links), peer=peer)
+        self._start_consensus()
+        if self.watch:
+            self.watch.set_validators(self.ledger.validators())
+        self.latent.primary_changed()
+        return True
 
     async def _membership_loop(self) -> None:
         """Joiners submit their join until admitted; members publish their profile when it changed."""

@@ -46,6 +46,7 @@ log = get_logger("mycelium.ledger.store")
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
 HISTORY_KEPT = 4096  # certified Primaries kept in the database (the head carries the full state)
+EPOCH_META_PREFIX = "epoch_link:"  # meta key prefix: the first link of each epoch, kept forever
 
 
 class LedgerError(Exception):
@@ -62,6 +63,9 @@ class Ledger:
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
         self.heartbeat_s = 10  # a proposer with nothing to propose still advances the clock this often
+        self.history_kept = HISTORY_KEPT  # links kept beyond the epoch links (tests make it small)
+        if chain is not None:
+            self._load_epoch_links(chain)
         self._reasons_cache: tuple[bytes, dict] | None = None
 
     @classmethod
@@ -76,7 +80,9 @@ class Ledger:
             link = CertifiedPrimary(primary, certify_genesis(primary, key))
             db.append_primary(_stored(link))
             log.info("founded the chain", height=0, hash=primary.hash().hex()[:16])
-            return cls(db, membership, key, PrimaryChain(genesis, link))
+            ledger = cls(db, membership, key, PrimaryChain(genesis, link))
+            ledger._persist_epoch_link(link)
+            return ledger
         return cls(db, membership, key, None)
 
     # ------------------------------------------------------------------------------ reading
@@ -230,11 +236,12 @@ class Ledger:
         verify_successor(self.head, candidate, certificate)
         self.db.append_primary(_stored(link))
         self.chain.append(link)
+        self._persist_epoch_link(link)
         observe_sequence(last_sequence(candidate.params, self.key.node_id))
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
-        if height % 256 == 0:
-            self.db.prune_primaries(HISTORY_KEPT)
+        if height % max(1, min(256, self.history_kept // 2)) == 0:
+            self.db.prune_primaries(self.history_kept)  # epoch links stay (meta), see _persist_epoch_link
         bind_identity(epoch=candidate.height)
         return candidate
 
@@ -243,9 +250,14 @@ class Ledger:
         added = 0
         for link in links:
             if self.chain is None:
+                if link.primary.height != 0:
+                    raise ChainError("genesis", f"links start at height {link.primary.height}, not at genesis: "
+                                                "the peer pruned them; a state sync is needed")
                 self.chain = PrimaryChain(self.membership.genesis, link)
+                self.chain.set_history(self.history_kept)
                 self.db.reset_chain()
                 self.db.append_primary(_stored(link))
+                self._persist_epoch_link(link)
                 added += 1
                 continue
             if link.primary.height <= self.chain.height:
@@ -253,10 +265,52 @@ class Ledger:
             verify_successor(self.chain.primary, link.primary, link.certificate)
             self.db.append_primary(_stored(link))
             self.chain.append(link)
+            self._persist_epoch_link(link)
             added += 1
         if added:
             observe_sequence(last_sequence(self.chain.primary.params, self.key.node_id))
         return added
+
+    def adopt_sync(self, progress: Any) -> int:
+        """Start from a state-sync head (mycelium.spores.statesync, verified): the chain becomes that
+        one certified Primary plus the epoch links; returns the new height (0 if not newer)."""
+        head = progress.head
+        if head is None or (self.chain is not None and head.primary.height <= self.chain.height):
+            return 0
+        for link in progress.epoch_links:
+            self.db.set_meta(self._epoch_key(link.primary.epoch), link.to_bytes())
+        self.db.restart_chain_at(_stored(head))  # fsynced before anything acts on the new head
+        chain = PrimaryChain.resume(self.membership.genesis, [head])
+        for link in progress.epoch_links:
+            chain.note_epoch_link(link)
+        chain.set_history(self.history_kept)
+        self.chain, self._candidates, self._committed = chain, {}, None
+        observe_sequence(last_sequence(head.primary.params, self.key.node_id))
+        return head.primary.height
+
+    def set_history_kept(self, links: int) -> None:
+        self.history_kept = links
+        if self.chain is not None:
+            self.chain.set_history(links)
+
+    def _epoch_key(self, epoch: int) -> str:
+        return f"{EPOCH_META_PREFIX}{self.membership.network_id}:{epoch}"
+
+    def _persist_epoch_link(self, link: CertifiedPrimary) -> None:
+        """The first link of an epoch is kept forever (in meta, beyond the pruned window)."""
+        if self.chain is not None and self.chain.epoch_links.get(link.primary.epoch) is link:
+            self.db.set_meta(self._epoch_key(link.primary.epoch), link.to_bytes())
+
+    def _load_epoch_links(self, chain: PrimaryChain) -> None:
+        epoch = 0
+        while (data := self.db.get_meta(self._epoch_key(epoch))) is not None:
+            try:
+                chain.note_epoch_link(CertifiedPrimary.from_bytes(data))
+            except PrimaryError as exc:
+                log.error("stored epoch link is corrupt; state sync from this node stops at it", epoch=epoch,
+                          error=str(exc))
+                break
+            epoch += 1
 
     # ------------------------------------------------------------------------------ consensus lock
     @property

@@ -34,6 +34,7 @@ from mycelium.spores.validation import DropReason, NullTrustReporter, TrustRepor
 
 CATCHUP_VERSION = 1
 MAX_LINKS_PER_MESSAGE = 64
+MAX_EPOCH_LINKS = 65_536  # validator-set changes remembered (kept forever; a household makes a few a week)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,29 @@ class PrimaryChain:
         self.genesis = genesis
         self.config = config or ChainConfig()
         self._links: deque[CertifiedPrimary] = deque([genesis_link], maxlen=self.config.max_history)
+        # the first link of every epoch (each validator-set change), genesis included: kept forever,
+        # so anyone can verify genesis → each change → a recent head (mycelium.spores.statesync)
+        self.epoch_links: dict[int, CertifiedPrimary] = {0: genesis_link}
+
+    def set_history(self, max_history: int) -> None:
+        """Keep only the newest `max_history` links from now on (tests make it small)."""
+        self._links = deque(self._links, maxlen=max(1, max_history))
+
+    def note_epoch_link(self, link: CertifiedPrimary) -> bool:
+        """Remember `link` if it is the first of its epoch (True when it was new)."""
+        epoch = link.primary.epoch
+        if epoch in self.epoch_links or len(self.epoch_links) >= MAX_EPOCH_LINKS:
+            return False
+        self.epoch_links[epoch] = link
+        return True
+
+    def sync_proof(self, after_epoch: int, limit: int) -> SyncProof:
+        """Epoch links above `after_epoch` (at most `limit`) and, once they reach the head's epoch,
+        the head itself: what a joiner verifies instead of every link."""
+        epochs = sorted(e for e in self.epoch_links if e > after_epoch)[:limit]
+        links = tuple(self.epoch_links[e] for e in epochs)
+        reached = (epochs[-1] if epochs else after_epoch) >= self.primary.epoch
+        return SyncProof(links, self.head if reached else None)
 
     @classmethod
     def resume(cls, genesis: Genesis, stored: Iterable[CertifiedPrimary], config: ChainConfig | None = None) -> PrimaryChain:
@@ -76,6 +100,7 @@ class PrimaryChain:
         if links[0].primary.height == 0:
             verify_genesis(links[0].primary, links[0].certificate, genesis)
         chain._links = deque([links[0]], maxlen=chain.config.max_history)
+        chain.epoch_links = {0: links[0]} if links[0].primary.height == 0 else {}  # the owner adds older ones
         chain.extend(links[1:])
         return chain
 
@@ -102,6 +127,8 @@ class PrimaryChain:
     def append(self, link: CertifiedPrimary) -> None:
         """Add the next link; ChainError (with its reason) if it does not follow the head."""
         verify_successor(self.primary, link.primary, link.certificate)
+        if link.primary.epoch != self.primary.epoch:
+            self.note_epoch_link(link)
         self._links.append(link)
 
     def extend(self, links: Iterable[CertifiedPrimary]) -> int:
@@ -141,14 +168,37 @@ class PrimaryLinks:
         return canonical({"v": CATCHUP_VERSION, "t": 2, "links": [link.to_wire() for link in self.links]})
 
 
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """State sync, next page: the epoch links above `after_epoch` (the last one we verified)."""
+
+    after_epoch: int
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 3, "after_epoch": self.after_epoch})
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProof:
+    """The answer to a request below the peer's kept history: the first link of each epoch (from
+    genesis, or above the requested epoch) and, on the last page, the head."""
+
+    epoch_links: tuple[CertifiedPrimary, ...]
+    head: CertifiedPrimary | None
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 4, "epochs": [link.to_wire() for link in self.epoch_links],
+                          "head": self.head.to_wire() if self.head is not None else None})
+
+
 class CatchupMessageError(ValueError):
     def __init__(self, reason: DropReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
 
-def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
-    if isinstance(data, (PrimaryRequest, PrimaryLinks)):
+def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks | SyncRequest | SyncProof:
+    if isinstance(data, (PrimaryRequest, PrimaryLinks, SyncRequest, SyncProof)):
         data = data.to_bytes()
     if not isinstance(data, (bytes, bytearray)):
         raise CatchupMessageError(DropReason.MALFORMED, "catch-up message must be bytes")
@@ -174,7 +224,19 @@ def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
                 return PrimaryLinks(tuple(CertifiedPrimary.from_wire(link) for link in links))
             except PrimaryError as exc:
                 raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
-    elif obj.get("t") not in (1, 2):
+    elif obj.get("t") == 3 and set(obj) == {"v", "t", "after_epoch"}:
+        after = obj["after_epoch"]
+        if isinstance(after, int) and not isinstance(after, bool) and after >= -1:
+            return SyncRequest(after)
+    elif obj.get("t") == 4 and set(obj) == {"v", "t", "epochs", "head"}:
+        epochs, head = obj["epochs"], obj["head"]
+        if isinstance(epochs, list) and len(epochs) <= MAX_LINKS_PER_MESSAGE - 1:
+            try:
+                return SyncProof(tuple(CertifiedPrimary.from_wire(link) for link in epochs),
+                                 CertifiedPrimary.from_wire(head) if head is not None else None)
+            except PrimaryError as exc:
+                raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
+    elif obj.get("t") not in (1, 2, 3, 4):
         raise CatchupMessageError(DropReason.UNKNOWN_TYPE, f"catch-up message type {obj.get('t')!r} is unknown")
     raise CatchupMessageError(DropReason.MALFORMED, "catch-up message fields are malformed")
 

@@ -211,6 +211,11 @@ def verify_successor(prev: PrimarySpore, nxt: PrimarySpore, certificate: QuorumC
     _verify_certificate(nxt, certificate, prev.validators())
 
 
+def verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, validators: list[NodeId]) -> None:
+    """Raise ChainError unless a quorum of `validators` certified exactly `primary`."""
+    _verify_certificate(primary, certificate, validators)
+
+
 def _verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, validators: list[NodeId]) -> None:
     if certificate.height != primary.height:
         raise ChainError("certificate", f"certificate is for height {certificate.height}, the Primary has {primary.height}")
