@@ -28,6 +28,7 @@ from mycelium.identity import NodeId
 from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
 from mycelium.shell.exchange import PeerQueues
+from mycelium.storage.peers import load_peer_addresses, save_peer_addresses
 from mycelium.shell.transport import Transport
 from mycelium.spores.latent_exchange import LatentExchange
 from mycelium.runtime.runner import WorkloadRunner
@@ -61,6 +62,8 @@ PROFILE_INTERVAL_S = 30.0
 JOIN_RETRY_S = 2.0
 WATCH_INTERVAL_S = 1.0
 MAX_LINKS = 32
+PEERS_SAVE_INTERVAL_S = 30.0  # admitted peers' addresses are written this often (storage/peers.py)
+EVIDENCE_QUEUE = 16  # evidence operations waiting to be submitted; more are dropped and counted
 SYNC_LINKS_PER_PAGE = 16  # epoch links per state-sync answer
 MAX_SYNC_PAGES = 4096  # pages one state sync may take (each verified before the next is asked)
 
@@ -86,6 +89,8 @@ class NetworkSession:
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
         self._catchup_now = trio.Event()  # set: poll the chain now (consensus reported Behind)
+        self._peers_saved_at = float("-inf")
+        self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
         self._catchup_peer: NodeId | None = None  # … from this peer
 
     # ------------------------------------------------------------------------------------------
@@ -114,6 +119,8 @@ class NetworkSession:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
+            for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
+                mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
@@ -124,6 +131,7 @@ class NetworkSession:
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
+            nursery.start_soon(self._evidence_loop)
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
@@ -172,9 +180,18 @@ class NetworkSession:
         self._catchup_now.set()
 
     def _on_evidence(self, evidence: Any) -> None:
-        """A validator signed conflicting messages: report it to the validators as an operation."""
+        """A validator signed conflicting messages: report it to the validators as an operation —
+        through one bounded queue and one submitting task, so a Byzantine validator that equivocates
+        on every message cannot make us spawn tasks without end (duplicates and overflow dropped)."""
         op = evidence_operation(self.key, self.membership.network_id, evidence.to_wire(), now_s=int(time.time()))
-        self._nursery.start_soon(self._submit_to_validators, op)
+        try:
+            self._evidence_in.send_nowait(op)
+        except trio.WouldBlock:
+            self.rejected["evidence_queue_full"] += 1
+
+    async def _evidence_loop(self) -> None:
+        async for op in self._evidence_out:
+            await self._submit_to_validators(op)
 
     @property
     def consensus_state(self) -> str:
@@ -364,4 +381,9 @@ class NetworkSession:
             status = self.watch.observe(trio.current_time(), self.mesh.admitted_peers(), caught_up=self.ledger.head is not None)
             self.node.metrics.read_only.set(1 if status.read_only else 0)
             self.node.metrics.peers.set(len(self.mesh.admitted_peers()))
+            if trio.current_time() >= self._peers_saved_at + PEERS_SAVE_INTERVAL_S:
+                self._peers_saved_at = trio.current_time()
+                save_peer_addresses(self.ledger.db, self.membership.network_id,
+                                    [(p.node_id, p.addresses, p.last_seen or 0.0) for p in self.mesh.peers()
+                                     if p.admitted and p.addresses])
             await trio.sleep(WATCH_INTERVAL_S)
