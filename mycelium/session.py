@@ -90,6 +90,7 @@ class NetworkSession:
         self._consensus_scope: trio.CancelScope | None = None
         self._catchup_now = trio.Event()  # set: poll the chain now (consensus reported Behind)
         self._peers_saved_at = float("-inf")
+        self._consensus_errors_past: Counter[str] = Counter()  # counts of consensus cores replaced
         self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
         self._catchup_peer: NodeId | None = None  # … from this peer
 
@@ -141,6 +142,8 @@ class NetworkSession:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""
         if self._consensus_scope is not None:
             self._consensus_scope.cancel()
+        if self.driver is not None:  # keep its counts: /metrics counters never go down
+            self._consensus_errors_past.update(self.driver.core.errors)
         if self.ledger.head is None:
             self._waiting = "waiting for the network's chain"
             self.driver = None
@@ -172,6 +175,12 @@ class NetworkSession:
                 await self.driver.run()
 
         self._nursery.start_soon(run_driver)
+
+    @property
+    def consensus_errors(self) -> Counter[str]:
+        """Consensus input rejected, by reason, over this session (across core rebuilds)."""
+        current = self.driver.core.errors if self.driver is not None else Counter()
+        return self._consensus_errors_past + current
 
     def _on_behind(self, behind: Any) -> None:
         """Consensus cannot catch up by itself (the peer no longer keeps those decisions): ask that

@@ -85,3 +85,26 @@ async def test_evidence_submission_is_one_bounded_queue(tmp_path: Path) -> None:
         assert s.rejected["evidence_queue_full"] == 40  # no task was spawned for any of them
     finally:
         founder.close()
+
+
+async def test_consensus_counters_survive_a_core_rebuild(tmp_path: Path) -> None:
+    """/metrics counters never go down: a catch-up rebuilds the consensus core, its counts are kept."""
+    from mycelium.session import NetworkSession
+    from mycelium.testing.transport import MemoryNetwork
+    from tests.unit.test_session_memory import _node
+
+    founder = _node(tmp_path / "founder")
+    founder.create_named_network("counters")
+    net = MemoryNetwork()
+    try:
+        async with trio.open_nursery() as nursery:
+            s = NetworkSession(founder, net.transport(founder.key.node_id))
+            await nursery.start(s.run)
+            s.driver.core.errors["malformed"] += 5
+            before = s.consensus_errors["malformed"]
+            s._start_consensus()  # what a catch-up does
+            assert s.driver.core.errors["malformed"] == 0  # a fresh core …
+            assert s.consensus_errors["malformed"] == before == 5  # … the exported count stays
+            nursery.cancel_scope.cancel()
+    finally:
+        founder.close()
