@@ -1,7 +1,8 @@
 """One network session: everything a node runs for the network it belongs to, in one nursery.
 
     mesh ─┬─ rpc "consensus"  votes between validators (per-peer outbound queues, never blocking consensus)
-          ├─ rpc "chain"      Primary catch-up: links after a height, each certificate verified on receipt
+          ├─ rpc "chain"      Primary catch-up (spores.chain.PrimaryCatchup in a CoreShell): links after
+          │                   a height, each certificate verified on receipt, persisted before use
           └─ rpc "submit"     operations from nodes that are not validators (joins, profiles)
     consensus driver          ConsensusCore over the ledger
     admission                 a joiner fetches the chain, then submits its join until it is a member
@@ -13,9 +14,11 @@ The daemon rebuilds the session when the node joins, leaves or founds another ne
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -27,10 +30,9 @@ from mycelium.consensus.outcomes import Decided
 from mycelium.identity import NodeId
 from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
-from mycelium.shell.exchange import PeerQueues
-from mycelium.storage.peers import load_peer_addresses, save_peer_addresses
+from mycelium.shell.exchange import CoreShell, PeerQueues
 from mycelium.shell.transport import Transport
-from mycelium.spores.latent_exchange import LatentExchange
+from mycelium.spores.latent_exchange import LatentExchange, LatentExchangeConfig
 from mycelium.runtime.runner import WorkloadRunner
 from mycelium.ledger.operations import (
     DEAD_AFTER,
@@ -45,36 +47,69 @@ from mycelium.ledger.operations import (
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
-from mycelium.spores.chain import (
-    CatchupMessageError, PrimaryLinks, PrimaryRequest, SyncProof, SyncRequest, decode_catchup,
-)
-from mycelium.spores.statesync import SyncProgress
+from mycelium.spores.chain import ChainConfig, NewPrimary, PrimaryCatchup, PrimaryLinks, SyncedHead
+from mycelium.storage.peers import load_peer_addresses, save_peer_addresses
 from mycelium.spores.primary import ChainError
+from mycelium.spores.validation import DropReason
 
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
-CATCHUP_INTERVAL_S = 2.0
-# A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
-# home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
-REDIAL_MAX_S = 30.0
-PROFILE_INTERVAL_S = 30.0
-JOIN_RETRY_S = 2.0
-WATCH_INTERVAL_S = 1.0
-MAX_LINKS = 32
 PEERS_SAVE_INTERVAL_S = 30.0  # admitted peers' addresses are written this often (storage/peers.py)
 EVIDENCE_QUEUE = 16  # evidence operations waiting to be submitted; more are dropped and counted
-SYNC_LINKS_PER_PAGE = 16  # epoch links per state-sync answer
-MAX_SYNC_PAGES = 4096  # pages one state sync may take (each verified before the next is asked)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Every timer and limit of a network session, each once. The operator's config.toml sets the
+    user-facing ones (`from_node`); the rest are these documented defaults, or a preset:
+    `local()` for in-process tests, `lan()` (the default: homes and offices), `wan()`."""
+
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig.lan)  # heartbeat included
+    chain: ChainConfig = field(default_factory=ChainConfig)  # catch-up interval and page size
+    read_only: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
+    latent: LatentExchangeConfig = field(default_factory=LatentExchangeConfig.lan)
+    # A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
+    # home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
+    redial_max_s: float = 30.0
+    profile_interval_s: float = 30.0  # a member re-probes its capabilities this often
+    join_retry_s: float = 2.0  # a joiner resubmits its join this often until it is a member
+    catchup_timeout_s: float = 10.0  # one catch-up answer (up to a page of Primaries) may take this long
+    peers_interval_s: float = 2.0  # the catch-up core's peer set is refreshed from the transport this often
+    watch_slack_s: float = 0.05  # the quorum watch is looked at this long after its deadline
+
+    @classmethod
+    def local(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.local(), chain=ChainConfig(catchup_interval_s=0.5),
+                   read_only=ReadOnlyConfig(enter_after_s=1.0), latent=LatentExchangeConfig.local(),
+                   redial_max_s=2.0, profile_interval_s=5.0, join_retry_s=0.5, catchup_timeout_s=5.0,
+                   peers_interval_s=0.2)
+
+    @classmethod
+    def lan(cls) -> SessionConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.wan(), chain=ChainConfig(catchup_interval_s=5.0),
+                   read_only=ReadOnlyConfig(enter_after_s=60.0), latent=LatentExchangeConfig.wan(),
+                   redial_max_s=120.0, join_retry_s=5.0, catchup_timeout_s=30.0, peers_interval_s=5.0)
+
+    def with_node(self, node: Any) -> SessionConfig:
+        """The operator's knobs (config.toml [node]) over this preset: heartbeat, read-only delay."""
+        return replace(self, consensus=replace(self.consensus, heartbeat_interval_s=float(node.heartbeat_s)),
+                       read_only=ReadOnlyConfig(enter_after_s=float(node.read_only_after_s)))
 
 
 class NetworkSession:
-    def __init__(self, node: Any, transport: Transport | None = None) -> None:
+    def __init__(self, node: Any, transport: Transport | None = None, config: SessionConfig | None = None) -> None:
         """`transport`: the network to run on; None builds the libp2p mesh from the node's config
-        (tests pass a `mycelium.testing.transport.MemoryTransport`)."""
+        (tests pass a `mycelium.testing.transport.MemoryTransport`). `config`: a preset (default
+        `lan()`), with the operator's [node] knobs applied over it."""
         self.node = node
         self._given_transport = transport
         self.cfg = node.cfg
+        self.config = (config or SessionConfig.lan()).with_node(node.cfg.node)
         self.key = node.key
         self.membership = node.membership
         self.ledger = node.ledger
@@ -88,11 +123,11 @@ class NetworkSession:
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
-        self._catchup_now = trio.Event()  # set: poll the chain now (consensus reported Behind)
-        self._peers_saved_at = float("-inf")
+        self.catchup: PrimaryCatchup | None = None
+        self._caught_up_from: int | None = None  # set while a catch-up's follow-up is pending
+        self._wake_watch = trio.Event()  # set when connectivity or the chain may have changed
         self._consensus_errors_past: Counter[str] = Counter()  # counts of consensus cores replaced
         self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
-        self._catchup_peer: NodeId | None = None  # … from this peer
 
     # ------------------------------------------------------------------------------------------
     def _build_mesh(self) -> Transport:
@@ -104,7 +139,7 @@ class NetworkSession:
             port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
             ping_interval_s=float(self.cfg.node.ping_interval_s),
             ping_timeout_s=min(5.0, 2.0 * self.cfg.node.ping_interval_s),
-            redial_max_s=REDIAL_MAX_S,
+            redial_max_s=self.config.redial_max_s,
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
@@ -112,27 +147,35 @@ class NetworkSession:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
-        mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
-        mesh.register_handler(RPC_CHAIN, self._on_chain)
-        mesh.register_handler(RPC_SUBMIT, self._on_submit)
-        self.latent = LatentExchange(self)
-        mesh.register_handler(LatentExchange.RPC, self.latent.handle_rpc)
+        mesh.register_handler(RPC_CONSENSUS, self._heard(self._on_consensus))
+        mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
+        self.latent = LatentExchange(self, self.config.latent)
+        mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
             for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
                 mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
+            self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
+                                          config=self.config.chain, reporter=_ChainRejects(self.rejected))
+            catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
+                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes())
+            catchup.on_output = self._on_new_primary
+            mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
-                                     config=ReadOnlyConfig(enter_after_s=float(self.cfg.node.read_only_after_s)))
-            self.ledger.heartbeat_s = self.cfg.node.heartbeat_s
-            nursery.start_soon(self._catchup_loop)
+                                     config=self.config.read_only)
+            self.ledger.heartbeat_s = self.config.consensus.heartbeat_interval_s  # one heartbeat, two users
+            self.catchup.set_peers(mesh.admitted_peers())
+            await nursery.start(catchup.run)
+            nursery.start_soon(self._peers_loop)
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
             nursery.start_soon(self._evidence_loop)
+            nursery.start_soon(self._save_peers_loop)
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
@@ -149,7 +192,7 @@ class NetworkSession:
             self.driver = None
             return
         self._waiting = None
-        config = ConsensusConfig(heartbeat_interval_s=float(self.cfg.node.heartbeat_s))
+        config = self.config.consensus
         state = self.ledger.load_lock()
         next_height = self.ledger.height + 1
         if state is not None and isinstance(state.get("h"), int) and state["h"] > next_height:
@@ -183,15 +226,15 @@ class NetworkSession:
         return self._consensus_errors_past + current
 
     def _on_behind(self, behind: Any) -> None:
-        """Consensus cannot catch up by itself (the peer no longer keeps those decisions): ask that
-        peer for the chain now instead of at the next catch-up poll."""
-        self._catchup_peer = behind.peer
-        self._catchup_now.set()
+        """Consensus cannot catch up by itself (the peer no longer keeps those decisions): the
+        catch-up core asks for the chain at its next tick instead of after a full interval."""
+        if self.catchup is not None:
+            self.catchup.next_at = None
 
     def _on_evidence(self, evidence: Any) -> None:
         """A validator signed conflicting messages: report it to the validators as an operation —
         through one bounded queue and one submitting task, so a Byzantine validator that equivocates
-        on every message cannot make us spawn tasks without end (duplicates and overflow dropped)."""
+        on every message cannot make us spawn tasks without end (overflow dropped and counted)."""
         op = evidence_operation(self.key, self.membership.network_id, evidence.to_wire(), now_s=int(time.time()))
         try:
             self._evidence_in.send_nowait(op)
@@ -201,6 +244,14 @@ class NetworkSession:
     async def _evidence_loop(self) -> None:
         async for op in self._evidence_out:
             await self._submit_to_validators(op)
+
+    async def _save_peers_loop(self) -> None:
+        """Admitted peers' addresses, persisted so a restart dials them at once (storage/peers.py)."""
+        while True:
+            await trio.sleep(PEERS_SAVE_INTERVAL_S)
+            save_peer_addresses(self.ledger.db, self.membership.network_id,
+                                [(p.node_id, p.addresses, p.last_seen or 0.0) for p in self.mesh.peers()
+                                 if p.admitted and p.addresses])
 
     @property
     def consensus_state(self) -> str:
@@ -221,6 +272,7 @@ class NetworkSession:
         self.node.metrics.members.set(len(primary.members))
         if self.watch:
             self.watch.set_validators(primary.validators())
+        self._wake_watch.set()
         self.latent.primary_changed()
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
@@ -230,21 +282,6 @@ class NetworkSession:
         if self.driver is not None:
             self.driver.deliver(peer, data)
         return b""
-
-    async def _on_chain(self, peer: NodeId, data: bytes) -> bytes:
-        try:
-            request = decode_catchup(data)
-        except CatchupMessageError as exc:
-            self.rejected[f"chain_{exc.reason.value}"] += 1
-            return PrimaryLinks(()).to_bytes()
-        chain = self.ledger.chain
-        if chain is None or not isinstance(request, (PrimaryRequest, SyncRequest)):
-            return PrimaryLinks(()).to_bytes()
-        if isinstance(request, SyncRequest):
-            return chain.sync_proof(request.after_epoch, SYNC_LINKS_PER_PAGE).to_bytes()
-        if request.after_height + 1 < chain.oldest_height:  # pruned here: verify from genesis instead
-            return chain.sync_proof(-1, SYNC_LINKS_PER_PAGE).to_bytes()
-        return PrimaryLinks(tuple(self.ledger.chain.links_after(request.after_height, MAX_LINKS))).to_bytes()
 
     async def _on_submit(self, peer: NodeId, data: bytes) -> bytes:
         from mycelium.encoding import EncodingError, decode
@@ -260,61 +297,36 @@ class NetworkSession:
         return b"ok"
 
     # ------------------------------------------------------------------------------ loops
-    async def _catchup_loop(self) -> None:
-        """Ask a random admitted peer for the links after our head; verify and store them."""
-        while True:
-            peers = self.mesh.admitted_peers()
-            if peers:
-                wanted, self._catchup_peer = self._catchup_peer, None
-                peer = wanted if wanted in peers else self._rng.choice(peers)
-                try:
-                    answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
-                    links = decode_catchup(answer)
-                    if isinstance(links, SyncProof) and await self._state_sync(peer, links):
-                        continue
-                    if isinstance(links, PrimaryLinks) and links.links:
-                        before = self.ledger.height if self.ledger.head else -1
-                        added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
-                        if added:
-                            log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
-                            self._start_consensus()
-                            if self.watch:
-                                self.watch.set_validators(self.ledger.validators())
-                            self.latent.primary_changed()
-                            continue  # more may follow
-                except (CatchupMessageError, ChainError, LedgerError) as exc:
-                    self.rejected["bad_chain"] += 1
-                    log.warning("refused Primary links from peer", peer=peer, error=str(exc))
-                except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer later
-                    log.debug("catch-up request failed", peer=peer, error=repr(exc))
-            with trio.move_on_after(CATCHUP_INTERVAL_S):
-                await self._catchup_now.wait()
-            self._catchup_now = trio.Event()
-
-    async def _state_sync(self, peer: NodeId, proof: SyncProof) -> bool:
-        """The peer pruned the links we need: verify genesis → each validator-set change → its head
-        (mycelium.spores.statesync) and start from that head. ChainError on a bad proof."""
-        progress = SyncProgress(self.membership.genesis)
-        progress.verify(proof)
-        for _ in range(MAX_SYNC_PAGES):
-            if progress.head is not None:
-                break
-            page = decode_catchup(await self.mesh.request(peer, RPC_CHAIN, SyncRequest(progress.trusted_epoch).to_bytes(),
-                                                          timeout_s=10))
-            if not isinstance(page, SyncProof) or not page.epoch_links and page.head is None:
-                return False
-            progress.verify(page)
+    def _on_new_primary(self, effect: Any) -> None:
+        """The catch-up core verified and appended a Primary: persist it (fsynced) before anything acts
+        on it; consensus, the watch and the Latent validator follow once per answer. After a verified
+        state sync (SyncedHead) the ledger restarts its chain at the head and the core follows it."""
+        if isinstance(effect, SyncedHead):
+            before = self.ledger.height if self.ledger.head else -1
+            if self.ledger.adopt_sync(effect.progress):
+                self.catchup.chain = self.ledger.chain
+                log.info("state sync: started from a recent certified Primary", from_height=before,
+                         to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
+                if self._caught_up_from is None:
+                    self._caught_up_from = before
+                    self._nursery.start_soon(self._after_catchup)
+            return
+        if not isinstance(effect, NewPrimary):
+            return
         before = self.ledger.height if self.ledger.head else -1
-        height = self.ledger.adopt_sync(progress)
-        if not height:
-            return False
-        log.info("state sync: started from a recent certified Primary", from_height=before, to_height=height,
-                 epochs=len(progress.epoch_links), peer=peer)
+        self.ledger.record_link(self.catchup.chain, effect.link)
+        if self._caught_up_from is None:
+            self._caught_up_from = before
+            self._nursery.start_soon(self._after_catchup)
+
+    async def _after_catchup(self) -> None:
+        before, self._caught_up_from = self._caught_up_from, None
+        log.info("caught up", from_height=before, to_height=self.ledger.height)
         self._start_consensus()
         if self.watch:
             self.watch.set_validators(self.ledger.validators())
+        self._wake_watch.set()
         self.latent.primary_changed()
-        return True
 
     async def _membership_loop(self) -> None:
         """Joiners submit their join until admitted; members publish their profile when it changed."""
@@ -327,7 +339,7 @@ class NetworkSession:
                 op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
                                     self.cfg.node.max_role, now_s=now_s)
                 await self._submit_to_validators(op)
-                await trio.sleep(JOIN_RETRY_S)
+                await trio.sleep(self.config.join_retry_s)
                 continue
             if head is not None and me in head.members:
                 self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
@@ -343,7 +355,7 @@ class NetworkSession:
                                            now_s=now_s, labels=labels)
                     await self._submit_to_validators(op)
                     published = self.profile
-            await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+            await trio.sleep(self.config.profile_interval_s if published else self.config.join_retry_s)
 
     async def submit(self, op: Operation) -> None:
         """Hand an operation this node authored to the validators (ourselves included)."""
@@ -385,14 +397,45 @@ class NetworkSession:
                                                                  now_s=int(time.time())))
             await trio.sleep(max(1.0, dead_after / 4))
 
-    async def _watch_loop(self) -> None:
+    def _heard(self, handler: Any) -> Any:
+        """An rpc handler that first tells the quorum watch a peer reached us."""
+        async def heard(peer: NodeId, data: bytes) -> bytes:
+            self._wake_watch.set()
+            return await handler(peer, data)
+
+        return heard
+
+    async def _peers_loop(self) -> None:
+        """The transport has no "peers changed" event: the catch-up core's peer set is refreshed."""
         while True:
-            status = self.watch.observe(trio.current_time(), self.mesh.admitted_peers(), caught_up=self.ledger.head is not None)
+            await trio.sleep(self.config.peers_interval_s)
+            self.catchup.set_peers(self.mesh.admitted_peers())
+
+    async def _watch_loop(self) -> None:
+        """Observe reachability when a peer reached us, when the chain moved, and at the watch's own
+        deadline (when read-only mode starts unless a quorum is seen before)."""
+        while True:
+            self._wake_watch = trio.Event()
+            peers = self.mesh.admitted_peers()
+            status = self.watch.observe(trio.current_time(), peers, caught_up=self.ledger.head is not None)
             self.node.metrics.read_only.set(1 if status.read_only else 0)
-            self.node.metrics.peers.set(len(self.mesh.admitted_peers()))
-            if trio.current_time() >= self._peers_saved_at + PEERS_SAVE_INTERVAL_S:
-                self._peers_saved_at = trio.current_time()
-                save_peer_addresses(self.ledger.db, self.membership.network_id,
-                                    [(p.node_id, p.addresses, p.last_seen or 0.0) for p in self.mesh.peers()
-                                     if p.admitted and p.addresses])
-            await trio.sleep(WATCH_INTERVAL_S)
+            self.node.metrics.peers.set(len(peers))
+            deadline = self.watch.deadline()
+            if deadline is not None:  # the watch enters read-only strictly after it: look just past it
+                deadline = max(deadline, trio.current_time()) + self.config.watch_slack_s
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._wake_watch.wait()
+
+
+class _ChainRejects:
+    """The catch-up core's trust reports, counted where `mycelium status` and /metrics read them."""
+
+    def __init__(self, rejected: Counter[str]) -> None:
+        self.rejected = rejected
+
+    def report_invalid(self, sender: NodeId, author: NodeId | None, reason: DropReason) -> None:
+        if reason is DropReason.BAD_PRIMARY:
+            self.rejected["bad_chain"] += 1
+            log.warning("refused Primary links from peer", peer=sender)
+        else:
+            self.rejected[f"chain_{reason.value}"] += 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from mycelium.api import dto, protocol
 from mycelium.api.server import ApiError, ControlServer, RawResponse, Request, metrics_handler
-from mycelium.identity import IdentityError, TokenError, make_invite, validate_network_name
+from mycelium.identity import IdentityError, InvalidName, TokenError, make_invite, validate_network_name
 
 MAX_INVITE_TTL_S = 30 * 24 * 3600  # a leaked token is a standing key to the network: keep them short
 MAX_INVITE_USES = 1000
@@ -50,9 +50,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400, "bad_request", "join needs a token string", "mycelium join TOKEN")
         try:
             m = node.join(token)
-        except TokenError as exc:
-            raise ApiError(400, "bad_token", str(exc), "ask a member for a fresh token: `mycelium invite`") from None
-        except IdentityError as exc:
+        except TokenError:
+            raise  # mapped by type (mycelium.api.errors): 400 bad_token
+        except IdentityError as exc:  # the only other refusal of a join: this node is in another network
             raise ApiError(409, "already_member", str(exc)) from None
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
@@ -62,13 +62,10 @@ def install_routes(server: ControlServer, node: Any) -> None:
 
     async def network_create(req: Request) -> tuple[int, Any]:
         name = _body(req).get("name")
-        try:
-            if not isinstance(name, str):
-                raise IdentityError("network create needs a name")
-            validate_network_name(name)
-            m = node.create_named_network(name)
-        except IdentityError as exc:
-            raise ApiError(400 if "name" in str(exc) else 409, "refused", str(exc)) from None
+        if not isinstance(name, str):
+            raise InvalidName("network create needs a name")
+        validate_network_name(name)  # InvalidName: 400; other IdentityErrors: 409 (mycelium.api.errors)
+        m = node.create_named_network(name)
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     server.route("GET", protocol.STATUS, status)

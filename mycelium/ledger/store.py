@@ -41,7 +41,7 @@ from mycelium.spores.primary import (
 from mycelium.storage.db import StateDB, StoredPrimary
 from mycelium.storage.network import NetworkMembership
 
-log = get_logger("mycelium.ledger.store")
+log = get_logger("mycelium.ledger")
 
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
@@ -245,31 +245,18 @@ class Ledger:
         bind_identity(epoch=candidate.height)
         return candidate
 
-    def adopt_links(self, links: list[CertifiedPrimary]) -> int:
-        """Verified catch-up: append links that extend our chain (each certificate checked)."""
-        added = 0
-        for link in links:
-            if self.chain is None:
-                if link.primary.height != 0:
-                    raise ChainError("genesis", f"links start at height {link.primary.height}, not at genesis: "
-                                                "the peer pruned them; a state sync is needed")
-                self.chain = PrimaryChain(self.membership.genesis, link)
-                self.chain.set_history(self.history_kept)
-                self.db.reset_chain()
-                self.db.append_primary(_stored(link))
-                self._persist_epoch_link(link)
-                added += 1
-                continue
-            if link.primary.height <= self.chain.height:
-                continue
-            verify_successor(self.chain.primary, link.primary, link.certificate)
-            self.db.append_primary(_stored(link))
-            self.chain.append(link)
-            self._persist_epoch_link(link)
-            added += 1
-        if added:
-            observe_sequence(last_sequence(self.chain.primary.params, self.key.node_id))
-        return added
+    def record_link(self, chain: PrimaryChain, link: CertifiedPrimary) -> None:
+        """Persist (fsynced) a link the catch-up core verified and appended to `chain`: our own chain,
+        or for a joiner the first one, built from the genesis Primary of the answer."""
+        if self.chain is None:
+            self.chain = chain
+            self.chain.set_history(self.history_kept)
+            self.db.reset_chain()
+        elif chain is not self.chain:
+            raise LedgerError("a catch-up link for a chain this ledger does not hold")
+        self.db.append_primary(_stored(link))
+        self._persist_epoch_link(link)
+        observe_sequence(last_sequence(link.primary.params, self.key.node_id))
 
     def adopt_sync(self, progress: Any) -> int:
         """Start from a state-sync head (mycelium.spores.statesync, verified): the chain becomes that
