@@ -126,8 +126,10 @@ class Lifetime:
     def network_id(self) -> str:
         return self.genesis.network_id
 
-    def best(self) -> PrimaryChain:
-        return max((d.chain for d in self.devices.values() if d.up and d.chain is not None), key=lambda c: c.height)
+    def best(self) -> PrimaryChain | None:
+        """The longest chain among the devices that are up (None: every device is down)."""
+        chains = [d.chain for d in self.devices.values() if d.up and d.chain is not None]
+        return max(chains, key=lambda c: c.height) if chains else None
 
     def catch_up(self, device: Device, source: PrimaryChain) -> None:
         """The daemon's catch-up: links after our head if the source still has them, else state sync."""
@@ -168,6 +170,9 @@ class Lifetime:
             elif not d.up and self.now >= d.back_at:
                 d.up = True
         source = self.best()
+        if source is None:  # the whole household is down (a power cut): time passes, nothing decides
+            self.report.stalled_steps += 1
+            return
         for d in self.devices.values():
             if d.up:
                 self.catch_up(d, source)
@@ -221,7 +226,9 @@ class Lifetime:
         self.devices[key.node_id] = Device(key)  # no chain: it state-syncs from a member
         inviter = self.devices[self.founder.node_id].key
         self.invite = make_invite(inviter, self.network_id, ttl_s=DAY_S, uses=1, now_s=int(self.now))
-        self.catch_up(self.devices[key.node_id], self.best())
+        source = self.best()
+        if source is not None:
+            self.catch_up(self.devices[key.node_id], source)
         self.report.joined_day = round((self.now - T0) / DAY_S, 3)
 
     def run(self) -> LifetimeReport:
