@@ -310,15 +310,29 @@ class Node:
             raise ReadOnlyMode(f"this node is in read-only mode ({self.read_only_reason()}), so it accepts no deployments")
         now_s = int(time.time())
         net = self.membership.network_id
-        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
-              else undeploy_operation(self.key, net, payload, now_s=now_s))
+        if kind == "endophyte":
+            from mycelium.ledger.operations import endophyte_operation
+
+            op = endophyte_operation(self.key, net, payload, now_s=now_s)
+        else:
+            op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+                  else undeploy_operation(self.key, net, payload, now_s=now_s))
         if self.ledger.head is None:
             raise NoPrimaryYet()
         check_operation(op, self.ledger.head, now_s=now_s)  # OperationError (NotAuthorized: not an admin)
         await session.submit(op)
 
     def runtime_name(self) -> str:
-        return "process"
+        return self.runtime_report()["runtime"]
+
+    def runtime_report(self) -> dict:
+        """The workload runtime in use and why: `k3s` once K3s is ready, else `process` (mycelium.runtime.k3s)."""
+        handoff = self.session.k3s if self.session is not None else None
+        if handoff is None:
+            return {"runtime": "process", "reason": "K3s is not enabled (install with ./install.sh --k3s)", "k3s": None}
+        r = handoff.report()
+        return {"runtime": r.runtime, "reason": r.reason,
+                "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster}}
 
     def make_token(self, invite) -> str:
         return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite).encode()

@@ -115,6 +115,12 @@ class NetworkSession:
         self.ledger = node.ledger
         self.mesh: Transport | None = None  # the network (named for the mesh it is in the daemon)
         self.workloads: WorkloadRunner | None = None
+        self.k3s = None  # the K3s handoff (mycelium.runtime.k3s.handoff) when [k3s] enabled
+        if self.cfg.k3s.enabled:
+            from mycelium.runtime.k3s.handoff import K3sHandoff
+
+            self.k3s = K3sHandoff(self, self.cfg.k3s)
+        self.endophytes: Any = None  # mycelium.ram.runner.EndophyteRunner once running
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -177,8 +183,14 @@ class NetworkSession:
             nursery.start_soon(self._evidence_loop)
             nursery.start_soon(self._save_peers_loop)
             await nursery.start(self.latent.run)
+            if self.k3s is not None:
+                await nursery.start(self.k3s.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
+            from mycelium.ram.runner import EndophyteRunner
+
+            self.endophytes = EndophyteRunner(self)
+            await nursery.start(self.endophytes.run)
             task_status.started()
 
     def _start_consensus(self) -> None:

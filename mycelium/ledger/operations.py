@@ -101,6 +101,7 @@ class OpType(str, Enum):
     CLOCK = "clock"
     ALIVE = "alive"
     EVIDENCE = "evidence"
+    ENDOPHYTE = "endophyte"  # RAM-replicated workloads: deploy/undeploy/report/migrate/handover (ram/leases.py)
 
 
 class OperationError(ValueError):
@@ -211,6 +212,10 @@ def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: i
     return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
 
 
+def endophyte_operation(key: NodeKey, network_id: str, body: dict, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.ENDOPHYTE, body, now_s=now_s)
+
+
 def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.UNDEPLOY, {"name": name}, now_s=now_s)
 
@@ -292,6 +297,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     alive = {n: now - params[SEEN][n] <= dead_after for n in members}
     members = _reassign_roles(members, prev.height + 1, alive)
     placements = _place(draft.services, members, alive)
+    if params.get("endophytes"):  # primary + backups on distinct live non-hypha nodes; failover (ram/leases.py)
+        from mycelium.ram.leases import KEY, reconcile
+
+        params[KEY] = reconcile(params[KEY], sorted(n for n, m in members.items() if m.role != "hypha"), alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
                    prev_hash=prev.hash(), members=members, services=draft.services, placements=placements,
@@ -436,6 +445,24 @@ def _apply_evidence(op: Operation, draft: _Draft) -> None:
     draft.evidence.append(record)
 
 
+def _check_endophyte(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    from mycelium.ram.leases import KEY, LeaseError, check_action
+
+    _require_member(op, prev)
+    try:
+        check_action(prev.params.get(KEY, {}), op.author, op.body, admin=op.author in prev.params.get(ADMINS, ()))
+    except LeaseError as exc:
+        if "not an admin" in str(exc):
+            raise NotAuthorized(f"endophyte operation refused: {exc}") from exc
+        raise OperationError(f"endophyte operation refused: {exc}") from exc
+
+
+def _apply_endophyte(op: Operation, draft: _Draft) -> None:
+    from mycelium.ram.leases import KEY, apply_action
+
+    draft.params[KEY] = apply_action(draft.params.get(KEY, {}), op.author, op.body)
+
+
 RULES: dict[OpType, Rule] = {
     OpType.PROFILE: Rule(_check_profile, _apply_profile),
     OpType.JOIN: Rule(_check_join, _apply_join),
@@ -445,6 +472,7 @@ RULES: dict[OpType, Rule] = {
     OpType.CLOCK: Rule(_check_clock, _apply_clock),
     OpType.ALIVE: Rule(_check_member, _apply_nothing),
     OpType.EVIDENCE: Rule(_check_evidence, _apply_evidence),
+    OpType.ENDOPHYTE: Rule(_check_endophyte, _apply_endophyte),
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"
 
