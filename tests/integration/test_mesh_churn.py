@@ -24,7 +24,7 @@ from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
 from mycelium.mesh.membership import RateLimitConfig
-from mycelium.mesh.testing import wait_until
+from mycelium.testing.mesh import wait_until
 
 NET = "cd" * 32
 SECRET = b"\x09" * 32
