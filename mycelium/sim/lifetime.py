@@ -160,11 +160,11 @@ class Lifetime:
         self.report.state_syncs += 1
 
     # ---------------------------------------------------------------------------------- one step
-    def step(self) -> None:
+    def step(self, *, quiet: bool = False) -> None:
         cfg, rng = self.cfg, self.rng
         self.now += cfg.step_s
-        for node, d in self.devices.items():  # faults: crashes and returns
-            if d.up and node != self.joiner and rng.random() < cfg.crash_per_day * cfg.step_s / DAY_S:
+        for node, d in self.devices.items():  # faults: crashes and returns (none in the quiet tail)
+            if d.up and node != self.joiner and not quiet and rng.random() < cfg.crash_per_day * cfg.step_s / DAY_S:
                 d.up, d.back_at = False, self.now + rng.uniform(cfg.step_s, cfg.offline_max_s)
                 self.report.crashes += 1
             elif not d.up and self.now >= d.back_at:
@@ -239,11 +239,11 @@ class Lifetime:
             if self.joiner is None and self.now >= join_at:
                 self.add_joiner()
             self.step()
-        # the end: everyone back, a few quiet heights, then one identical Primary everywhere
+        # the end: everyone back, a quiet tail (6 virtual hours, no crashes), then one identical Primary
         for d in self.devices.values():
             d.up = True
-        for _ in range(4):
-            self.step()
+        for _ in range(max(4, 6 * 3600 // cfg.step_s)):
+            self.step(quiet=True)
         heads = {d.chain.primary.hash() for d in self.devices.values() if d.chain is not None}
         self.report.identical_at_end = len(heads) == 1 and all(d.chain is not None for d in self.devices.values())
         final = self.best().primary
