@@ -187,6 +187,8 @@ class Lifetime:
                     self.pending.append(profile_operation(d.key, self.network_id, _profile(rng), "sclerotium", now_s=now_s))
         if self.joiner is not None and self.joiner not in head.members:  # it retries until admitted
             key = self.devices[self.joiner].key
+            if self.invite.expires_s <= now_s + cfg.step_s:  # expired while the network had no quorum:
+                self.invite = make_invite(self.founder, self.network_id, ttl_s=DAY_S, uses=1, now_s=now_s)  # a new one
             self.pending = [op for op in self.pending if op.author != self.joiner]
             self.pending.append(join_operation(key, self.network_id, self.invite, _profile(rng), "rhizomorph", now_s=now_s))
         validators = head.validators()
