@@ -34,6 +34,7 @@ from mycelium.spores.validation import DropReason, NullTrustReporter, TrustRepor
 
 CATCHUP_VERSION = 1
 MAX_LINKS_PER_MESSAGE = 64
+SYNC_LINKS_PER_PAGE = 16  # epoch links per state-sync answer
 MAX_EPOCH_LINKS = 65_536  # validator-set changes remembered (kept forever; a household makes a few a week)
 
 
@@ -264,6 +265,7 @@ class PrimaryCatchup:
         self.next_at: float | None = None
         self.drops: Counter[DropReason] = Counter()  # messages dropped, by reason
         self.rejected: Counter[str] = Counter()  # links refused, by ChainError reason
+        self._sync: dict[NodeId, Any] = {}  # sender → SyncProgress of a state sync in progress
 
     @property
     def height(self) -> int:
@@ -293,9 +295,40 @@ class PrimaryCatchup:
         if isinstance(msg, PrimaryRequest):
             if self.chain is None:
                 return []
+            if msg.after_height + 1 < self.chain.oldest_height:  # pruned here: verify from genesis instead
+                return [Send(sender, self.chain.sync_proof(-1, SYNC_LINKS_PER_PAGE).to_bytes())]
             links = self.chain.links_after(msg.after_height, self.config.max_links_per_message)
             return [Send(sender, PrimaryLinks(tuple(links)).to_bytes())] if links else []
+        if isinstance(msg, SyncRequest):
+            return [] if self.chain is None else [Send(sender, self.chain.sync_proof(msg.after_epoch, SYNC_LINKS_PER_PAGE).to_bytes())]
+        if isinstance(msg, SyncProof):
+            return self._on_sync_proof(sender, msg)
         return self._on_links(sender, msg)
+
+    def _on_sync_proof(self, sender: NodeId, msg: SyncProof) -> list[Effect]:
+        """A page of a state-sync proof (mycelium.spores.statesync): verified, then the next page is
+        asked for, or — with the head verified — the owner starts its chain there (SyncedHead)."""
+        from mycelium.spores.statesync import SyncProgress
+
+        progress = self._sync.get(sender)
+        if progress is None or not msg.epoch_links or msg.epoch_links[0].primary.height == 0:
+            progress = SyncProgress(self.genesis)  # a fresh proof (from genesis)
+        try:
+            progress.verify(msg)
+        except ChainError as exc:
+            self._sync.pop(sender, None)
+            self.rejected[exc.reason] += 1
+            self.reporter.report_invalid(sender, None, DropReason.BAD_PRIMARY)
+            return []
+        if progress.head is None:
+            if len(self._sync) >= 16 and sender not in self._sync:
+                self._sync.clear()  # bounded: a few peers' proofs in progress at most
+            self._sync[sender] = progress
+            return [Send(sender, SyncRequest(progress.trusted_epoch).to_bytes())] if msg.epoch_links else []
+        self._sync.pop(sender, None)
+        if progress.head.primary.height <= self.height:
+            return []
+        return [SyncedHead(progress)]
 
     def _on_links(self, sender: NodeId, msg: PrimaryLinks) -> list[Effect]:
         effects: list[Effect] = []
@@ -315,6 +348,14 @@ class PrimaryCatchup:
         if effects and len(msg.links) >= self.config.max_links_per_message:
             effects.append(Send(sender, PrimaryRequest(self.height).to_bytes()))  # more may follow
         return effects
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedHead:
+    """Effect: a state-sync proof verified up to a head above ours (`progress`: a SyncProgress):
+    restart the chain at that head (persist it first), then give the new chain to this core."""
+
+    progress: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ def test_peer_addresses_are_remembered_bounded_and_damage_reads_as_nothing(tmp_p
 async def test_evidence_submission_is_one_bounded_queue(tmp_path: Path) -> None:
     from mycelium import session as session_module
     from mycelium.session import NetworkSession
-    from tests.unit.test_session_memory import _node
+    from tests.unit.test_session_memory import LOCAL, _node
 
     founder = _node(tmp_path / "founder")
     founder.create_named_network("bounds")
@@ -91,14 +91,14 @@ async def test_consensus_counters_survive_a_core_rebuild(tmp_path: Path) -> None
     """/metrics counters never go down: a catch-up rebuilds the consensus core, its counts are kept."""
     from mycelium.session import NetworkSession
     from mycelium.testing.transport import MemoryNetwork
-    from tests.unit.test_session_memory import _node
+    from tests.unit.test_session_memory import LOCAL, _node
 
     founder = _node(tmp_path / "founder")
     founder.create_named_network("counters")
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            s = NetworkSession(founder, net.transport(founder.key.node_id))
+            s = NetworkSession(founder, net.transport(founder.key.node_id), LOCAL)
             await nursery.start(s.run)
             s.driver.core.errors["malformed"] += 5
             before = s.consensus_errors["malformed"]

@@ -10,7 +10,7 @@ import trio
 
 from mycelium.session import NetworkSession
 from mycelium.testing.transport import MemoryNetwork
-from tests.unit.test_session_memory import _founder_and_joiner, _wait_until
+from tests.unit.test_session_memory import LOCAL, _founder_and_joiner, _wait_until
 
 HISTORY = 6  # links kept besides the epoch links
 
@@ -22,11 +22,11 @@ async def test_a_node_joins_after_pruning_by_state_sync(tmp_path: Path) -> None:
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id)).run)
+            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id), LOCAL).run)
             await _wait_until(lambda: founder.ledger.chain.oldest_height > 1, "the founder pruned its first links")
             assert founder.ledger.chain.links_after(-1, 1)[0].primary.height > 0  # genesis link not in the window
             assert 0 in founder.ledger.chain.epoch_links  # … but kept as an epoch link
-            joining = NetworkSession(joiner, net.transport(joiner.key.node_id))
+            joining = NetworkSession(joiner, net.transport(joiner.key.node_id), LOCAL)
             await nursery.start(joining.run)
             me = joiner.key.node_id
             await _wait_until(lambda: joiner.ledger.is_member(me) and joiner.ledger.height >= founder.ledger.height - 1,
@@ -47,8 +47,8 @@ async def test_a_member_offline_longer_than_the_history_catches_up(tmp_path: Pat
     net = MemoryNetwork()
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id)).run)
-            await nursery.start(NetworkSession(joiner, net.transport(joiner.key.node_id)).run)
+            await nursery.start(NetworkSession(founder, net.transport(founder.key.node_id), LOCAL).run)
+            await nursery.start(NetworkSession(joiner, net.transport(joiner.key.node_id), LOCAL).run)
             me = joiner.key.node_id
             await _wait_until(lambda: joiner.ledger.is_member(me), "the joiner was admitted")
             net.partition({founder.key.node_id}, {me})
