@@ -48,13 +48,16 @@ from mycelium.ledger.operations import (
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
-from mycelium.spores.chain import ChainConfig, NewPrimary, PrimaryCatchup, PrimaryLinks
+from mycelium.spores.chain import ChainConfig, NewPrimary, PrimaryCatchup, PrimaryLinks, SyncedHead
+from mycelium.storage.peers import load_peer_addresses, save_peer_addresses
 from mycelium.spores.primary import ChainError
 from mycelium.spores.validation import DropReason
 
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
+PEERS_SAVE_INTERVAL_S = 30.0  # admitted peers' addresses are written this often (storage/peers.py)
+EVIDENCE_QUEUE = 16  # evidence operations waiting to be submitted; more are dropped and counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class NetworkSession:
         self._caught_up_from: int | None = None  # set while a catch-up's follow-up is pending
         self._wake_watch = trio.Event()  # set when connectivity or the chain may have changed
         self._membership_wakeup = Wakeup()  # the chain changed: look at our membership now
+        self._consensus_errors_past: Counter[str] = Counter()  # counts of consensus cores replaced
+        self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
 
     # ------------------------------------------------------------------------------------------
     def _build_mesh(self) -> Transport:
@@ -160,6 +165,8 @@ class NetworkSession:
             await nursery.start(mesh.run)
             # streamed=True (votes on one long-lived mesh stream per peer, mesh/streams.py) is left off:
             # with it test_validators saw a capped follower a height behind the founder (issue 15 report)
+            for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
+                mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
@@ -181,6 +188,8 @@ class NetworkSession:
             from mycelium.rekey import SecretKeeper  # rekey on removal: keys, rotations, envelopes
 
             await nursery.start(SecretKeeper(self).run)
+            nursery.start_soon(self._evidence_loop)
+            nursery.start_soon(self._save_peers_loop)
             await nursery.start(self.latent.run)
             if self.k3s is not None:
                 await nursery.start(self.k3s.run)
@@ -206,6 +215,8 @@ class NetworkSession:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""
         if self._consensus_scope is not None:
             self._consensus_scope.cancel()
+        if self.driver is not None:  # keep its counts: /metrics counters never go down
+            self._consensus_errors_past.update(self.driver.core.errors)
         if self.ledger.head is None:
             self._waiting = "waiting for the network's chain"
             self.driver = None
@@ -227,7 +238,8 @@ class NetworkSession:
         core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
         self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
-                                      on_decided=self._on_decided, on_evidence=self._on_evidence)
+                                      on_decided=self._on_decided, on_evidence=self._on_evidence,
+                                      on_behind=self._on_behind)
         scope = trio.CancelScope()
         self._consensus_scope = scope
 
@@ -237,10 +249,39 @@ class NetworkSession:
 
         self._nursery.start_soon(run_driver)
 
+    @property
+    def consensus_errors(self) -> Counter[str]:
+        """Consensus input rejected, by reason, over this session (across core rebuilds)."""
+        current = self.driver.core.errors if self.driver is not None else Counter()
+        return self._consensus_errors_past + current
+
+    def _on_behind(self, behind: Any) -> None:
+        """Consensus cannot catch up by itself (the peer no longer keeps those decisions): the
+        catch-up core asks for the chain at its next tick instead of after a full interval."""
+        if self.catchup is not None:
+            self.catchup.next_at = None
+
     def _on_evidence(self, evidence: Any) -> None:
-        """A validator signed conflicting messages: report it to the validators as an operation."""
+        """A validator signed conflicting messages: report it to the validators as an operation —
+        through one bounded queue and one submitting task, so a Byzantine validator that equivocates
+        on every message cannot make us spawn tasks without end (overflow dropped and counted)."""
         op = evidence_operation(self.key, self.membership.network_id, evidence.to_wire(), now_s=int(time.time()))
-        self._nursery.start_soon(self._submit_to_validators, op)
+        try:
+            self._evidence_in.send_nowait(op)
+        except trio.WouldBlock:
+            self.rejected["evidence_queue_full"] += 1
+
+    async def _evidence_loop(self) -> None:
+        async for op in self._evidence_out:
+            await self._submit_to_validators(op)
+
+    async def _save_peers_loop(self) -> None:
+        """Admitted peers' addresses, persisted so a restart dials them at once (storage/peers.py)."""
+        while True:
+            await trio.sleep(PEERS_SAVE_INTERVAL_S)
+            save_peer_addresses(self.ledger.db, self.membership.network_id,
+                                [(p.node_id, p.addresses, p.last_seen or 0.0) for p in self.mesh.peers()
+                                 if p.admitted and p.addresses])
 
     @property
     def consensus_state(self) -> str:
@@ -288,7 +329,18 @@ class NetworkSession:
     # ------------------------------------------------------------------------------ loops
     def _on_new_primary(self, effect: Any) -> None:
         """The catch-up core verified and appended a Primary: persist it (fsynced) before anything acts
-        on it; consensus, the watch and the Latent validator follow once per answer."""
+        on it; consensus, the watch and the Latent validator follow once per answer. After a verified
+        state sync (SyncedHead) the ledger restarts its chain at the head and the core follows it."""
+        if isinstance(effect, SyncedHead):
+            before = self.ledger.height if self.ledger.head else -1
+            if self.ledger.adopt_sync(effect.progress):
+                self.catchup.chain = self.ledger.chain
+                log.info("state sync: started from a recent certified Primary", from_height=before,
+                         to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
+                if self._caught_up_from is None:
+                    self._caught_up_from = before
+                    self._nursery.start_soon(self._after_catchup)
+            return
         if not isinstance(effect, NewPrimary):
             return
         before = self.ledger.height if self.ledger.head else -1

@@ -24,7 +24,7 @@ from mycelium.consensus.messages import (
     NIL, Commitment, Decision, MessageError, Precommit, Proposal, Reveal, Status, VoteMessage,
     commit_nonce, commitment_hash, parse_message, sign, verify_message,
 )
-from mycelium.consensus.outcomes import Decided, Participation, PersistLock
+from mycelium.consensus.outcomes import Behind, Decided, Participation, PersistLock
 from mycelium.consensus.persist import STATE_VERSION, ConsensusStateError, load_state
 from mycelium.consensus.votes import Added, RoundVotes
 
@@ -45,6 +45,7 @@ REJECTIONS = {
     "equivocation": "a second, different signed message for one step: evidence emitted",
     "decision_not_current": "a catch-up decision for a height we are not at",
     "bad_decision": "a catch-up decision whose certificate or batch does not check out",
+    "behind": "a peer no longer keeps the decisions we need: a Behind effect asked for a state sync",
     "refused_double_sign": "we were about to sign a different message for a step already signed",
 }
 
@@ -142,6 +143,8 @@ class ConsensusCore:
         elif isinstance(msg, Status):
             if msg.height < self.height:
                 self._help_catch_up(sender, msg.height, now, out)
+            elif msg.height > self.height:
+                self._fell_behind(sender, msg.height, now, out)
         elif msg.height < self.height:
             self.errors["old_height"] += 1
             self._help_catch_up(sender, msg.height, now, out)
@@ -203,6 +206,7 @@ class ConsensusCore:
         self._future: list[VoteMessage] = getattr(self, "_future", [])
         self._helped: dict[NodeId, float] = getattr(self, "_helped", {})  # peer -> when we last helped it
         self._asked_at: float = getattr(self, "_asked_at", float("-inf"))
+        self._behind_at: float = getattr(self, "_behind_at", float("-inf"))
         self._later_decisions: dict[int, Decision] = {
             h: d for h, d in getattr(self, "_later_decisions", {}).items() if h >= height
         }
@@ -484,16 +488,32 @@ class ConsensusCore:
         # half a rebroadcast interval later is stuck and gets the decision (once per interval).
         entry = self.decisions.get(height)
         last = self._helped.get(sender)
-        if entry is None or 0 <= now - entry[1] < self.config.rebroadcast_interval_s / 2:
+        oldest = next(iter(self.decisions), None)
+        too_old = entry is None and oldest is not None and height < oldest
+        if not too_old and (entry is None or 0 <= now - entry[1] < self.config.rebroadcast_interval_s / 2):
             return
         if last is not None and 0 <= now - last < self.config.rebroadcast_interval_s:
             return
         if len(self._helped) > 64 * len(self.validators):  # many senders (relays, observers): start over
             self._helped.clear()
         self._helped[sender] = now
+        if too_old:
+            # We no longer keep the decisions it needs: say where we are, so its owner syncs the
+            # chain from us (a Status above its height means exactly that; see _fell_behind).
+            out.append(Send(sender, Status(self.height).to_wire()))
+            return
         for h, (decision, _) in self.decisions.items():  # all we have from its height on, oldest first
             if h >= height:
                 out.append(Send(sender, decision.to_wire()))
+
+    def _fell_behind(self, sender: NodeId, height: int, now: float, out: list[Effect]) -> None:
+        """A peer at a later height could not send us the decisions in between: ask our owner for a
+        state sync from it (at most once per rebroadcast interval; a clock gone back re-allows it)."""
+        if 0 <= now - self._behind_at < self.config.rebroadcast_interval_s:
+            return
+        self._behind_at = now
+        self.errors["behind"] += 1
+        out.append(Behind(sender, self.height, height))
 
     def _on_decision(self, decision: Decision, now: float, out: list[Effect]) -> None:
         if decision.height > self.height and len(self._later_decisions) < self.config.decisions_kept:

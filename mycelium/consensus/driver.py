@@ -18,7 +18,7 @@ from mycelium.observability.logs import get_logger
 from mycelium.shell.loop import CoreLoop
 
 from mycelium.consensus.core import ConsensusCore
-from mycelium.consensus.outcomes import Decided, Evidence, Participation, PersistLock
+from mycelium.consensus.outcomes import Behind, Decided, Evidence, Participation, PersistLock
 
 log = get_logger("mycelium.consensus")
 
@@ -51,6 +51,7 @@ class ConsensusDriver(CoreLoop):
         on_decided: Callable[[Decided], None],
         on_evidence: Callable[[Evidence], None] | None = None,
         on_participation: Callable[[Participation], None] | None = None,
+        on_behind: Callable[[Behind], None] | None = None,
     ) -> None:
         self.transport = transport
         self._on_evidence = on_evidence
@@ -59,6 +60,7 @@ class ConsensusDriver(CoreLoop):
             Decided: on_decided,
             Evidence: self._evidence,
             Participation: on_participation or (lambda effect: None),
+            Behind: lambda effect: self._behind(effect, on_behind),
         }
         super().__init__(core, send=lambda to, m: transport.send_nowait(to, _wire(m)),
                          broadcast=lambda m: transport.broadcast_nowait(_wire(m)), outputs=outputs, start=core.start)
@@ -66,6 +68,12 @@ class ConsensusDriver(CoreLoop):
     def poke(self) -> None:
         """New operations are waiting: let a waiting proposer propose now."""
         self.call(self.core.poke)
+
+    def _behind(self, effect: Behind, on_behind: Callable[[Behind], None] | None) -> None:
+        log.info("behind the decision window; syncing the chain", height=effect.height, peer=effect.peer,
+                 peer_height=effect.peer_height)
+        if on_behind:
+            on_behind(effect)
 
     def _evidence(self, effect: Evidence) -> None:
         log.warning("misbehaviour evidence", kind=effect.kind.value, validator=effect.validator, height=effect.height)

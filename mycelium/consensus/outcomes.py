@@ -42,6 +42,18 @@ class Decided:
     certificate: QuorumCertificate
 
 
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """`peer` is at `peer_height` and no longer keeps the decisions this node (at `height`) needs
+    to catch up through consensus (only `decisions_kept` are kept). The owner syncs the certified
+    chain from `peer` (state sync) and rebuilds the core at the new head; until then this core
+    waits. Emitted at most once per rebroadcast interval."""
+
+    peer: NodeId
+    height: int
+    peer_height: int
+
+
 class EvidenceKind(str, Enum):
     EQUIVOCATION = "equivocation"  # two different signed messages for one height/round/step
     REVEAL_MISMATCH = "reveal_mismatch"  # a signed reveal that does not open its signed commitment

@@ -25,6 +25,14 @@ replicas move). One proposer can delay but not forge liveness: a censored member
 as soon as an honest proposer includes its operations. (Redundant-execution verdicts — several
 nodes probing, commit-reveal — are the planned replacement; see mycelium.consensus.redundant.)
 
+Replay: every operation carries its author's sequence number (signed). The Primary keeps each
+author's last applied sequence (params["seq"]) and applies an operation only if its sequence is
+above it — memberlist's incarnation idea, with no window of ids to outgrow. Authors take sequences
+from `next_sequence()`: microseconds of wall clock, never below what this process used or what the
+Primary already holds for it, so a restart or a slow clock cannot reuse one. Sequences of members
+are kept forever; of departed nodes the newest MAX_DEPARTED_SEQS. A non-member can only join, and a
+join is refused once its invite expired in Primary time, so an evicted entry reopens nothing.
+
 After the operations, roles are reassigned and every service is placed again (placement is a pure
 function of the Primary: mycelium.runtime.placement).
 """
@@ -32,6 +40,7 @@ function of the Primary: mycelium.runtime.placement).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Callable
@@ -64,8 +73,26 @@ MAX_EVIDENCE_KEPT = 1024  # evidence records kept in the Primary (the newest)
 MAX_CLOCK_SKEW_S = 10  # a proposer's clock op may differ this much from a validator's own clock
 ADMINS = "admins"  # Primary params key: node ids allowed to deploy and undeploy
 WORKLOAD_MEMORY_PERMILLE = 750  # share of a member's RAM offered to workloads (the rest: OS, daemon)
-APPLIED = "applied_ops"  # Primary params key: ids of recently applied operations (replay guard)
-APPLIED_KEPT = 4096  # ids remembered; older operations are refused by age (MAX_OP_AGE_S) anyway
+SEQ = "seq"  # Primary params key: member id → sequence of its last applied operation (replay guard)
+SEQ_LEFT = "seq_left"  # Primary params key: departed node id → [last sequence, height it left at]
+MAX_DEPARTED_SEQS = 1024  # sequences of nodes that left, kept (newest departures) beyond the members'
+MAX_SEQ = 2**62  # sequences are positive and below this (canonical int range with room to spare)
+
+_last_sequence = 0  # the highest sequence this process handed out (see next_sequence)
+
+
+def next_sequence(floor: int = 0) -> int:
+    """A sequence above every one this process used, above `floor` (the author's last applied, from
+    the Primary), and normally the wall clock in microseconds (so restarts keep increasing)."""
+    global _last_sequence
+    _last_sequence = max(time.time_ns() // 1000, _last_sequence + 1, floor + 1)
+    return _last_sequence
+
+
+def observe_sequence(applied: int) -> None:
+    """The Primary says this node's last applied sequence is `applied`: never hand out one at or below."""
+    global _last_sequence
+    _last_sequence = max(_last_sequence, applied)
 
 
 class OpType(str, Enum):
@@ -102,17 +129,18 @@ class Operation:
     time_s: int  # the author's clock when it signed; bounds replay (see MAX_OP_AGE_S)
     nonce: bytes  # 16 random bytes: two identical requests are two operations
     signature: bytes = b""
+    seq: int = 1  # the author's sequence number: applied only above the author's last (see SEQ)
 
     def signed_part(self, network_id: str) -> dict:
         return {"net": network_id, "t": self.type.value, "author": self.author, "body": self.body,
-                "time": self.time_s, "nonce": self.nonce}
+                "time": self.time_s, "nonce": self.nonce, "seq": self.seq}
 
     def signing_bytes(self, network_id: str) -> bytes:
         return OP_DOMAIN + canonical(self.signed_part(network_id))
 
     def to_wire(self) -> dict:
         return {"t": self.type.value, "author": self.author, "body": self.body, "time": self.time_s,
-                "nonce": self.nonce, "sig": self.signature}
+                "nonce": self.nonce, "seq": self.seq, "sig": self.signature}
 
     @property
     def id(self) -> bytes:
@@ -120,13 +148,16 @@ class Operation:
 
     @classmethod
     def from_wire(cls, obj: Any) -> Operation:
-        if not isinstance(obj, dict) or set(obj) != {"t", "author", "body", "time", "nonce", "sig"}:
-            raise OperationError("an operation is a map of t, author, body, time, nonce, sig")
+        if not isinstance(obj, dict) or set(obj) != {"t", "author", "body", "time", "nonce", "seq", "sig"}:
+            raise OperationError("an operation is a map of t, author, body, time, nonce, seq, sig")
         try:
             op_type = OpType(obj["t"])
         except ValueError:
             raise OperationError(f"unknown operation type {obj['t']!r}") from None
         author, body, time_s, nonce, sig = obj["author"], obj["body"], obj["time"], obj["nonce"], obj["sig"]
+        seq = obj["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < MAX_SEQ:
+            raise OperationError(f"operation seq must be an integer in 1..{MAX_SEQ - 1}")
         if not is_node_id(author):
             raise OperationError("operation author is not a node id")
         if not isinstance(body, dict):
@@ -140,11 +171,12 @@ class Operation:
                 raise OperationError(f"operation is over {MAX_OP_BYTES} bytes")
         except EncodingError as exc:
             raise OperationError(f"operation has no canonical encoding: {exc}") from exc
-        return cls(op_type, author, body, time_s, nonce, sig)
+        return cls(op_type, author, body, time_s, nonce, sig, seq)
 
 
-def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *, now_s: int) -> Operation:
-    op = Operation(op_type, key.node_id, body, now_s, secrets.token_bytes(16))
+def sign_operation(key: NodeKey, network_id: str, op_type: OpType, body: dict, *, now_s: int,
+                   seq: int | None = None) -> Operation:
+    op = Operation(op_type, key.node_id, body, now_s, secrets.token_bytes(16), seq=seq or next_sequence())
     return replace(op, signature=key.sign_for(network_id, op.signing_bytes(network_id)))
 
 
@@ -154,8 +186,10 @@ def profile_operation(key: NodeKey, network_id: str, profile: CapabilityProfile,
     return sign_operation(key, network_id, OpType.PROFILE, body, now_s=now_s)
 
 
-def clock_operation(key: NodeKey, network_id: str, *, now_s: int) -> Operation:
-    return sign_operation(key, network_id, OpType.CLOCK, {"time_s": now_s}, now_s=now_s)
+def clock_operation(key: NodeKey, network_id: str, *, now_s: int, seq: int | None = None) -> Operation:
+    """The proposer's clock. Its batch puts it first, so the proposer passes `seq` = its last applied
+    + 1: below any operation of its own still waiting in the pool, which then stays applicable."""
+    return sign_operation(key, network_id, OpType.CLOCK, {"time_s": now_s}, now_s=now_s, seq=seq)
 
 
 def alive_operation(key: NodeKey, network_id: str, *, now_s: int) -> Operation:
@@ -214,6 +248,10 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
     if not verify(op.author, op.signing_bytes(prev.network_id), op.signature, prev.network_id,
                   pq_key=_author_pq_key(op, prev)):
         raise OperationError(f"operation from {op.author[:16]} has an invalid signature")
+    last = last_sequence(prev.params, op.author)
+    if op.seq <= last:
+        raise OperationError(f"operation sequence {op.seq} is not above {op.author[:16]}'s last applied {last} "
+                             "(a replay, or an operation overtaken by a later one of the same author)")
     if now_s is not None:
         if op.time_s > now_s + MAX_OP_FUTURE_S:
             raise OperationError(f"operation is dated {op.time_s - now_s} s in the future")
@@ -273,27 +311,26 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     draft = _Draft(prev.network_id, prev.height + 1, dict(prev.members), dict(prev.services), list(prev.evidence),
                    params, dict(params.get(INVITES_USED, {})), params.get(TIME, 0))
     seen = dict(params.get(SEEN, {}))
-    applied = list(params.get(APPLIED, []))
-    replayed: set[bytes] = set(applied)
+    seqs = dict(params.get(SEQ, {}))
+    left = {n: tuple(v) for n, v in params.get(SEQ_LEFT, {}).items()}
     for raw in batch[:MAX_BATCH]:
         try:
             op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
             current = replace(prev, members=draft.members, services=draft.services, evidence=tuple(draft.evidence),
-                              params={**params, INVITES_USED: draft.invites_used})
-            check_operation(op, current, now_s=None)
+                              params={**params, INVITES_USED: draft.invites_used, SEQ: seqs,
+                                      SEQ_LEFT: {n: v for n, v in left.items() if n not in seqs}})
+            check_operation(op, current, now_s=None)  # refuses a sequence at or below the author's last
         except OperationError:
             continue
-        if op.nonce in replayed:
-            continue  # a replay: this very operation was applied already
-        replayed.add(op.nonce)
-        applied.append(op.nonce)
+        seqs[op.author] = op.seq
         RULES[op.type].apply(op, draft)
         seen[op.author] = draft.now  # any operation a node authored shows it alive
     members, now = draft.members, draft.now
     if draft.invites_used:
         params[INVITES_USED] = draft.invites_used
-    if applied:
-        params[APPLIED] = applied[-APPLIED_KEPT:]
+    params[SEQ], params[SEQ_LEFT] = _kept_sequences(seqs, left, members, prev.height + 1)
+    if not params[SEQ_LEFT]:
+        del params[SEQ_LEFT]
     for node in members:
         seen.setdefault(node, now)  # first observation (the founder, a member from before clocks)
     params[SEEN] = {n: t for n, t in sorted(seen.items()) if n in members}
@@ -383,6 +420,8 @@ def _check_join(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
         raise OperationError("the invite was revoked by an admin; ask for a new one (`mycelium invite`)")
     if now_s is not None and invite.expires_s <= now_s:
         raise OperationError("the invite has expired")
+    if invite.expires_s <= prev.params.get(TIME, 0):
+        raise OperationError("the invite had expired by the Primary's clock")
 
 
 def _apply_join(op: Operation, draft: _Draft) -> None:
@@ -498,6 +537,25 @@ RULES: dict[OpType, Rule] = {
                                                               OpType.REMOVE, OpType.KEYS, OpType.REKEY)},
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"
+
+
+def last_sequence(params: dict, node: NodeId) -> int:
+    """The sequence of `node`'s last applied operation (0: none, or forgotten long after it left)."""
+    if node in params.get(SEQ, {}):
+        return params[SEQ][node]
+    return params.get(SEQ_LEFT, {}).get(node, (0, 0))[0]
+
+
+def _kept_sequences(seqs: dict[NodeId, int], left: dict[NodeId, tuple], members: dict[NodeId, Member], height: int
+                    ) -> tuple[dict[NodeId, int], dict[NodeId, list[int]]]:
+    """(members' sequences, departed nodes' [sequence, height they left]) — the newest
+    MAX_DEPARTED_SEQS departures kept, chosen by (height, id) so every validator drops the same."""
+    for node in seqs:
+        if node not in members:
+            left[node] = (seqs[node], height)  # left (or never became a member) at this height
+    kept = {n: seqs[n] for n in sorted(seqs) if n in members}
+    departed = sorted((n for n in left if n not in members), key=lambda n: (left[n][1], n))[-MAX_DEPARTED_SEQS:]
+    return kept, {n: list(left[n]) for n in sorted(departed)}
 
 
 def _labels(raw: Any) -> dict:

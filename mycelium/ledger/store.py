@@ -23,6 +23,8 @@ from mycelium.ledger.operations import (
     apply_batch,
     check_operation,
     clock_operation,
+    last_sequence,
+    observe_sequence,
     role_reasons,
 )
 from mycelium.spores.certificate import QuorumCertificate
@@ -44,6 +46,7 @@ log = get_logger("mycelium.ledger")
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
 HISTORY_KEPT = 4096  # certified Primaries kept in the database (the head carries the full state)
+EPOCH_META_PREFIX = "epoch_link:"  # meta key prefix: the first link of each epoch, kept forever
 
 
 class LedgerError(Exception):
@@ -60,6 +63,9 @@ class Ledger:
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
         self.heartbeat_s = 10  # a proposer with nothing to propose still advances the clock this often
+        self.history_kept = HISTORY_KEPT  # links kept beyond the epoch links (tests make it small)
+        if chain is not None:
+            self._load_epoch_links(chain)
         self._reasons_cache: tuple[bytes, dict] | None = None
 
     @classmethod
@@ -74,7 +80,9 @@ class Ledger:
             link = CertifiedPrimary(primary, certify_genesis(primary, key))
             db.append_primary(_stored(link))
             log.info("founded the chain", height=0, hash=primary.hash().hex()[:16])
-            return cls(db, membership, key, PrimaryChain(genesis, link))
+            ledger = cls(db, membership, key, PrimaryChain(genesis, link))
+            ledger._persist_epoch_link(link)
+            return ledger
         return cls(db, membership, key, None)
 
     # ------------------------------------------------------------------------------ reading
@@ -153,7 +161,9 @@ class Ledger:
             return []
         now_s = int(time.time())
         batch = []
-        for op_id, op in list(self.pool.items()):
+        # by sequence: an author's operations go in the order it signed them (a later one applied
+        # first would make the earlier one a refused "replay")
+        for op_id, op in sorted(self.pool.items(), key=lambda item: (item[1].seq, item[0])):
             try:
                 check_operation(op, head, now_s=now_s)
             except OperationError:
@@ -166,7 +176,8 @@ class Ledger:
         # is due (an empty list makes the core wait for its heartbeat timer instead).
         heartbeat_s = head.params.get("heartbeat_s", self.heartbeat_s)  # `network set heartbeat_s=…` wins
         if batch or now_s - head.params.get(TIME, 0) >= heartbeat_s:
-            clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)))
+            clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)),
+                                    seq=last_sequence(head.params, self.key.node_id) + 1)
             batch.insert(0, clock.to_wire())
         return batch
 
@@ -226,10 +237,13 @@ class Ledger:
         verify_successor(self.head, candidate, certificate)
         self.db.append_primary(_stored(link))
         self.chain.append(link)
+        self._persist_epoch_link(link)
+        observe_sequence(last_sequence(candidate.params, self.key.node_id))
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
-        if height % 256 == 0:
-            self.db.prune_primaries(candidate.params.get("history_kept", HISTORY_KEPT))  # `network set`
+        kept = candidate.params.get("history_kept", self.history_kept)  # `network set history_kept=…` wins
+        if height % max(1, min(256, kept // 2)) == 0:
+            self.db.prune_primaries(kept)  # epoch links stay (meta), see _persist_epoch_link
         bind_identity(epoch=candidate.height)
         return candidate
 
@@ -238,10 +252,54 @@ class Ledger:
         or for a joiner the first one, built from the genesis Primary of the answer."""
         if self.chain is None:
             self.chain = chain
+            self.chain.set_history(self.history_kept)
             self.db.reset_chain()
         elif chain is not self.chain:
             raise LedgerError("a catch-up link for a chain this ledger does not hold")
         self.db.append_primary(_stored(link))
+        self._persist_epoch_link(link)
+        observe_sequence(last_sequence(link.primary.params, self.key.node_id))
+
+    def adopt_sync(self, progress: Any) -> int:
+        """Start from a state-sync head (mycelium.spores.statesync, verified): the chain becomes that
+        one certified Primary plus the epoch links; returns the new height (0 if not newer)."""
+        head = progress.head
+        if head is None or (self.chain is not None and head.primary.height <= self.chain.height):
+            return 0
+        for link in progress.epoch_links:
+            self.db.set_meta(self._epoch_key(link.primary.epoch), link.to_bytes())
+        self.db.restart_chain_at(_stored(head))  # fsynced before anything acts on the new head
+        chain = PrimaryChain.resume(self.membership.genesis, [head])
+        for link in progress.epoch_links:
+            chain.note_epoch_link(link)
+        chain.set_history(self.history_kept)
+        self.chain, self._candidates, self._committed = chain, {}, None
+        observe_sequence(last_sequence(head.primary.params, self.key.node_id))
+        return head.primary.height
+
+    def set_history_kept(self, links: int) -> None:
+        self.history_kept = links
+        if self.chain is not None:
+            self.chain.set_history(links)
+
+    def _epoch_key(self, epoch: int) -> str:
+        return f"{EPOCH_META_PREFIX}{self.membership.network_id}:{epoch}"
+
+    def _persist_epoch_link(self, link: CertifiedPrimary) -> None:
+        """The first link of an epoch is kept forever (in meta, beyond the pruned window)."""
+        if self.chain is not None and self.chain.epoch_links.get(link.primary.epoch) is link:
+            self.db.set_meta(self._epoch_key(link.primary.epoch), link.to_bytes())
+
+    def _load_epoch_links(self, chain: PrimaryChain) -> None:
+        epoch = 0
+        while (data := self.db.get_meta(self._epoch_key(epoch))) is not None:
+            try:
+                chain.note_epoch_link(CertifiedPrimary.from_bytes(data))
+            except PrimaryError as exc:
+                log.error("stored epoch link is corrupt; state sync from this node stops at it", epoch=epoch,
+                          error=str(exc))
+                break
+            epoch += 1
 
     # ------------------------------------------------------------------------------ consensus lock
     @property

@@ -110,8 +110,24 @@ class Admission:
         rec.last_seen = self._mesh.wall_now()
         rec.via_relay = any("/p2p-circuit" in str(a) for a in _transport_addrs(conn))
         self._connected_at.setdefault(node, now)
+        self._mesh.spawn(self._deadline, node, conn)
         if str(getattr(conn, "direction", "")).lower().endswith("outbound"):
             self._mesh.spawn(self._initiate, peer_id, conn)
+
+    async def _deadline(self, node: NodeId, conn: Any) -> None:
+        """A connection whose peer is not admitted `handshake_timeout_s` after it opened — it never
+        started the membership handshake (a plain libp2p node, a scanner) — is closed. A handshake
+        still running has its own timeout of the same length and ends the connection itself."""
+        await trio.sleep(self._mesh.config.handshake_timeout_s)
+        rec = self._mesh.book.find(node)
+        if (rec is not None and rec.admitted) or self._handshaking[node] or _is_closed(conn):
+            return
+        self._mesh.counters.handshake_deadline_closed += 1
+        self._mesh.log.info("mesh.peer.handshake_deadline", peer=node, after_s=self._mesh.config.handshake_timeout_s)
+        try:
+            await conn.close()
+        except BaseLibp2pError as exc:
+            self._mesh.log.debug("mesh.disconnect.failed", peer=node, error=str(exc))
 
     def on_disconnected(self, conn: Any) -> None:
         node = conn.muxed_conn.peer_id.to_base58()
@@ -336,6 +352,12 @@ def _classify_open_failure(exc: BaseException) -> FailureReason:
             return FailureReason.NO_PROTOCOL
         exc = exc.__cause__  # type: ignore[assignment]
     return FailureReason.STREAM_ERROR
+
+
+def _is_closed(conn: Any) -> bool:
+    muxed = getattr(conn, "muxed_conn", conn)
+    closed = getattr(muxed, "is_closed", False)
+    return bool(closed() if callable(closed) else closed)
 
 
 def _transport_addrs(conn: Any) -> list[Any]:

@@ -67,6 +67,11 @@ class MeshConfig:
     handshake_timeout_s: float = 10.0  # a membership handshake must finish within this
     admission_wait_s: float = 5.0  # a stream from a peer whose handshake is still running waits this long
     gate: GateConfig = field(default_factory=GateConfig)  # offenses → blocks with exponential backoff
+    # new inbound connections per remote IP address (checked before any crypto); a household behind
+    # one NAT address reconnecting all at once stays well under the burst
+    inbound_connection_rate: RateLimitConfig = field(
+        default_factory=lambda: RateLimitConfig(rate_per_s=2.0, burst=30.0, max_tracked_peers=4096)
+    )
     # -- request/response ------------------------------------------------------------------------
     max_request_bytes: int = 16 * 1024 * 1024  # largest request or response frame (snapshots, chunks)
     request_timeout_s: float = 30.0  # default for `request()`

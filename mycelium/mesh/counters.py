@@ -34,6 +34,13 @@ class MeshCounters:
     gossip_published: int = 0
     gossip_received: int = 0
     gossip_dropped: int = 0  # delivered to a full subscription buffer
+    inbound_accepted: int = 0  # inbound connections given a slot (mycelium.mesh.inbound)
+    inbound_released: int = 0  # … and the slot given back when the connection ended
+    inbound_refused_full: int = 0  # inbound connections refused: every slot taken
+    inbound_rate_limited: int = 0  # inbound connections refused: over the per-address rate
+    inbound_gated: int = 0  # inbound connections refused by libp2p's connection gate
+    inbound_upgrade_failed: int = 0  # inbound connections whose Noise/Yamux upgrade failed
+    handshake_deadline_closed: int = 0  # connections closed for not finishing admission in time
 
     def snapshot(self) -> dict[str, int]:
         """Flat name → count (reasons as `handshake_failed_<reason>`); a copy, safe to export."""

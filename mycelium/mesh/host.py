@@ -44,6 +44,7 @@ from mycelium.mesh.counters import MeshCounters
 from mycelium.mesh.datachannel import DataChannels, TlsChannel
 from mycelium.mesh.discovery import Discovery, split_p2p_address
 from mycelium.mesh.gossip import Gossip, GossipMessage, build_pubsub
+from mycelium.mesh.inbound import InboundGuard
 from mycelium.mesh.membership import FailureReason, Offense, PeerGate, RateLimiter
 from mycelium.mesh.peers import PeerBook, PeerInfo
 from mycelium.mesh.ports import advertised_addresses, claim_listen_addresses, interface_addresses
@@ -100,6 +101,7 @@ class Mesh:
             base_s=config.redial_base_s, max_s=config.redial_max_s, jitter=config.redial_jitter, rng=self._rng
         )
         self.admission = Admission(self, secret, secret_generation)
+        self.inbound = InboundGuard(self, config.max_connections)
         self.libp2p_host: Any = None
         self._nursery: trio.Nursery | None = None
         self._gossip: Gossip | None = None
@@ -134,6 +136,7 @@ class Mesh:
             outbound_stream_protocol_negotiation_timeout=cfg.negotiate_timeout_s,
             inbound_stream_protocol_negotiation_timeout=cfg.negotiate_timeout_s,
             enable_health_monitoring=False,  # we ping ourselves (latency_ms in peers())
+            inbound_upgrade_timeout=cfg.handshake_timeout_s,  # Noise + Yamux of an inbound connection
         )
         host = new_host(
             key_pair=self._key_pair,
@@ -156,6 +159,7 @@ class Mesh:
         # connections exist, ignoring admission and blocks; membership-aware dialling is ours.
         auto_connector = host.get_network().auto_connector
         auto_connector.start = _auto_connector_disabled
+        self.inbound.install(host.get_network())  # slots given back on close (see mesh/inbound.py)
         return host
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -59,9 +59,11 @@ class _SessionCollector:
             if session.mesh is not None:
                 for event, n in sorted(session.mesh.counters.snapshot().items()):
                     mesh.add_metric([event], n)
-            if session.driver is not None:
-                for reason, n in sorted(session.driver.core.errors.items()):
-                    consensus.add_metric([reason], n)
+            errors = getattr(session, "consensus_errors", None)
+            if errors is None and session.driver is not None:
+                errors = session.driver.core.errors
+            for reason, n in sorted((errors or {}).items()):
+                consensus.add_metric([reason], n)
             latent_x = getattr(session, "latent", None)
             if latent_x is not None:
                 for reason, n in sorted(latent_x.core.drops.counts.items(), key=lambda kv: kv[0].value):

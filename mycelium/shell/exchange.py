@@ -27,6 +27,8 @@ QUEUE_PER_PEER = 256  # messages waiting for one peer; beyond this new ones are 
 STREAM_BATCH = 64  # messages written to a peer's stream in one write
 PUBLISH_QUEUE = 256  # gossip messages waiting to be published; beyond this new ones are dropped
 SEND_TIMEOUT_S = 5.0
+IDLE_RETIRE_S = 60.0  # a peer's queue and sender task end after this long with nothing to send
+MAX_PEER_QUEUES = 1024  # peers with a live queue at once; messages to further peers are dropped
 
 
 class PeerQueues:
@@ -44,6 +46,7 @@ class PeerQueues:
         self._nursery = nursery
         self._queues: dict[NodeId, trio.MemorySendChannel] = {}
         self.dropped: Counter[str] = Counter()
+        self.retired = 0  # queues ended after IDLE_RETIRE_S without traffic
         self.on_answer: Callable[[NodeId, bytes], None] | None = None  # non-empty rpc answers go here
 
     async def send(self, to: NodeId, data: bytes) -> None:
@@ -59,16 +62,32 @@ class PeerQueues:
     def send_nowait(self, peer: NodeId, data: bytes) -> None:
         queue = self._queues.get(peer)
         if queue is None:
+            if len(self._queues) >= MAX_PEER_QUEUES:
+                self.dropped["too_many_peers"] += 1
+                return
             queue, receive = trio.open_memory_channel[bytes](QUEUE_PER_PEER)
             self._queues[peer] = queue
-            self._nursery.start_soon(self._sender, peer, receive)
+            self._nursery.start_soon(self._sender, peer, queue, receive)
         try:
             queue.send_nowait(data)
         except trio.WouldBlock:
             self.dropped["queue_full"] += 1
 
-    async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
-        async for data in receive:
+    @property
+    def live_queues(self) -> int:
+        return len(self._queues)
+
+    async def _sender(self, peer: NodeId, queue: trio.MemorySendChannel, receive: trio.MemoryReceiveChannel) -> None:
+        while True:
+            with trio.move_on_after(IDLE_RETIRE_S) as idle:
+                data = await receive.receive()
+            if idle.cancelled_caught:
+                # nothing for a while (the peer left, or is quiet): retire; no checkpoint since the
+                # queue was seen empty, so nothing can have been queued in between
+                if self._queues.get(peer) is queue:
+                    del self._queues[peer]
+                self.retired += 1
+                return
             if self._streamed and peer not in self._rpc_only:
                 batch = [data]
                 while len(batch) < STREAM_BATCH:

@@ -30,10 +30,11 @@ from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
 from mycelium.consensus.messages import (
     Commitment, MessageError, MessageType, Precommit, Proposal, Reveal, parse_message, sign,
 )
-from mycelium.consensus.outcomes import Decided, Evidence, PersistLock, verify_evidence
+from mycelium.consensus.outcomes import Behind, Decided, Evidence, PersistLock, verify_evidence
 
 NETWORK_ID = "sim-consensus"
 LIVENESS_WINDOW_S = 30.0  # after the tail, every honest node has decided within this many virtual seconds
+STATE_SYNC_DELAY_S = 0.5  # a Behind effect is answered this much later (the daemon's chain request)
 
 
 class WireCodec:
@@ -55,6 +56,7 @@ class Ledger:
         self.chains: dict[NodeId, dict[int, tuple[bytes, tuple]]] = {n: {} for n in keys}
         self.last_decided_at: dict[NodeId, float] = {}
         self.problems: list[str] = []
+        self.syncs: dict[str, int] = {"done": 0, "refused": 0, "nothing_new": 0}
 
     def on_output(self, world: Any, node: Any, effect: Any) -> None:
         if isinstance(effect, PersistLock):
@@ -66,10 +68,34 @@ class Ledger:
                 effect.certificate.verify(NETWORK_ID, sorted(self.keys), expect_value=effect.value)
             except CertificateError as exc:
                 self.problems.append(f"node {node.id} decided height {effect.height} on a bad certificate: {exc}")
+        elif isinstance(effect, Behind):
+            index, peer = node.index, effect.peer
+            world.schedule(world.now + STATE_SYNC_DELAY_S, lambda w: self.state_sync(w, index, peer))
         elif isinstance(effect, Evidence):
             accused = world.nodes[world.index[effect.validator]]
             if accused.honest or not verify_evidence(effect, NETWORK_ID):
                 self.problems.append(f"node {node.id} produced evidence against honest {effect.validator}")
+
+
+    def state_sync(self, world: Any, index: int, peer: NodeId) -> None:
+        """What the daemon's chain catch-up does for a Behind node: take the peer's certified links
+        above our head (every Decided certificate was verified when it was produced), provided the
+        peer's chain holds our head, then rebuild the node's core at the new head."""
+        node = world.nodes[index]
+        if not node.up or peer not in self.chains:
+            return
+        mine, theirs = self.chains[node.id], self.chains[peer]
+        head = max(mine, default=0)
+        if head and theirs.get(head, (None,))[0] != mine[head][0]:
+            self.syncs["refused"] += 1  # not our chain: never adopted
+            return
+        new = {h: link for h, link in theirs.items() if h > head}
+        if not new:
+            self.syncs["nothing_new"] += 1
+            return
+        mine.update(new)
+        self.syncs["done"] += 1
+        world.boot(index)  # the core restarts at the new head, as Session._start_consensus does
 
 
 def forge(key: NodeKey, message: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
@@ -137,8 +163,11 @@ def scenario(params: ScenarioParams) -> Scenario:
         app = LedgerApp({0: ids}, decided=dict(chain))
         height = max(chain, default=0) + 1
         prev_hash = chain[height - 1][0] if height > 1 else GENESIS_HASH
+        state = ledger.locks.get(node_id)
+        if state is not None and state.get("h") != height:
+            state = None  # a lock for a height the node has since seen decided (after a state sync)
         return ConsensusCore.restore(keys[node_id], NETWORK_ID, app, config, height=height, prev_hash=prev_hash,
-                                     state=ledger.locks.get(node_id))
+                                     state=state)
 
     def agreement(world: Any) -> str | None:
         if ledger.problems:
@@ -171,6 +200,7 @@ def scenario(params: ScenarioParams) -> Scenario:
         hooks=consensus_hooks(keys, NETWORK_ID),
         codec=WireCodec(),
         on_output=ledger.on_output,
+        report=lambda world: {f"state_sync_{k}": v for k, v in ledger.syncs.items()},
     )
 
 

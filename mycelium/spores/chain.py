@@ -34,6 +34,8 @@ from mycelium.spores.validation import DropReason, NullTrustReporter, TrustRepor
 
 CATCHUP_VERSION = 1
 MAX_LINKS_PER_MESSAGE = 64
+SYNC_LINKS_PER_PAGE = 16  # epoch links per state-sync answer
+MAX_EPOCH_LINKS = 65_536  # validator-set changes remembered (kept forever; a household makes a few a week)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,29 @@ class PrimaryChain:
         self.genesis = genesis
         self.config = config or ChainConfig()
         self._links: deque[CertifiedPrimary] = deque([genesis_link], maxlen=self.config.max_history)
+        # the first link of every epoch (each validator-set change), genesis included: kept forever,
+        # so anyone can verify genesis → each change → a recent head (mycelium.spores.statesync)
+        self.epoch_links: dict[int, CertifiedPrimary] = {0: genesis_link}
+
+    def set_history(self, max_history: int) -> None:
+        """Keep only the newest `max_history` links from now on (tests make it small)."""
+        self._links = deque(self._links, maxlen=max(1, max_history))
+
+    def note_epoch_link(self, link: CertifiedPrimary) -> bool:
+        """Remember `link` if it is the first of its epoch (True when it was new)."""
+        epoch = link.primary.epoch
+        if epoch in self.epoch_links or len(self.epoch_links) >= MAX_EPOCH_LINKS:
+            return False
+        self.epoch_links[epoch] = link
+        return True
+
+    def sync_proof(self, after_epoch: int, limit: int) -> SyncProof:
+        """Epoch links above `after_epoch` (at most `limit`) and, once they reach the head's epoch,
+        the head itself: what a joiner verifies instead of every link."""
+        epochs = sorted(e for e in self.epoch_links if e > after_epoch)[:limit]
+        links = tuple(self.epoch_links[e] for e in epochs)
+        reached = (epochs[-1] if epochs else after_epoch) >= self.primary.epoch
+        return SyncProof(links, self.head if reached else None)
 
     @classmethod
     def resume(cls, genesis: Genesis, stored: Iterable[CertifiedPrimary], config: ChainConfig | None = None) -> PrimaryChain:
@@ -76,6 +101,7 @@ class PrimaryChain:
         if links[0].primary.height == 0:
             verify_genesis(links[0].primary, links[0].certificate, genesis)
         chain._links = deque([links[0]], maxlen=chain.config.max_history)
+        chain.epoch_links = {0: links[0]} if links[0].primary.height == 0 else {}  # the owner adds older ones
         chain.extend(links[1:])
         return chain
 
@@ -102,6 +128,8 @@ class PrimaryChain:
     def append(self, link: CertifiedPrimary) -> None:
         """Add the next link; ChainError (with its reason) if it does not follow the head."""
         verify_successor(self.primary, link.primary, link.certificate)
+        if link.primary.epoch != self.primary.epoch:
+            self.note_epoch_link(link)
         self._links.append(link)
 
     def extend(self, links: Iterable[CertifiedPrimary]) -> int:
@@ -141,14 +169,37 @@ class PrimaryLinks:
         return canonical({"v": CATCHUP_VERSION, "t": 2, "links": [link.to_wire() for link in self.links]})
 
 
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """State sync, next page: the epoch links above `after_epoch` (the last one we verified)."""
+
+    after_epoch: int
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 3, "after_epoch": self.after_epoch})
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProof:
+    """The answer to a request below the peer's kept history: the first link of each epoch (from
+    genesis, or above the requested epoch) and, on the last page, the head."""
+
+    epoch_links: tuple[CertifiedPrimary, ...]
+    head: CertifiedPrimary | None
+
+    def to_bytes(self) -> bytes:
+        return canonical({"v": CATCHUP_VERSION, "t": 4, "epochs": [link.to_wire() for link in self.epoch_links],
+                          "head": self.head.to_wire() if self.head is not None else None})
+
+
 class CatchupMessageError(ValueError):
     def __init__(self, reason: DropReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
 
-def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
-    if isinstance(data, (PrimaryRequest, PrimaryLinks)):
+def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks | SyncRequest | SyncProof:
+    if isinstance(data, (PrimaryRequest, PrimaryLinks, SyncRequest, SyncProof)):
         data = data.to_bytes()
     if not isinstance(data, (bytes, bytearray)):
         raise CatchupMessageError(DropReason.MALFORMED, "catch-up message must be bytes")
@@ -174,7 +225,19 @@ def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
                 return PrimaryLinks(tuple(CertifiedPrimary.from_wire(link) for link in links))
             except PrimaryError as exc:
                 raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
-    elif obj.get("t") not in (1, 2):
+    elif obj.get("t") == 3 and set(obj) == {"v", "t", "after_epoch"}:
+        after = obj["after_epoch"]
+        if isinstance(after, int) and not isinstance(after, bool) and after >= -1:
+            return SyncRequest(after)
+    elif obj.get("t") == 4 and set(obj) == {"v", "t", "epochs", "head"}:
+        epochs, head = obj["epochs"], obj["head"]
+        if isinstance(epochs, list) and len(epochs) <= MAX_LINKS_PER_MESSAGE - 1:
+            try:
+                return SyncProof(tuple(CertifiedPrimary.from_wire(link) for link in epochs),
+                                 CertifiedPrimary.from_wire(head) if head is not None else None)
+            except PrimaryError as exc:
+                raise CatchupMessageError(DropReason.MALFORMED, str(exc)) from exc
+    elif obj.get("t") not in (1, 2, 3, 4):
         raise CatchupMessageError(DropReason.UNKNOWN_TYPE, f"catch-up message type {obj.get('t')!r} is unknown")
     raise CatchupMessageError(DropReason.MALFORMED, "catch-up message fields are malformed")
 
@@ -202,6 +265,7 @@ class PrimaryCatchup:
         self.next_at: float | None = None
         self.drops: Counter[DropReason] = Counter()  # messages dropped, by reason
         self.rejected: Counter[str] = Counter()  # links refused, by ChainError reason
+        self._sync: dict[NodeId, Any] = {}  # sender → SyncProgress of a state sync in progress
 
     @property
     def height(self) -> int:
@@ -231,9 +295,40 @@ class PrimaryCatchup:
         if isinstance(msg, PrimaryRequest):
             if self.chain is None:
                 return []
+            if msg.after_height + 1 < self.chain.oldest_height:  # pruned here: verify from genesis instead
+                return [Send(sender, self.chain.sync_proof(-1, SYNC_LINKS_PER_PAGE).to_bytes())]
             links = self.chain.links_after(msg.after_height, self.config.max_links_per_message)
             return [Send(sender, PrimaryLinks(tuple(links)).to_bytes())] if links else []
+        if isinstance(msg, SyncRequest):
+            return [] if self.chain is None else [Send(sender, self.chain.sync_proof(msg.after_epoch, SYNC_LINKS_PER_PAGE).to_bytes())]
+        if isinstance(msg, SyncProof):
+            return self._on_sync_proof(sender, msg)
         return self._on_links(sender, msg)
+
+    def _on_sync_proof(self, sender: NodeId, msg: SyncProof) -> list[Effect]:
+        """A page of a state-sync proof (mycelium.spores.statesync): verified, then the next page is
+        asked for, or — with the head verified — the owner starts its chain there (SyncedHead)."""
+        from mycelium.spores.statesync import SyncProgress
+
+        progress = self._sync.get(sender)
+        if progress is None or not msg.epoch_links or msg.epoch_links[0].primary.height == 0:
+            progress = SyncProgress(self.genesis)  # a fresh proof (from genesis)
+        try:
+            progress.verify(msg)
+        except ChainError as exc:
+            self._sync.pop(sender, None)
+            self.rejected[exc.reason] += 1
+            self.reporter.report_invalid(sender, None, DropReason.BAD_PRIMARY)
+            return []
+        if progress.head is None:
+            if len(self._sync) >= 16 and sender not in self._sync:
+                self._sync.clear()  # bounded: a few peers' proofs in progress at most
+            self._sync[sender] = progress
+            return [Send(sender, SyncRequest(progress.trusted_epoch).to_bytes())] if msg.epoch_links else []
+        self._sync.pop(sender, None)
+        if progress.head.primary.height <= self.height:
+            return []
+        return [SyncedHead(progress)]
 
     def _on_links(self, sender: NodeId, msg: PrimaryLinks) -> list[Effect]:
         effects: list[Effect] = []
@@ -253,6 +348,14 @@ class PrimaryCatchup:
         if effects and len(msg.links) >= self.config.max_links_per_message:
             effects.append(Send(sender, PrimaryRequest(self.height).to_bytes()))  # more may follow
         return effects
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedHead:
+    """Effect: a state-sync proof verified up to a head above ours (`progress`: a SyncProgress):
+    restart the chain at that head (persist it first), then give the new chain to this core."""
+
+    progress: Any
 
 
 @dataclass(frozen=True, slots=True)

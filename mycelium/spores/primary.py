@@ -233,6 +233,11 @@ def pin_member_keys(primary: PrimarySpore) -> None:
                 raise ChainError("certificate", f"Primary at height {primary.height}: {exc}") from exc
 
 
+def verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, validators: list[NodeId]) -> None:
+    """Raise ChainError unless a quorum of `validators` certified exactly `primary`."""
+    _verify_certificate(primary, certificate, validators)
+
+
 def _verify_certificate(primary: PrimarySpore, certificate: QuorumCertificate, validators: list[NodeId]) -> None:
     if certificate.height != primary.height:
         raise ChainError("certificate", f"certificate is for height {certificate.height}, the Primary has {primary.height}")

@@ -149,6 +149,15 @@ class StateDB:
         with self.transaction():
             return self._conn.execute("DELETE FROM primaries WHERE height >= ?", (from_height,)).rowcount
 
+    def restart_chain_at(self, p: StoredPrimary) -> None:
+        """Replace the stored chain by one certified Primary at any height (after a state sync)."""
+        with self.transaction():
+            self._conn.execute("DELETE FROM primaries")
+            self._conn.execute(
+                "INSERT INTO primaries (height, hash, prev_hash, body, cert) VALUES (?, ?, ?, ?, ?)",
+                (p.height, p.hash, p.prev_hash, p.body, p.cert),
+            )
+
     def reset_chain(self) -> None:
         """Forget the chain (the node left its network)."""
         with self.transaction():

@@ -78,6 +78,30 @@ def wait_until(predicate, *, timeout: float = 20, interval: float = 0.05, what: 
         time.sleep(interval)
 
 
+STALL_CAP = 5  # wait_moving gives up after this many stall periods in total, moving or not
+
+
+def wait_moving(observe, done, *, stall_s: float, what: str, interval: float = 0.5):  # type: ignore[no-untyped-def]
+    """Poll `observe()` until `done(value)`; fail only when the observed value did not change for
+    `stall_s` (the nodes are stuck, not slow), or after STALL_CAP × stall_s in all."""
+    import time
+
+    started = changed_at = time.monotonic()
+    last = None
+    while True:
+        value = observe()
+        if value and done(value):
+            return value
+        now = time.monotonic()
+        if value != last:
+            last, changed_at = value, now
+        if now - changed_at > stall_s:
+            raise AssertionError(f"no progress for {stall_s:g} s waiting for {what} (last seen: {last})")
+        if now - started > STALL_CAP * stall_s:
+            raise AssertionError(f"timed out after {STALL_CAP * stall_s:g} s waiting for {what} (last: {last})")
+        time.sleep(interval)
+
+
 class DaemonFactory:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="myc-", dir="/tmp"))  # short: Unix socket paths are ≤ 108 bytes

@@ -49,3 +49,45 @@ def test_regression_seed_110_clock_jump_back_with_a_silent_validator():
     the honest three one reveal short until pending timers followed the clock back."""
     result = run(RunConfig(protocol=PROTOCOL, nodes=4, seed=110, duration_s=60, tail_s=60, wire=True))
     assert result.ok, result.failure
+
+
+def test_regression_seed_7_a_validator_cut_off_past_the_decision_window_catches_up(tmp_path):
+    """Seed 7 (7 nodes, 600 s): a partition isolated one validator for 60 s while the other six
+    decided ~37 heights. Consensus keeps only `decisions_kept` (16) decisions to help stragglers, so
+    after the heal nobody could send the isolated node the heights it missed and it never decided
+    again. Now a helper that lacks them answers with its height, the lagging core emits Behind, and
+    the owner syncs the certified chain (the daemon's chain catch-up; the scenario models it)."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"faults": [
+        {"at_s": 10, "kind": "partition", "groups": [[0, 1, 2, 3, 4, 5]], "duration_s": 40},
+    ]}))
+    result = run(RunConfig(protocol=PROTOCOL, nodes=7, seed=7, duration_s=55, tail_s=40, faults=str(plan), wire=True))
+    assert result.ok, result.failure
+    assert result.summary["protocol_stats"]["state_sync_done"] >= 1
+
+
+@pytest.mark.slow
+def test_regression_seed_7_seven_nodes_600_s():
+    """The original report: `python -m mycelium.sim --protocol consensus --nodes 7 --seed 7 --duration 600 --wire`."""
+    result = run(RunConfig(protocol="consensus", nodes=7, seed=7, duration_s=600, tail_s=120, wire=True))
+    assert result.ok, result.failure
+
+
+SWEEP_DEFAULT = [(4, 7001), (4, 7002), (7, 7003)]  # bounded: a few seconds each
+
+
+@pytest.mark.parametrize(("nodes", "seed"), SWEEP_DEFAULT, ids=[f"n{n}-seed{s}" for n, s in SWEEP_DEFAULT])
+def test_seed_sweep_bounded(nodes, seed):
+    result = run(RunConfig(protocol=PROTOCOL, nodes=nodes, seed=seed, duration_s=60, tail_s=60))
+    assert result.ok, result.failure
+
+
+SWEEP_SLOW = [(n, s) for n in (4, 7) for s in range(1, 41)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("nodes", "seed"), SWEEP_SLOW, ids=[f"n{n}-seed{s}" for n, s in SWEEP_SLOW])
+def test_seed_sweep_long(nodes, seed):
+    """40 generated fault plans at n = 4 and at n = 7, 300 faulty + 120 quiet virtual seconds each."""
+    result = run(RunConfig(protocol=PROTOCOL, nodes=nodes, seed=seed, duration_s=300, tail_s=120))
+    assert result.ok, result.failure

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from tests.integration.daemons import CLI, Daemon
+from tests.integration.daemons import wait_moving
 from tests.testnet.history import HistoryChecker, wait_for
 from tests.testnet.netns import Netns
 
@@ -184,16 +185,23 @@ class Testnet:
         return {i: (s["epoch"] if s else -1) for i, s in self.statuses(indices).items()}
 
     def wait_progress(self, indices: list[int], beyond: int, timeout_s: float = 40) -> dict[int, int]:
-        """Wait until every node in `indices` decided a height above `beyond`."""
-        return wait_for(lambda: (h := self.heights(indices)) and all(v > beyond for v in h.values()) and h,
-                        timeout=timeout_s, interval=0.5, what=f"nodes {indices} to decide past height {beyond}")
+        """Wait until every node in `indices` decided a height above `beyond`.
+
+        `timeout_s` is how long the lagging nodes may go *without moving at all* (a stall), not a
+        budget for the whole catch-up: on a loaded machine a restarted node that replays many
+        heights is slow but moving, and is given up to STALL_CAP × timeout_s in total."""
+        return wait_moving(lambda: self.heights(indices), lambda h: bool(h) and all(v > beyond for v in h.values()),
+                           stall_s=timeout_s, what=f"nodes {indices} to decide past height {beyond}")
 
     def wait_converged(self, timeout_s: float = 60) -> int:
         """Wait until every live node holds the same head; returns its height."""
-        def same() -> int | None:
-            heads = {(s["epoch"], s["primary_hash"]) for s in self.statuses().values() if s}
-            return next(iter(heads))[0] if len(heads) == 1 else None
-        return wait_for(same, timeout=timeout_s, interval=0.5, what="one identical head on every node")
+        def heads() -> dict:
+            return {i: (s["epoch"], s["primary_hash"]) for i, s in self.statuses().items() if s}
+
+        def same(h: dict) -> bool:
+            return len(set(h.values())) == 1
+
+        return next(iter(wait_moving(heads, same, stall_s=timeout_s, what="one identical head on every node").values()))[0]
 
     # ---------------------------------------------------------------------------- perturbations
     def _signal(self, i: int, sig: int) -> None:
@@ -239,3 +247,4 @@ def _ok(res: subprocess.CompletedProcess, d: Daemon) -> None:
 def wait_seconds(s: float) -> None:
     """A real pause in a real-process test (the daemons run on wall-clock time)."""
     time.sleep(s)
+

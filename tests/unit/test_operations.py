@@ -80,7 +80,7 @@ def test_a_replayed_operation_is_applied_once(founded):
     assert apply_batch(p2, [leave_and_rejoin.to_wire()]).params["invites_used"] == p2.params["invites_used"]
     alive = alive_operation(k, p.network_id, now_s=T0 + 2).to_wire()
     p3 = apply_batch(p2, [alive])
-    assert apply_batch(p3, [alive]).params["applied_ops"] == p3.params["applied_ops"]
+    assert apply_batch(p3, [alive]).hash() == apply_batch(p3, []).hash()
 
 
 def test_clock_rules(founded):
