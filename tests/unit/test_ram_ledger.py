@@ -4,8 +4,14 @@ backups report, a dead primary fails over to the newest reported epoch (one prim
 from __future__ import annotations
 
 from mycelium.ledger.operations import (OperationError, alive_operation, apply_batch, check_operation,
-                                        clock_operation, endophyte_operation)
+                                        clock_operation, endophyte_operation, last_sequence)
 from tests.unit.test_operations import T0, _join, _keys, founded  # noqa: F401 — the fixture
+
+def _clock(key, p, now_s):
+    # as the proposer does (Ledger.make_batch): its clock takes the sequence after its last applied
+    # one, so its own operations signed earlier (higher sequences) still apply after it
+    return clock_operation(key, p.network_id, now_s=now_s, seq=last_sequence(p.params, key.node_id) + 1)
+
 
 SPEC = {"process": {"command": ["python3", "examples/endophyte_counter.py"]}, "backups": 2}
 
@@ -22,20 +28,20 @@ def test_endophyte_lease_and_failover_through_the_ledger(founded) -> None:  # no
         raise AssertionError("a non-admin deployed")
     except OperationError as exc:
         assert "not an admin" in str(exc)
-    p = apply_batch(p, [clock_operation(founder, p.network_id, now_s=T0 + 2).to_wire(), deploy.to_wire()])
+    p = apply_batch(p, [_clock(founder, p, T0 + 2).to_wire(), deploy.to_wire()])
     rec = p.params["endophytes"]["w"]
     assert rec["generation"] == 1 and len(rec["backups"]) == 2 and rec["primary"] not in rec["backups"]
     b1, b2 = rec["backups"]
     reports = [endophyte_operation(by_id[b], p.network_id, {"action": "report", "name": "w", "generation": 1,
                                                             "epoch": e}, now_s=T0 + 3).to_wire()
                for b, e in ((b1, 4), (b2, 6))]
-    p = apply_batch(p, [clock_operation(founder, p.network_id, now_s=T0 + 3).to_wire(), *reports])
+    p = apply_batch(p, [_clock(founder, p, T0 + 3).to_wire(), *reports])
     assert p.params["endophytes"]["w"]["reports"] == {b1: [1, 4], b2: [1, 6]}
     # the primary falls silent past dead_after_s while the others keep saying they are alive
     primary = rec["primary"]
     assert primary != founder.node_id  # placement is deterministic here; the founder sets the clock below
     t = T0 + 40
-    batch = [clock_operation(founder, p.network_id, now_s=t).to_wire()]
+    batch = [_clock(founder, p, t).to_wire()]
     batch += [alive_operation(k, p.network_id, now_s=t).to_wire() for k in [founder, *keys] if k.node_id != primary]
     p = apply_batch(p, batch)
     after = p.params["endophytes"]["w"]
