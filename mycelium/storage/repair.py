@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mycelium.storage import placement
@@ -136,7 +137,7 @@ class RepairPlanner:
         seen = self.last_seen.get(device)
         return device in self.devices and seen is not None and now - seen <= self.cfg.grace_s
 
-    def _up(self, device: str, now: float) -> bool:
+    def is_up(self, device: str, now: float) -> bool:
         """Reported recently and no fetch from it failed: a source and a target for repair."""
         seen = self.last_seen.get(device)
         return self._alive(device, now) and now - seen <= self.cfg.fresh_s and device not in self.failed_at
@@ -147,7 +148,7 @@ class RepairPlanner:
         for device, held in self.inventory.items():
             if not self._alive(device, now):
                 continue
-            up = self._up(device, now)
+            up = self.is_up(device, now)
             for i, sid in enumerate(ref.shares):
                 if sid in held:
                     (healthy if up else waiting).setdefault(i, []).append(device)
@@ -156,7 +157,8 @@ class RepairPlanner:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def plan(self, now: float) -> list[RepairTask]:
+    def plan(self, now: float, accept: Callable[[ChunkRef], bool] | None = None) -> list[RepairTask]:
+        """Tasks to run now; `accept` keeps only the chunks this node is responsible for."""
         self._refill(now)
         graded = []
         for cid, ref in self.chunks.items():
@@ -171,13 +173,15 @@ class RepairPlanner:
             if len(self.inflight) >= self.cfg.max_inflight:
                 break
             ref = h.ref
+            if accept is not None and not accept(ref):
+                continue
             if not h.missing:
                 continue  # only silent holders: wait out the grace period
             if margin < 0:
                 self._decide(now, "lost", ref, f"{len(h.healthy)} of {ref.k} shares needed are readable")
                 continue
             occupied = {d for ds in (*h.healthy.values(), *h.waiting.values()) for d in ds}
-            live = [d for d in self.devices if self._up(d, now)]
+            live = [d for d in self.devices if self.is_up(d, now)]
             targets = placement.repair_targets(ref.id, live, ref.n, occupied, len(h.missing))
             if not targets:
                 self._decide(now, "waiting", ref, "no device without a share of this chunk is up")
