@@ -63,12 +63,16 @@ class StorageCluster:
         return [n.node_id for n in self.alive() if share_id in n.store]
 
     async def wait_repaired(self, volume: str, *, timeout_s: float = 60.0) -> dict:
-        """Until every chunk of `volume` has n healthy shares on live nodes (as the stores say)."""
+        """Until every chunk of `volume` has n healthy shares on live nodes, as the stores say and
+        as a live node's status says (its view lags by one inventory round)."""
         with trio.fail_after(timeout_s):
             while True:
-                refs = self.any_repairer().stats.volumes.get(volume, {})
-                if refs and all(len(self.holders(s)) == 1 for r in refs.values() for s in r.shares):
-                    return {"chunks": len(refs)}
+                rep = self.any_repairer()
+                refs = rep.stats.volumes.get(volume, {})
+                stored = refs and all(len(self.holders(s)) == 1 for r in refs.values() for s in r.shares)
+                status = rep.volume_status(volume)
+                if stored and status["shares_missing"] == 0 and status["shares_waiting"] == 0:
+                    return status
                 await trio.sleep(0.05)
 
     def any_repairer(self) -> Repairer:

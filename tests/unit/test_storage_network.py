@@ -64,8 +64,8 @@ async def test_scrub_finds_a_flipped_bit_and_repair_replaces_the_share(tmp_path)
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0x10
         path.write_bytes(bytes(raw))
-        assert await c.repairer(holder).scrub_pass() == 1
-        assert sid not in c.node(holder).store
+        assert await c.repairer(holder).scrub_pass() == 1  # dropped (repair may already be rebuilding it)
+        assert c.node(holder).store.corrupt_found == 1
         await c.wait_repaired("vol")
         assert len(c.holders(sid)) == 1
         assert c.node(c.holders(sid)[0]).store.get(sid) is not None
@@ -78,14 +78,20 @@ async def test_missing_ranges_name_exactly_the_lost_chunk(tmp_path):
         await writer.put_file("vol", "f", data)
         refs = (await writer.entry("vol", "f")).chunks
         lost = refs[1]
-        for h in [h for s in lost.shares for h in c.holders(s)]:
-            c.network.kill(h)
-            c.node(h).stopped = True
+        killed = {h for s in lost.shares for h in c.holders(s)}
+        # chunks all of whose holders die with chunk 1's (same 3 of 5 devices) are lost too
+        expected = [
+            (i * 256 * 1024, r.size) for i, r in enumerate(refs) if {h for s in r.shares for h in c.holders(s)} <= killed
+        ]
+        for h in killed:
+            c.kill(h)
         reader = c.alive()[0]
         with trio.fail_after(20):
             got, missing = await reader.read_bytes("vol", refs)
-        assert missing == [(256 * 1024, 256 * 1024)]
-        assert got[: 256 * 1024] == data[: 256 * 1024] and got[512 * 1024 :] == data[512 * 1024 :]
+        assert (256 * 1024, 256 * 1024) in missing and missing == expected
+        for i in range(len(refs)):
+            if (i * 256 * 1024, refs[i].size) not in missing:
+                assert got[i * 256 * 1024 : (i + 1) * 256 * 1024] == data[i * 256 * 1024 : (i + 1) * 256 * 1024]
         with trio.fail_after(20), pytest.raises(MissingRanges, match="unreadable"):
             await reader.get_file("vol", "f")  # names the chunk's range (or the index's, if it was there too)
 
