@@ -28,7 +28,7 @@ FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim")
 
 
 def _quiet_logs() -> None:
-    from mycelium.logs import configure_logging, tame_library_loggers
+    from mycelium.observability.logs import configure_logging, tame_library_loggers
 
     import libp2p  # noqa: F401  (it rewires its loggers on import; tame them afterwards)
 

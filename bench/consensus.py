@@ -38,12 +38,12 @@ import trio
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
-from mycelium.consensus.localnet import GENESIS_HASH, LedgerApp
-from mycelium.exchange import PeerQueues
+from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
+from mycelium.shell.exchange import PeerQueues
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
-from mycelium.operations import MAX_BATCH
+from mycelium.ledger.operations import MAX_BATCH
 
 from bench.report import Figure, baseline, note, percentile, rounded
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from mycelium.exchange import CoreShell
+from mycelium.shell.exchange import CoreShell
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh

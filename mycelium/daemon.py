@@ -26,9 +26,9 @@ from mycelium import __version__
 from mycelium.api.server import ControlServer
 from mycelium.config import Config
 from mycelium.identity import IdentityError, JoinToken, NodeKey, create_network, short_network_id
-from mycelium.ledger import Ledger, LedgerError
-from mycelium.logs import bind_identity, get_logger
-from mycelium.metrics import NodeMetrics
+from mycelium.ledger.store import Ledger, LedgerError
+from mycelium.observability.logs import bind_identity, get_logger
+from mycelium.observability.metrics import NodeMetrics
 from mycelium.storage.db import StateDB
 from mycelium.storage.network import NetworkMembership, load_membership, save_membership
 
@@ -180,7 +180,7 @@ class Node:
     async def leave(self) -> NetworkMembership:
         """Tell the validators this node leaves (a signed operation, best effort: at most a few
         seconds), then forget the network and fall back to a fresh personal one."""
-        from mycelium.operations import OpType, sign_operation
+        from mycelium.ledger.operations import OpType, sign_operation
 
         if self.session is not None and self.ledger.is_member(self.key.node_id) and self.ledger.member_count() > 1:
             op = sign_operation(self.key, self.membership.network_id, OpType.LEAVE, {}, now_s=int(time.time()))
@@ -285,7 +285,7 @@ class Node:
         """Sign a deploy/undeploy operation as this node and hand it to the validators.
         Refused in read-only mode (no quorum reachable: it could not be decided anyway)."""
         from mycelium.api.server import ApiError
-        from mycelium.operations import deploy_operation, undeploy_operation
+        from mycelium.ledger.operations import deploy_operation, undeploy_operation
 
         session = self.session
         if session is None:
@@ -297,7 +297,7 @@ class Node:
         net = self.membership.network_id
         op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
               else undeploy_operation(self.key, net, payload, now_s=now_s))
-        from mycelium.operations import OperationError, check_operation
+        from mycelium.ledger.operations import OperationError, check_operation
 
         if self.ledger.head is None:
             raise ApiError(409, "not_admitted", "this node has no Primary yet", "wait for it to catch up")

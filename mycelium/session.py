@@ -25,14 +25,14 @@ from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
 from mycelium.consensus.outcomes import Decided
 from mycelium.identity import NodeId
-from mycelium.ledger import ConsensusApp, LedgerError
-from mycelium.logs import get_logger
+from mycelium.ledger.store import ConsensusApp, LedgerError
+from mycelium.observability.logs import get_logger
 from mycelium.mesh.config import MeshConfig
-from mycelium.exchange import PeerQueues
+from mycelium.shell.exchange import PeerQueues
 from mycelium.mesh.host import Mesh
-from mycelium.spores_exchange import LatentExchange
-from mycelium.workloads import WorkloadRunner
-from mycelium.operations import (
+from mycelium.spores.latent_exchange import LatentExchange
+from mycelium.runtime.runner import WorkloadRunner
+from mycelium.ledger.operations import (
     DEAD_AFTER,
     DEFAULT_DEAD_AFTER_S,
     Operation,

@@ -15,9 +15,9 @@ import h11
 import trio
 
 from mycelium.api import protocol
-from mycelium.logs import get_logger
-from mycelium.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from mycelium.metrics import NodeMetrics
+from mycelium.observability.logs import get_logger
+from mycelium.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mycelium.observability.metrics import NodeMetrics
 
 log = get_logger("mycelium.api")
 

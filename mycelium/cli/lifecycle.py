@@ -22,7 +22,7 @@ def run_foreground(cfg: Config, join_token: str | None) -> int:
     import trio
 
     from mycelium.daemon import Node, StartupError
-    from mycelium.logs import configure_logging
+    from mycelium.observability.logs import configure_logging
     from mycelium.storage.db import StorageError
 
     configure_logging(cfg.log.level, json=cfg.log.json)

@@ -8,6 +8,6 @@
 - config.py      ConsensusConfig (timeouts that grow per round, heartbeat, rebroadcast)
 - application.py the Application protocol the core calls (validators, batches, execute, commit)
 - trust.py       fixed-point trust scores; redundant.py: k-node commit-reveal computations
-- localnet.py    a deterministic in-process network for tests; simulation.py: a mycelium.sim scenario
-The trio driver (streams, fsync of PersistLock) is not here yet.
+- driver.py      the trio shell: runs the core over the mesh, fsyncs PersistLock before sending
+(The in-process test network is mycelium.testing.localnet; the simulator scenario is mycelium.sim.consensus.)
 """

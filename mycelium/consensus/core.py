@@ -4,7 +4,7 @@ Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018), Algorithm
 prevote is split in two: a Commitment to the candidate hash (computed by executing the batch
 ourselves), then its Reveal. "2f+1 PREVOTE for id(v)" reads "2f+1 reveals of v that open their
 commitments"; id(v) is the candidate Primary hash. All transition rules are in `_apply_rules` and
-`on_tick`; messages and ticks come in, effects (mycelium.effects + consensus.outcomes) go out.
+`on_tick`; messages and ticks come in, effects (mycelium.shell.effects + consensus.outcomes) go out.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter, OrderedDict
 from enum import Enum
 from typing import Any
 
-from mycelium.effects import Broadcast, Effect, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Effect, Send, SetTimer
 from mycelium.encoding import HASH_SIZE
 from mycelium.identity import NodeId, NodeKey
 from mycelium.spores.certificate import CertificateError, QuorumCertificate, fault_tolerance, quorum_size

@@ -14,10 +14,10 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId
-from mycelium.logs import get_logger
+from mycelium.observability.logs import get_logger
 
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.outcomes import Decided, Evidence, Participation, PersistLock

@@ -37,7 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 import mycelium.mesh.libp2p_setup  # noqa: F401,I001 - before any use of libp2p: fixes its logging
 from mycelium.identity import SECRET_SIZE, NodeId, NodeKey
-from mycelium.logs import get_logger
+from mycelium.observability.logs import get_logger
 from mycelium.mesh.admission import Admission, ConnectionWatcher
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.counters import MeshCounters

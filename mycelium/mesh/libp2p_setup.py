@@ -2,7 +2,7 @@
 
 `import libp2p` runs `setup_logging()`, which detaches the `libp2p` logger from the root logger
 (propagate=False, handlers cleared). Every mesh module that uses libp2p imports this module first,
-so libp2p's records flow into our structlog handlers at WARNING (`mycelium.logs`).
+so libp2p's records flow into our structlog handlers at WARNING (`mycelium.observability.logs`).
 A few libp2p loggers report, at ERROR, conditions the mesh expects, handles and counts itself (a
 redial to a node that is down, a plain libp2p peer declining our protocols); they are raised to
 CRITICAL unless LIBP2P_DEBUG is set for a debugging session.
@@ -15,7 +15,7 @@ import os
 
 import libp2p  # noqa: F401 - the import that rewires logging
 
-from mycelium.logs import tame_library_loggers
+from mycelium.observability.logs import tame_library_loggers
 
 EXPECTED_ERROR_LOGGERS = (
     "libp2p.transport.tcp.tcp",  # "Failed to open TCP stream" on every failed redial

@@ -6,6 +6,8 @@
     reconciler.py   pure: actions that make this node run what is placed on it
     driver.py       the Driver interface shared by every runtime
     conformance.py  check_driver(make_driver): the suite every driver passes
+    runner.py       WorkloadRunner: runs what the Primary places here, on the process driver (trio shell)
+    reports.py      service spores: per-replica reports and the network-wide view of each service (pure)
     process.py      the embedded process driver (with leftovers.py, limits.py, logfiles.py, ports.py,
                     probes.py); `python -m mycelium.runtime` checks or runs a manifest locally
 """

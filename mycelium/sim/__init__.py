@@ -1,7 +1,7 @@
 """Deterministic network simulator for the sans-IO protocol cores.
 
 Runs N cores (anything with `on_message(sender, message, now)` / `on_tick(now)`, see
-mycelium.effects) in one process with a virtual clock and ONE seeded `random.Random`; the same
+mycelium.shell.effects) in one process with a virtual clock and ONE seeded `random.Random`; the same
 seed and code give the same run, event for event.
 
 Modules:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any, Callable
 
-from mycelium.effects import Broadcast, Send
+from mycelium.shell.effects import Broadcast, Send
 from mycelium.identity import NodeId
 from mycelium.sim.network import SimConfigError
 

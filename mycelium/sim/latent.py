@@ -23,7 +23,7 @@ from __future__ import annotations
 from random import Random
 from typing import Any
 
-from mycelium.effects import SetTimer
+from mycelium.shell.effects import SetTimer
 from mycelium.identity import NodeId, NodeKey
 from mycelium.sim.byzantine import ByzantineHooks
 from mycelium.sim.invariants import Converged, EveryHonestNode

@@ -50,7 +50,7 @@ Builder = Callable[[ScenarioParams], Scenario]
 PROTOCOLS: dict[str, str | Builder] = {
     "register": "mycelium.sim.register:scenario",  # the simulator's own toy protocol
     "latent": "mycelium.sim.latent:scenario",  # Latent spore gossip (mycelium.spores)
-    "consensus": "mycelium.consensus.simulation:scenario",  # commit-reveal BFT validators
+    "consensus": "mycelium.sim.consensus:scenario",  # commit-reveal BFT validators
 }
 
 

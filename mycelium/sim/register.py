@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from mycelium.effects import Send, SetTimer
+from mycelium.shell.effects import Send, SetTimer
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId
 from mycelium.sim.byzantine import ByzantineHooks
@@ -59,7 +59,7 @@ class RegisterConfig:
 
 
 class RegisterGossip:
-    """Sans-IO core (see mycelium.effects.Core); persists its register across crashes."""
+    """Sans-IO core (see mycelium.shell.effects.Core); persists its register across crashes."""
 
     def __init__(self, node_id: NodeId, peers: list[NodeId], config: RegisterConfig, persisted: Any = None) -> None:
         self.node_id = node_id

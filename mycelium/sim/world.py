@@ -6,7 +6,7 @@ function of (seed, code, configuration). The world never reads the wall clock an
 global `random`.
 
 How cores are driven (any object with `on_message(sender, message, now)` / `on_tick(now)`, see
-`mycelium.effects.Core`):
+`mycelium.shell.effects.Core`):
 - a node is built by `make_core(node_id, persisted_state)`; `persisted_state` is None at first boot;
 - when a node boots (first start or restart) the world calls `on_tick(now)` once, after a seeded
   random jitter of up to `boot_jitter_s`, so the core can set its first timers;
@@ -38,7 +38,7 @@ from itertools import count
 from random import Random
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.identity import NodeId
 from mycelium.sim.network import Network, NetworkConfig, SimConfigError
 

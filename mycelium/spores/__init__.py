@@ -1,4 +1,4 @@
-"""Spore data model, codec, validation, merge and limits: pure, no I/O.
+"""Spore data model, codec, validation, merge and limits (pure, no I/O) + the Latent shell.
 
 entry.py       signed Latent entries (typed, keyed by observer/subject, per-author versions)
 validation.py  validate-first: drop reasons, counting, trust reports
@@ -9,5 +9,6 @@ chain.py       the node's bounded Primary chain and the sans-IO catch-up core
 seed.py        Seed spores and the authority order Primary > Seed > Latent
 report.py      JSON-ready descriptions for `mycelium spores --json`
 certificate.py quorum certificates (shared with consensus)
-testing.py     deterministic keys, signed entries and a loopback network for tests
+latent_exchange.py  the Latent spore over the mesh (trio shell around LatentGossip)
+(Test helpers: mycelium.testing.spores.)
 """

@@ -5,7 +5,7 @@ known), accepts a link only if `verify_successor` accepts it against the current
 ranges to peers. A SQLite layer (mycelium.storage) persists what it holds; on restart
 `PrimaryChain.resume` trusts the links the node itself verified and stored before.
 
-`PrimaryCatchup` is the catch-up protocol (implements mycelium.effects.Core): every interval it
+`PrimaryCatchup` is the catch-up protocol (implements mycelium.shell.effects.Core): every interval it
 asks one peer for the links after its head (`PrimaryRequest`), verifies every certificate of the
 answer (`PrimaryLinks`) and appends them; a tampered link is dropped with the chain's reason
 (counted in `rejected`) and the peer is reported to trust scoring. Pure: no I/O, no clock.
@@ -18,7 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from mycelium.effects import Effect, Send, SetTimer
+from mycelium.shell.effects import Effect, Send, SetTimer
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import Genesis, NodeId
 from mycelium.spores.primary import (
@@ -180,7 +180,7 @@ def decode_catchup(data: Any) -> PrimaryRequest | PrimaryLinks:
 
 
 class PrimaryCatchup:
-    """Pulls Primaries newer than our head from peers and serves ours (a mycelium.effects.Core).
+    """Pulls Primaries newer than our head from peers and serves ours (a mycelium.shell.effects.Core).
 
     Appended links are also returned as `NewPrimary` effects, so the owner can persist them
     (fsync before acting on them) and update validation (members, contradictions)."""

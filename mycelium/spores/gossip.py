@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Iterable, Union
 
-from mycelium.effects import Broadcast, Effect, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Effect, Send, SetTimer
 from mycelium.encoding import HASH_SIZE, EncodingError, canonical, decode, digest
 from mycelium.identity import NodeId
 from mycelium.spores.entry import MAX_ENTRY_BYTES, MAX_SCOPE_CHARS, Entry
@@ -154,7 +154,7 @@ class GossipConfig:
 
 
 class LatentGossip:
-    """Anti-entropy core for one LatentStore (implements mycelium.effects.Core)."""
+    """Anti-entropy core for one LatentStore (implements mycelium.shell.effects.Core)."""
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from libp2p.peer.id import ID
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.membership import GateConfig, RateLimitConfig
 from mycelium.mesh.rpc import RequestError, RequestTimeout
-from mycelium.mesh.testing import open_meshes, wait_until
+from mycelium.testing.mesh import open_meshes, wait_until
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32

@@ -7,7 +7,7 @@ import trio
 
 from mycelium.mesh.protocols import TOPIC_LATENT
 from mycelium.mesh.rpc import BadRequest, PeerNotAdmitted, RemoteError
-from mycelium.mesh.testing import open_meshes, wait_until
+from mycelium.testing.mesh import open_meshes, wait_until
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32

@@ -9,7 +9,7 @@ import trio
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
-from mycelium.mesh.testing import wait_until
+from mycelium.testing.mesh import wait_until
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32

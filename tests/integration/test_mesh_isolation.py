@@ -25,7 +25,7 @@ from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.framing import write_frame
 from mycelium.mesh.host import AdmissionFailed, MeshError, open_mesh
 from mycelium.mesh.protocols import RPC_PEERS
-from mycelium.mesh.testing import wait_until
+from mycelium.testing.mesh import wait_until
 
 NET = "ab" * 32
 OTHER_NET = "cd" * 32

@@ -8,7 +8,7 @@ import os
 
 import trio
 
-from mycelium.mesh.testing import open_meshes
+from mycelium.testing.mesh import open_meshes
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32

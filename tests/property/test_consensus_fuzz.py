@@ -9,10 +9,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mycelium.effects import Broadcast
+from mycelium.shell.effects import Broadcast
 from mycelium.encoding import canonical
 from mycelium.consensus.core import REJECTIONS, Step
-from mycelium.consensus.localnet import LocalNet, localnet_key
+from mycelium.testing.localnet import LocalNet, localnet_key
 from mycelium.consensus.messages import (
     NIL, Commitment, MessageError, Precommit, Proposal, Reveal, parse_message, sign,
 )

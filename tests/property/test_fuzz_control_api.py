@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mycelium.api import protocol
 from mycelium.api.server import ControlServer
-from mycelium.metrics import NodeMetrics
+from mycelium.observability.metrics import NodeMetrics
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

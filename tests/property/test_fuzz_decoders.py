@@ -29,7 +29,7 @@ from mycelium.mesh.discovery import parse_exchange
 from mycelium.mesh.membership import Handshake, HandshakeState, Role
 from mycelium.mesh.rpc import BadRequest
 from mycelium.encoding import decode as decode_mesh_message
-from mycelium.operations import OperationError, Operation, alive_operation
+from mycelium.ledger.operations import OperationError, Operation, alive_operation
 from mycelium.runtime.manifest import ManifestError, parse_manifest
 from mycelium.spores.chain import CatchupMessageError, PrimaryLinks, PrimaryRequest, decode_catchup
 from mycelium.spores.entry import EntryError, Entry, EntryType, make_entry

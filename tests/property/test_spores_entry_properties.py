@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from mycelium.encoding import canonical
 from mycelium.spores.entry import TEMPORAL_TYPES, Entry, EntryType
-from mycelium.spores.testing import NETWORK_ID, node_id, node_key
+from mycelium.testing.spores import NETWORK_ID, node_id, node_key
 from mycelium.spores.validation import ValidationContext, parse_entry, validate
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from mycelium.spores.entry import EntryType
 from mycelium.spores.gossip import Delta, Digest, LatentGossip, RangeRequest, encode_message
 from mycelium.spores.latent import LatentStore
-from mycelium.spores.testing import NETWORK_ID, node_id, signed_entry
+from mycelium.testing.spores import NETWORK_ID, node_id, signed_entry
 from mycelium.spores.validation import EntryValidator
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

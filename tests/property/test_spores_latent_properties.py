@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mycelium.spores.entry import TEMPORAL_TYPES, EntryType
 from mycelium.spores.gossip import Delta, GossipConfig, LatentGossip, MessageError, decode_message, encode_message
 from mycelium.spores.latent import LatentLimits, LatentStore, prune
-from mycelium.spores.testing import NETWORK_ID, LoopbackNet, node_id, signed_entry
+from mycelium.testing.spores import NETWORK_ID, LoopbackNet, node_id, signed_entry
 from mycelium.spores.validation import DropReason, EntryValidator
 
 # tight limits so that pruning happens in almost every example

@@ -14,7 +14,7 @@ from mycelium.spores.primary import (
     CertifiedPrimary,
     verify_successor,
 )
-from mycelium.spores.testing import node_id, node_key
+from mycelium.testing.spores import node_id, node_key
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

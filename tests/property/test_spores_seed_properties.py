@@ -7,7 +7,7 @@ from mycelium.identity import Genesis
 from mycelium.spores.entry import EntryType
 from mycelium.spores.primary import CertifiedPrimary, certify_genesis, genesis_primary
 from mycelium.spores.seed import SeedError, SeedSpore, adoptable, make_seed
-from mycelium.spores.testing import node_id, node_key, signed_entry
+from mycelium.testing.spores import node_id, node_key, signed_entry
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)

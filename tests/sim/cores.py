@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 
 
 class Recorder:

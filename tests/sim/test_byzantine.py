@@ -6,7 +6,7 @@ from random import Random
 
 import pytest
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.sim.byzantine import ByzantineHooks, available_behaviours, make_wrapper
 from mycelium.sim.network import SimConfigError
 from tests.sim.cores import Recorder

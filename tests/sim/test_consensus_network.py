@@ -7,9 +7,9 @@ from random import Random
 
 import pytest
 
-from mycelium.effects import Broadcast, Send
+from mycelium.shell.effects import Broadcast, Send
 from mycelium.spores.certificate import fault_tolerance
-from mycelium.consensus.localnet import LocalNet
+from mycelium.testing.localnet import LocalNet
 from mycelium.consensus.messages import Commitment, Precommit, Proposal, Reveal, parse_message, sign
 from mycelium.consensus.outcomes import Evidence, verify_evidence
 

@@ -10,7 +10,7 @@ import pytest
 
 from mycelium.sim.run import RunConfig, run
 
-PROTOCOL = "mycelium.consensus.simulation:scenario"
+PROTOCOL = "mycelium.sim.consensus:scenario"
 
 
 def test_generated_faults_keep_agreement_and_progress(sim_seed):

@@ -7,7 +7,7 @@ from random import Random
 
 import pytest
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.sim.network import FixedLatency, NetworkConfig, SimConfigError
 from mycelium.sim.world import World
 from tests.sim.cores import Recorder, Sender, Ticker

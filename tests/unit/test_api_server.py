@@ -10,7 +10,7 @@ from mycelium.api import protocol
 from mycelium.api.client import ApiError, ControlClient, DaemonNotRunning, DaemonUnreachable
 from mycelium.api.server import ApiError as ServerApiError
 from mycelium.api.server import ControlServer, metrics_handler
-from mycelium.metrics import NodeMetrics
+from mycelium.observability.metrics import NodeMetrics
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mycelium.effects import Broadcast, SetTimer
+from mycelium.shell.effects import Broadcast, SetTimer
 from mycelium.encoding import canonical, decode
 from mycelium.spores.certificate import QuorumCertificate
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore, Step
-from mycelium.consensus.localnet import GENESIS_HASH, LedgerApp, LocalNet, localnet_key
+from mycelium.testing.localnet import GENESIS_HASH, LedgerApp, LocalNet, localnet_key
 from mycelium.consensus.messages import (
     NIL, Commitment, Decision, Precommit, Proposal, Reveal, commit_nonce, commitment_hash, parse_message, sign,
 )

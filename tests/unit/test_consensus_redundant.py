@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mycelium.consensus.localnet import localnet_key
+from mycelium.testing.localnet import localnet_key
 from mycelium.consensus.redundant import (
     Participant, Refused, Tally, TaskCommitment, TaskError, TaskReveal, make_task,
 )

@@ -1,4 +1,4 @@
-"""The deterministic apply function: operations in, next Primary out (mycelium.operations)."""
+"""The deterministic apply function: operations in, next Primary out (mycelium.ledger.operations)."""
 
 from dataclasses import replace
 
@@ -7,7 +7,7 @@ import pytest
 from mycelium.consensus.messages import Precommit, sign
 from mycelium.consensus.outcomes import equivocation
 from mycelium.identity import Genesis, NodeKey, make_invite
-from mycelium.operations import (
+from mycelium.ledger.operations import (
     DEFAULT_DEAD_AFTER_S,
     OperationError,
     alive_operation,

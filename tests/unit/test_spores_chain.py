@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mycelium.effects import Core, Send, SetTimer
+from mycelium.shell.effects import Core, Send, SetTimer
 from mycelium.encoding import canonical
 from mycelium.identity import Genesis
 from mycelium.spores.certificate import QuorumCertificate, precommit_signing_bytes
@@ -18,7 +18,7 @@ from mycelium.spores.chain import (
     decode_catchup,
 )
 from mycelium.spores.primary import CertifiedPrimary, ChainError, Member, PrimarySpore, certify_genesis, genesis_primary
-from mycelium.spores.testing import LoopbackNet, node_id, node_key
+from mycelium.testing.spores import LoopbackNet, node_id, node_key
 from mycelium.spores.validation import DropReason
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)

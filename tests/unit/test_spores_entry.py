@@ -13,7 +13,7 @@ from mycelium.spores.entry import (
     make_entry,
     next_temporal_version,
 )
-from mycelium.spores.testing import NETWORK_ID, node_id, node_key, signed_entry
+from mycelium.testing.spores import NETWORK_ID, node_id, node_key, signed_entry
 
 
 def test_round_trip_is_identity_and_byte_identical():

@@ -5,7 +5,7 @@ import random
 import msgpack
 import pytest
 
-from mycelium.effects import Broadcast, Core, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Core, Send, SetTimer
 from mycelium.encoding import canonical
 from mycelium.spores.entry import EntryType
 from mycelium.spores.gossip import (
@@ -20,7 +20,7 @@ from mycelium.spores.gossip import (
 )
 from mycelium.spores.latent import LatentStore
 from mycelium.spores.validation import DropReason, EntryValidator
-from mycelium.spores.testing import NETWORK_ID, LoopbackNet, node_id, signed_entry
+from mycelium.testing.spores import NETWORK_ID, LoopbackNet, node_id, signed_entry
 
 
 def make_cores(n, **config):

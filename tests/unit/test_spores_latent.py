@@ -4,7 +4,7 @@ import pytest
 
 from mycelium.spores.entry import EntryType, service_scope
 from mycelium.spores.latent import ConnectionCondenser, LatentLimits, LatentStore, author_rank, prune
-from mycelium.spores.testing import node_id, signed_entry
+from mycelium.testing.spores import node_id, signed_entry
 
 
 def test_highest_version_wins_per_key_in_any_order():

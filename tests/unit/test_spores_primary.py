@@ -20,7 +20,7 @@ from mycelium.spores.primary import (
     verify_genesis,
     verify_successor,
 )
-from mycelium.spores.testing import node_id, node_key
+from mycelium.testing.spores import node_id, node_key
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000, params={"max_validators": 7})
 

@@ -11,7 +11,7 @@ from mycelium.spores.latent import LatentStore
 from mycelium.spores.primary import CertifiedPrimary, certify_genesis, genesis_primary
 from mycelium.spores.report import spores_report
 from mycelium.spores.seed import make_seed
-from mycelium.spores.testing import node_id, node_key, signed_entry
+from mycelium.testing.spores import node_id, node_key, signed_entry
 from mycelium.spores.validation import DropCounter, DropReason
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)

@@ -16,7 +16,7 @@ from mycelium.spores.seed import (
     make_seed,
     resolve_latent,
 )
-from mycelium.spores.testing import node_id, node_key, signed_entry
+from mycelium.testing.spores import node_id, node_key, signed_entry
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)
 NET = GENESIS.network_id
@@ -128,7 +128,7 @@ def test_authority_primary_over_seed_over_latent():
 
 def test_validator_discards_contradicting_latent_entries():
     from mycelium.spores.seed import contradiction_for
-    from mycelium.spores.testing import NETWORK_ID
+    from mycelium.testing.spores import NETWORK_ID
     from mycelium.spores.validation import DropReason, EntryValidator
 
     v = EntryValidator(NETWORK_ID, contradiction=contradiction_for(primary_with(MEMBERS)))

@@ -3,7 +3,7 @@
 import dataclasses
 
 from mycelium.spores.entry import Entry, EntryType, service_scope
-from mycelium.spores.testing import NETWORK_ID, node_id, node_key, signed_entry
+from mycelium.testing.spores import NETWORK_ID, node_id, node_key, signed_entry
 from mycelium.spores.validation import (
     DropCounter,
     DropReason,

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mycelium.runtime.spec import PortSpec, RestartPolicy, ServiceSpec
-from mycelium.workloads import StartBackoff, WorkloadConfig, WorkloadRunner
-from mycelium.workloads_spores import (
+from mycelium.runtime.runner import StartBackoff, WorkloadConfig, WorkloadRunner
+from mycelium.runtime.reports import (
     ReplicaHealth, ReplicaReport, reachable_host, service_views, summary_health,
 )
 

@@ -4,7 +4,7 @@ and publishes what runs here in the service spores.
 Interface used by the network session and the control API (see mycelium/api/routes.py):
     WorkloadRunner(session)               built per network session
     await nursery.start(runner.run)       reconcile until cancelled; stop everything on the way out
-    runner.services() -> list[dict]       rows for `mycelium services --json` (see workloads_spores.ServiceView.row)
+    runner.services() -> list[dict]       rows for `mycelium services --json` (see reports.ServiceView.row)
     await runner.logs(name, lines)        recent output lines of this node's replica
     runner.resolve(name) -> list[str]     endpoints ("host:port") where the service answers
 
@@ -26,17 +26,17 @@ from typing import Any
 
 import trio
 
-from mycelium.logs import get_logger
+from mycelium.observability.logs import get_logger
 from mycelium.runtime.driver import INSTANCE_ID, DriverError, InstanceHandle, InstanceSpec, InstanceStatus, UnknownInstance
 from mycelium.runtime.process import ProcessDriver, ProcessDriverConfig
 from mycelium.runtime.reconciler import ObservedInstance, Restart, Start, Stop, desired_here, reconcile
 from mycelium.runtime.spec import ServiceSpec, SpecError
 from mycelium.spores.entry import EntryType
-from mycelium.workloads_spores import (
+from mycelium.runtime.reports import (
     ReplicaHealth, ReplicaReport, ServiceView, endpoints, reachable_host, replica_health, service_views,
 )
 
-log = get_logger("mycelium.workloads")
+log = get_logger("mycelium.runtime.runner")
 
 MAX_LOG_LINES = 10_000  # `mycelium logs -n` is capped here: the answer travels in one API response
 

@@ -9,7 +9,7 @@ from collections import deque
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from mycelium.effects import Broadcast, Core, Send
+from mycelium.shell.effects import Broadcast, Core, Send
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId, NodeKey
 from mycelium.spores.entry import MASTER_SCOPE, TEMPORAL_TYPES, Entry, EntryType

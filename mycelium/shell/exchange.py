@@ -2,7 +2,7 @@
 
 `PeerQueues` carries a protocol's messages to peers as rpc requests, through one bounded queue and
 sender task per peer, so a slow or dead peer never stalls the protocol loop (a full queue drops and
-counts; the protocols resend what matters). `CoreShell` runs one core (mycelium.effects.Core): its
+counts; the protocols resend what matters). `CoreShell` runs one core (mycelium.shell.effects.Core): its
 Send effects go through PeerQueues, Broadcast through a gossip topic, SetTimer through a timer
 table; inbound rpc requests and gossip messages are queued to its loop. Nothing here knows what the
 messages mean.
@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import trio
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.identity import NodeId
-from mycelium.logs import get_logger
+from mycelium.observability.logs import get_logger
 from mycelium.mesh.host import Mesh
 
-log = get_logger("mycelium.exchange")
+log = get_logger("mycelium.shell.exchange")
 
 QUEUE_PER_PEER = 256  # messages waiting for one peer; beyond this new ones are dropped
 INBOX = 1024  # inbound messages waiting for the core

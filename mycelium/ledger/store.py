@@ -14,8 +14,8 @@ from typing import Any
 
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId, NodeKey
-from mycelium.logs import bind_identity, get_logger
-from mycelium.operations import (
+from mycelium.observability.logs import bind_identity, get_logger
+from mycelium.ledger.operations import (
     MAX_BATCH,
     TIME,
     Operation,
@@ -39,7 +39,7 @@ from mycelium.spores.primary import (
 from mycelium.storage.db import StateDB, StoredPrimary
 from mycelium.storage.network import NetworkMembership
 
-log = get_logger("mycelium.ledger")
+log = get_logger("mycelium.ledger.store")
 
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error

@@ -13,9 +13,9 @@ from typing import Any
 import trio
 
 from mycelium import __version__
-from mycelium.exchange import CoreShell
+from mycelium.shell.exchange import CoreShell
 from mycelium.identity import NodeId
-from mycelium.logs import get_logger
+from mycelium.observability.logs import get_logger
 from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry, next_temporal_version
 from mycelium.spores.gossip import GossipConfig, LatentGossip
 from mycelium.spores.latent import LatentLimits, LatentStore
@@ -109,7 +109,7 @@ class LatentExchange:
 
     def publish_service_entry(self, service: str, body: dict) -> bool:
         """Sign and gossip this node's service-spore entry for `service`: the replica it runs (body
-        built by mycelium.workloads_spores.ReplicaReport). Entries cannot be deleted; a replica that
+        built by mycelium.runtime.reports.ReplicaReport). Entries cannot be deleted; a replica that
         stops publishes health "stopped". Versions follow the wall clock (next_temporal_version), so
         a restarted daemon's reports outrank the ones it published before. False when not published
         (not a member yet, or the exchange is not running).

@@ -15,7 +15,7 @@ from itertools import count
 from random import Random
 from typing import Any, Callable
 
-from mycelium.effects import Broadcast, Send, SetTimer
+from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.encoding import hash_value
 from mycelium.identity import NodeId, NodeKey
 

@@ -1,6 +1,6 @@
 """Consensus as a mycelium.sim scenario: every simulated node is a validator running ConsensusCore.
 
-    python -m mycelium.sim --protocol mycelium.consensus.simulation:scenario --nodes 4 --seed 3
+    python -m mycelium.sim --protocol mycelium.sim.consensus:scenario --nodes 4 --seed 3
 
 Durable state follows the shell's rule ("fsynced before the message that depends on it is sent"):
 each node's last PersistLock and its decided heights are recorded from its effects as they come out,
@@ -26,7 +26,7 @@ from mycelium.spores.certificate import CertificateError
 
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
-from mycelium.consensus.localnet import GENESIS_HASH, LedgerApp
+from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
 from mycelium.consensus.messages import (
     Commitment, MessageError, MessageType, Precommit, Proposal, Reveal, parse_message, sign,
 )
