@@ -15,6 +15,8 @@ Operation types are append-only. Who may author what:
              refuse a batch whose clock is more than MAX_CLOCK_SKEW_S off their own or goes back,
              so a lying proposer moves the Primary's clock by at most that much.
     alive    a member, about itself: "I am up" (sent every dead_after_s / 4)
+    volume   a member: declare (admins) / lease / release / root of a storage volume
+             (rules in mycelium.storage.volumes; the Primary keeps only declarations, leases, roots)
     evidence any member: proof that a validator signed two conflicting consensus messages (or a
              reveal that does not open its commitment). Every validator checks the signatures
              itself; the offender's trust drops to zero and the proof is kept in the Primary.
@@ -74,6 +76,7 @@ class OpType(str, Enum):
     CLOCK = "clock"
     ALIVE = "alive"
     EVIDENCE = "evidence"
+    VOLUME = "volume"
 
 
 class OperationError(ValueError):
@@ -236,6 +239,14 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
                 raise OperationError(f"deploy carries an invalid service spec: {exc}") from exc
         elif body.get("name") not in prev.services:
             raise OperationError(f"no service named {body.get('name')!r} is deployed")
+    elif op.type is OpType.VOLUME:
+        from mycelium.storage import volumes
+
+        try:
+            volumes.check(op.author, body, prev.params.get(volumes.VOLUMES, {}), admins=prev.params.get(ADMINS, []),
+                          members=prev.members, now_s=prev.params.get(TIME, 0))
+        except volumes.VolumeOpError as exc:
+            raise OperationError(str(exc)) from exc
     elif op.type is OpType.PROFILE or op.type is OpType.LEAVE:
         if op.author not in prev.members:
             raise OperationError(f"{op.author[:16]} is not a member")
@@ -297,6 +308,10 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             services[spec["name"]] = spec
         elif op.type is OpType.UNDEPLOY:
             services.pop(op.body["name"], None)
+        elif op.type is OpType.VOLUME:
+            from mycelium.storage import volumes
+
+            params[volumes.VOLUMES] = volumes.apply(op.author, op.body, params.get(volumes.VOLUMES, {}), now_s=now)
         elif op.type is OpType.EVIDENCE:
             offender, record = _evidence(op.body, prev.network_id)
             members[offender] = replace(members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
