@@ -65,10 +65,23 @@ class LogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageSection:
+    # Silence before a lost device's shares are rebuilt elsewhere: shorter repairs sooner after a
+    # real loss, longer rides out reboots without moving data (Tahoe/Garage practice: minutes).
+    grace_s: int = 60
+    inventory_interval_s: int = 5  # devices are asked what they hold this often (repair reacts within it)
+    repair_mib_per_s: int = 32  # repair traffic cap, reads + writes; the rest of the link is for users
+    scrub_mib_per_s: int = 8  # local re-hash rate of the scrub
+    scrub_pause_s: int = 600  # rest between two full scrub passes
+    ack_extra: int = 1  # a put waits for k + ack_extra fsynced shares per chunk on distinct devices
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     node: NodeSection = field(default_factory=NodeSection)
     log: LogSection = field(default_factory=LogSection)
+    storage: StorageSection = field(default_factory=StorageSection)
 
     # -- derived paths (all inside the state dir, so several nodes can run side by side) ---------
     @property
@@ -100,7 +113,7 @@ class Config:
         return self.state_dir / "config.toml"
 
 
-_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection}
+_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection}
 
 
 def _coerce(section: str, name: str, raw: Any, ftype: Any, origin: str) -> Any:
@@ -209,6 +222,7 @@ def load_config(
         state_dir=state_dir,
         node=NodeSection(**sections["node"]),
         log=LogSection(**sections["log"]),
+        storage=StorageSection(**sections["storage"]),
     )
     _validate(cfg)
     return cfg

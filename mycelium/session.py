@@ -112,6 +112,9 @@ class NetworkSession:
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
+            from mycelium.storage.service import start_storage
+
+            await start_storage(self, mesh, nursery)
             task_status.started()
 
     def _start_consensus(self) -> None:

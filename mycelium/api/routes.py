@@ -144,6 +144,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
     server.route("POST", protocol.UNDEPLOY, undeploy)
     server.route("GET", protocol.LOGS, logs)
     server.route("GET", protocol.RESOLVE, resolve)
+    from mycelium.api.storage_routes import install_storage_routes
+
+    install_storage_routes(server, node)
 
 
 def _body(req: Request) -> dict:

@@ -316,5 +316,10 @@ def resolve(ctx: Context, name: str, as_json: bool) -> None:
             click.echo(ep)
 
 
+from mycelium.cli.storage import storage as _storage  # noqa: E402  (the group uses helpers defined above)
+
+cli.add_command(_storage)
+
+
 def main() -> None:
     cli(prog_name="mycelium")
