@@ -79,6 +79,7 @@ class StorageNode:
         self.stopped = False
         self.malformed = 0  # requests dropped for breaking the protocol
         self._indexes: dict[str, VolumeIndex] = {}
+        self.last_commit_s = 0.0  # how long the last root commit took (index put + Primary decision)
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -270,10 +271,12 @@ class StorageNode:
         return idx
 
     async def _commit(self, volume: str, before: VolumeIndex, after: VolumeIndex) -> VolumeIndex:
+        t0 = trio.current_time()
         signed = after.signed_by(self.key)
         index_refs = await self.put_bytes(volume, signed.encode())
         await self.roots.commit(VolumeRoot(volume, signed.seq, self.node_id, index_refs), expect_seq=before.seq)
         self._indexes[volume] = signed
+        self.last_commit_s = trio.current_time() - t0
         return signed
 
     async def put_file(self, volume: str, path: str, data: bytes) -> FileEntry:

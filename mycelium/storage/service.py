@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from mycelium.ledger.operations import TIME, OpType, liveness, sign_operation
+from mycelium.ledger.operations import APPLIED, TIME, OpType, liveness, sign_operation
 from mycelium.mesh.channel import ChannelProvider
 from mycelium.observability.logs import get_logger
 from mycelium.storage.catalog import VolumeRoot
@@ -35,7 +35,7 @@ from mycelium.storage.volumes import LEASE_S, VOLUMES, check_name
 log = get_logger("mycelium.storage")
 
 STORAGE_ROLES = ("sclerotium", "rhizomorph")
-DECIDE_TIMEOUT_S = 30.0  # a volume operation not in a decided Primary by then counts as refused
+DECIDE_TIMEOUT_S = 60.0  # a volume operation not in a decided Primary by then counts as refused
 DEFAULT_VOLUME = "default"
 
 
@@ -67,17 +67,24 @@ class PrimaryRoots:
         return sorted(self._vols())
 
     async def _submit_and_wait(self, body: dict, done) -> bool:
+        """Submit a volume operation; True once a decided Primary satisfies `done`. False when the
+        operation was decided without effect or nothing happened within DECIDE_TIMEOUT_S."""
         key, net = self.session.key, self.session.membership.network_id
         op = sign_operation(key, net, OpType.VOLUME, body, now_s=int(time.time()))
-        start = self.session.ledger.height
         with trio.move_on_after(DECIDE_TIMEOUT_S):
             await self.session.submit(op)
+            resubmit_at = trio.current_time() + 5.0
             while True:
                 if done(self._vols()):
                     return True
-                if self.session.ledger.height > start + 3:  # decided without it: refused by the rules
+                head = self._head()
+                if head is not None and op.nonce in head.params.get(APPLIED, ()):
                     return done(self._vols())
+                if trio.current_time() > resubmit_at:  # a validator may have dropped it (changed seats)
+                    await self.session.submit(op)
+                    resubmit_at = trio.current_time() + 5.0
                 await trio.sleep(0.1)
+        log.warning("volume operation not decided in time", action=body.get("action"), volume=body.get("name"))
         return False
 
     async def commit(self, root: VolumeRoot, *, expect_seq: int) -> None:
@@ -137,10 +144,17 @@ class StorageService:
         await self.repairer.run()
 
     async def put(self, volume: str, name: str, data: bytes) -> dict:
+        t0 = trio.current_time()
         await self.roots.ensure_writer(volume)
+        t1 = trio.current_time()
         entry = await self.node.put_file(volume, name, data)
+        t2 = trio.current_time()
+        log.info("storage put", volume=volume, name=entry.path, size=entry.size, lease_s=round(t1 - t0, 3),
+                 data_and_commit_s=round(t2 - t1, 3), commit_s=round(self.node.last_commit_s, 3))
         return {"volume": volume, "name": entry.path, "version": entry.version, "size": entry.size,
-                "chunks": len(entry.chunks), "k": entry.chunks[0].k, "n": entry.chunks[0].n}
+                "chunks": len(entry.chunks), "k": entry.chunks[0].k, "n": entry.chunks[0].n,
+                "seconds": {"lease": round(t1 - t0, 3), "data": round(t2 - t1 - self.node.last_commit_s, 3),
+                            "commit": round(self.node.last_commit_s, 3)}}
 
     async def remove(self, volume: str, name: str) -> None:
         await self.roots.ensure_writer(volume)
