@@ -55,8 +55,16 @@ def five_nodes(daemons) -> list[Daemon]:
     for d in others:
         ok(d.up("--join", token))
     nodes = [first, *others]
-    wait_until(lambda: len(storage_status(first)["devices"]) == 5, timeout=120, interval=0.5,
-               what="all 5 nodes to be storage devices in the founder's Primary")
+    # joins go through consensus one height at a time; on a loaded 2-core box this takes minutes
+    last: dict = {}
+
+    def all_storing():
+        last.update(members=first.status()["members"], devices=storage_status(first)["devices"])
+        return len(last["devices"]) == 5
+    try:
+        wait_until(all_storing, timeout=420, interval=1, what="all 5 nodes to be storage devices")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the founder last saw {last}") from None
     return nodes
 
 
