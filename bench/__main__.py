@@ -12,6 +12,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     propagation  Latent spread to 10/25/50 in-process meshes, gossipsub one-hop floor
     consensus    height latency and operations/s at 1/4/7 validators, mesh rpc round trip
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
+    transfer     data channel throughput (1 and k stripes) beside plain TCP, AEAD and one libp2p stream
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import traceback
 
 from bench.report import Emitter, Figure, note
 
-FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim")
+FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer")
 
 
 def _quiet_logs() -> None:
@@ -62,6 +63,9 @@ def run_figure(name: str, args: argparse.Namespace, emit: Emitter) -> None:
     elif name == "sim":
         from bench import sim
         figs = sim.measure(nodes=tuple(args.sim_nodes), virtual_s=args.sim_virtual_s)
+    elif name == "transfer":
+        from bench import transfer
+        figs = transfer.measure(mib=args.transfer_mib, stripes=tuple(args.stripes))
     else:
         raise ValueError(f"unknown figure {name!r}")
     for fig in figs:
@@ -97,7 +101,7 @@ def run_all(args: argparse.Namespace, emit: Emitter) -> list[str]:
                 emit(fig)
 
     guarded("join_and_memory", network_figures)
-    for name in ("propagation", "consensus", "sim"):
+    for name in ("propagation", "consensus", "sim", "transfer"):
         guarded(name, lambda name=name: run_figure(name, args, emit))
     return failed
 
@@ -107,6 +111,7 @@ def apply_smoke(args: argparse.Namespace) -> None:
     args.calls, args.starts, args.sizes, args.updates, args.floor_rounds, args.settle_s = 3, 1, [3], 3, 3, 1.2
     args.validators, args.consensus_s = [1], 1.5
     args.sim_nodes, args.sim_virtual_s = [10], 10.0
+    args.transfer_mib, args.stripes = 8, [1, 2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--consensus-s", type=float, default=20.0, help="consensus: seconds per validator count")
     p.add_argument("--sim-nodes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
     p.add_argument("--sim-virtual-s", type=float, default=600.0, help="simulated seconds per run (default 10 min)")
+    p.add_argument("--transfer-mib", type=int, default=256, help="transfer: MiB per measurement (default %(default)s)")
+    p.add_argument("--stripes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4],
+                   help="transfer: data-channel stripe counts (default 1,2,4)")
     args = p.parse_args(argv)
     if args.long:
         args.minutes = 10.0
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     if "smoke" in args.figures:
         apply_smoke(args)
-        for name in ("startup", "propagation", "consensus", "sim"):
+        for name in ("startup", "propagation", "consensus", "sim", "transfer"):
             run_figure(name, args, emit)
     elif "all" in args.figures:
         failed = run_all(args, emit)

@@ -139,12 +139,11 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
 
                 drivers: list[ConsensusDriver] = []
 
-                async def on_decided(d, i=i, app=app, drivers=drivers) -> None:
+                def on_decided(d, i=i, app=app, drivers=drivers) -> None:
                     if i == 0:
                         decided_at.append((time.monotonic(), len(d.batch)))
                     app.top_up()  # the next operations arrive at once: saturation
                     drivers[0].poke()
-                    await trio.sleep(0)
 
                 driver = ConsensusDriver(core, transport, persist_lock=lock, on_decided=on_decided)
                 drivers.append(driver)

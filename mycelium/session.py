@@ -27,9 +27,8 @@ from mycelium.consensus.outcomes import Decided
 from mycelium.identity import NodeId
 from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
-from mycelium.mesh.config import MeshConfig
 from mycelium.shell.exchange import PeerQueues
-from mycelium.mesh.host import Mesh
+from mycelium.shell.transport import Transport
 from mycelium.spores.latent_exchange import LatentExchange
 from mycelium.runtime.runner import WorkloadRunner
 from mycelium.ledger.operations import (
@@ -62,13 +61,16 @@ MAX_LINKS = 32
 
 
 class NetworkSession:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, transport: Transport | None = None) -> None:
+        """`transport`: the network to run on; None builds the libp2p mesh from the node's config
+        (tests pass a `mycelium.testing.transport.MemoryTransport`)."""
         self.node = node
+        self._given_transport = transport
         self.cfg = node.cfg
         self.key = node.key
         self.membership = node.membership
         self.ledger = node.ledger
-        self.mesh: Mesh | None = None
+        self.mesh: Transport | None = None  # the network (named for the mesh it is in the daemon)
         self.workloads: WorkloadRunner | None = None
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
@@ -80,7 +82,10 @@ class NetworkSession:
         self._consensus_scope: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------------------------------
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    def _build_mesh(self) -> Transport:
+        from mycelium.mesh.config import MeshConfig
+        from mycelium.mesh.host import Mesh  # imports libp2p: only when a node really runs on the mesh
+
         mesh_cfg = MeshConfig(
             listen=tuple(self.cfg.node.listen),
             port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
@@ -90,7 +95,10 @@ class NetworkSession:
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
-        self.mesh = mesh = Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret)
+        return Mesh(mesh_cfg, self.key, self.membership.network_id, self.membership.secret)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.mesh = mesh = self._given_transport or self._build_mesh()
         mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
         mesh.register_handler(RPC_CHAIN, self._on_chain)
         mesh.register_handler(RPC_SUBMIT, self._on_submit)

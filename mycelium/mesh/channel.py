@@ -11,10 +11,16 @@ it, and `mycelium.testing.channels` has an in-memory pair with the same behaviou
     message = await channel.receive()    # the next whole message; ChannelClosed at the end
     await channel.aclose()
 
-    mesh.serve_channels("storage", handler)   # handler(node_id, channel) runs per inbound channel
+    mesh.serve_channels("storage", handler)   # handler(node_id, channel) runs per inbound channel;
+                                              # the channel is closed when the handler returns
 
-Messages arrive whole and in order; a message is at most `MAX_MESSAGE_BYTES`. A channel is never
-shared by concurrent senders without the caller's own lock.
+Messages arrive whole and in order; a message is at most `MAX_MESSAGE_BYTES` (a larger one raises
+ChannelError and the channel lives on). A channel is never shared by concurrent senders without the
+caller's own lock. Failures: ChannelRefused (not an admitted member, purpose not served, busy),
+ChannelUnreachable (agreed, but no data path could be set up), ChannelClosed (closed, peer died,
+path broke or was tampered with; whole messages received before stay readable). The mesh's
+`open_channel` also takes `stripes=k` (TLS connections per direction; default MeshConfig.channel_stripes).
+Conformance: `mycelium.testing.channel_conformance.CHECKS`, run against both providers.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class ChannelError(Exception):
 
 class ChannelRefused(ChannelError):
     """The peer is not an admitted member of this network, or refused the purpose."""
+
+
+class ChannelUnreachable(ChannelError):
+    """The peer agreed over libp2p, but no data path to it could be set up (dial or TLS failed)."""
 
 
 class ChannelClosed(ChannelError):

@@ -87,6 +87,14 @@ class MeshConfig:
     # redialled later). A cut cable or a silent partition leaves TCP connections "open" for minutes;
     # without this the node would keep counting unreachable validators as reachable.
     ping_failures_to_drop: int = 3
+    # -- data channel (bulk transfer off libp2p: mycelium.mesh.datachannel) ------------------------
+    channel_port: int = 0  # TCP port of the data-channel listener, beside libp2p's IP (0: ephemeral;
+    #                        peers learn it over libp2p, so only a firewall needs a fixed one)
+    channel_stripes: int = 2  # TLS connections per direction of a channel (open_channel(stripes=) overrides)
+    channel_max_open: int = 64  # open channels, both directions together; opens beyond are refused
+    channel_max_pending: int = 32  # accepted open requests still waiting for their connections
+    channel_open_timeout_s: float = 10.0  # open request, dials and TLS handshakes of one channel
+    channel_message_queue: int = 8  # whole messages received but not yet taken by receive()
     # -- libp2p host -----------------------------------------------------------------------------
     negotiate_timeout_s: int = 10  # multistream-select negotiation of one stream
     close_timeout_s: float = 5.0  # shutdown: closing connections and listeners may take this long

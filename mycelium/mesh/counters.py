@@ -26,6 +26,9 @@ class MeshCounters:
     handler_errors: int = 0  # our own handlers raising (our bug)
     dial_attempts: int = 0
     dial_failures: int = 0
+    channels_opened: int = 0  # data channels we opened
+    channels_accepted: int = 0  # data channels opened to us and handed to a handler
+    channel_refused: int = 0  # channel opens refused (not admitted, wrong certificate, unknown channel, busy)
     gossip_published: int = 0
     gossip_received: int = 0
     gossip_dropped: int = 0  # delivered to a full subscription buffer

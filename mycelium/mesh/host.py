@@ -41,6 +41,7 @@ from mycelium.observability.logs import get_logger
 from mycelium.mesh.admission import Admission, ConnectionWatcher
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.counters import MeshCounters
+from mycelium.mesh.datachannel import DataChannels, TlsChannel
 from mycelium.mesh.discovery import Discovery, split_p2p_address
 from mycelium.mesh.gossip import Gossip, GossipMessage, build_pubsub
 from mycelium.mesh.membership import FailureReason, Offense, PeerGate, RateLimiter
@@ -105,6 +106,7 @@ class Mesh:
         self.rpc = RequestResponse(self)
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
+        self.channels = DataChannels(self, node_key)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class Mesh:
                         await pubsub.wait_until_ready()
                         async with trio.open_nursery() as nursery:
                             self._nursery = nursery
+                            await nursery.start(self.channels.run)
                             nursery.start_soon(self.discovery.maintain_loop)
                             if self.config.peer_exchange:
                                 nursery.start_soon(self.discovery.exchange_loop)
@@ -307,6 +310,14 @@ class Mesh:
         if addrs:
             self.add_addresses(node_id, addrs)
         return addrs
+
+    async def open_channel(self, node_id: NodeId, purpose: str, *, stripes: int | None = None) -> TlsChannel:
+        """A data channel to an admitted member (mycelium.mesh.channel); ChannelRefused if it is not one."""
+        return await self.channels.open_channel(node_id, purpose, stripes=stripes)
+
+    def serve_channels(self, purpose: str, handler: Any) -> None:
+        """Run `handler(node_id, channel)` for each inbound channel of `purpose` (closed when it returns)."""
+        self.channels.serve_channels(purpose, handler)
 
     async def wait_admitted(self, node_id: NodeId) -> None:
         """Return once `node_id` is admitted (wrap in a timeout)."""

@@ -10,7 +10,8 @@ How cores are driven (any object with `on_message(sender, message, now)` / `on_t
 - a node is built by `make_core(node_id, persisted_state)`; `persisted_state` is None at first boot;
 - when a node boots (first start or restart) the world calls `on_tick(now)` once, after a seeded
   random jitter of up to `boot_jitter_s`, so the core can set its first timers;
-- `Send` / `Broadcast` go through the network model; `Broadcast` reaches every other node;
+- effects are carried out by the shell's one interpreter (mycelium.shell.interpreter), wired here to
+  the virtual wire: `Send` / `Broadcast` go through the network model; `Broadcast` reaches every other node;
 - `SetTimer(name, at)` calls `on_tick` at the node's local time `at` (a later timer with the same
   name replaces the earlier one; a clock jump re-schedules pending timers on the new local clock);
 - any other effect is protocol output: it is counted by type name and handed to `on_output(world,
@@ -38,8 +39,8 @@ from itertools import count
 from random import Random
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
-from mycelium.shell.effects import Broadcast, Send, SetTimer
 from mycelium.identity import NodeId
+from mycelium.shell.interpreter import Interpreter
 from mycelium.sim.network import Network, NetworkConfig, SimConfigError
 
 _DELIVER, _TIMER, _CALL, _BOOT = 0, 1, 2, 3
@@ -68,7 +69,8 @@ Wrapper = Callable[[Any], Any]  # core -> core (a Byzantine behaviour)
 class SimNode:
     """One simulated node: its core, liveness, clock offset and pending timers."""
 
-    __slots__ = ("index", "id", "core", "up", "offset", "timers", "wrappers", "persisted", "tags", "incarnation")
+    __slots__ = ("index", "id", "core", "up", "offset", "timers", "wrappers", "persisted", "tags", "incarnation",
+                 "interpret")
 
     def __init__(self, index: int, node_id: NodeId) -> None:
         self.index = index
@@ -81,6 +83,7 @@ class SimNode:
         self.persisted: Any = None
         self.tags: list[str] = []  # behaviour names, for reports ("equivocate", ...)
         self.incarnation = 0  # boots so far; a pending boot event of an earlier life is ignored
+        self.interpret: Interpreter | None = None  # the shell's one interpreter, wired to the world
 
     @property
     def honest(self) -> bool:
@@ -140,6 +143,7 @@ class World:
         self.nodes = [SimNode(i, nid) for i, nid in enumerate(ids)]
         for node in self.nodes:
             node.offset = clock_origin_s
+            node.interpret = self._interpreter(node)
         self.index = {nid: i for i, nid in enumerate(ids)}
         self.net = Network(network or NetworkConfig(), len(ids))
         self.stats = Stats()
@@ -269,27 +273,34 @@ class World:
     # -------------------------------------------------------------------------------- effects
 
     def _apply(self, node: SimNode, effects: Iterable[Any]) -> None:
-        for effect in effects:
-            kind = type(effect)
-            if kind is Send:
-                dst = self.index.get(effect.to)
-                if dst is None:
-                    self.stats.dropped_unknown_peer += 1
-                    continue
-                self.send(node.index, dst, self._encode(effect.message))
-            elif kind is Broadcast:
-                payload = self._encode(effect.message)
-                src = node.index
-                for dst in range(len(self.nodes)):
-                    if dst != src:
-                        self.send(src, dst, payload)
-            elif kind is SetTimer:
-                self._set_timer(node, effect.name, effect.at)
-            else:
-                name = kind.__name__
-                self.stats.outputs[name] = self.stats.outputs.get(name, 0) + 1
-                if self.on_output is not None:
-                    self.on_output(self, node, effect)
+        node.interpret(effects)
+
+    def _interpreter(self, node: SimNode) -> Interpreter:
+        """The shell's interpreter with the world as its wire: Send/Broadcast through the network
+        model, SetTimer on the node's local clock, anything else counted and handed to on_output."""
+        src = node.index
+
+        def send(to: NodeId, message: Any) -> None:
+            dst = self.index.get(to)
+            if dst is None:
+                self.stats.dropped_unknown_peer += 1
+                return
+            self.send(src, dst, self._encode(message))
+
+        def broadcast(message: Any) -> None:
+            payload = self._encode(message)
+            for dst in range(len(self.nodes)):
+                if dst != src:
+                    self.send(src, dst, payload)
+
+        def output(effect: Any) -> None:
+            name = type(effect).__name__
+            self.stats.outputs[name] = self.stats.outputs.get(name, 0) + 1
+            if self.on_output is not None:
+                self.on_output(self, node, effect)
+
+        return Interpreter(send=send, broadcast=broadcast, set_timer=lambda name, at: self._set_timer(node, name, at),
+                           other=output)
 
     def _encode(self, message: Any) -> Any:
         if self.codec is None or isinstance(message, (bytes, bytearray)):

@@ -15,7 +15,7 @@ from itertools import count
 from random import Random
 from typing import Any, Callable
 
-from mycelium.shell.effects import Broadcast, Send, SetTimer
+from mycelium.shell.interpreter import Interpreter
 from mycelium.encoding import hash_value
 from mycelium.identity import NodeId, NodeKey
 
@@ -81,6 +81,7 @@ class LocalNet:
         for i, wrap in (byzantine or {}).items():
             self.cores[i] = wrap(self.cores[i], keys[i], self.network_id)
         self.outputs: list[list[Any]] = [[] for _ in keys]
+        self._interpreters = [self._interpreter(i) for i in range(len(keys))]
         self.up = [True] * len(keys)
         self.now = 0.0
         self._queue: list[tuple[float, int, str, int, Any]] = []
@@ -99,18 +100,22 @@ class LocalNet:
         self._push(self.now + self.rng.uniform(0.001, self.max_delay_s), "msg", to, (self.ids[sender], message))
 
     def _handle(self, node: int, effects: list[Any]) -> None:
-        for effect in effects:
-            if isinstance(effect, Broadcast):
-                for to in range(len(self.cores)):
-                    self._deliver(node, to, effect.message)
-            elif isinstance(effect, Send):
-                if effect.to in self.ids:
-                    self._deliver(node, self.ids.index(effect.to), effect.message)
-            elif isinstance(effect, SetTimer):
-                self._timers[(node, effect.name)] = effect.at
-                self._push(max(effect.at, self.now), "timer", node, effect.name)
-            else:
-                self.outputs[node].append(effect)
+        self._interpreters[node](effects)
+
+    def _interpreter(self, node: int) -> Interpreter:
+        def broadcast(message: Any) -> None:
+            for to in range(len(self.cores)):
+                self._deliver(node, to, message)
+
+        def send(to: NodeId, message: Any) -> None:
+            if to in self.ids:
+                self._deliver(node, self.ids.index(to), message)
+
+        def set_timer(name: str, at: float) -> None:
+            self._timers[(node, name)] = at
+            self._push(max(at, self.now), "timer", node, name)
+
+        return Interpreter(send=send, broadcast=broadcast, set_timer=set_timer, other=self.outputs[node].append)
 
     def run(self, until: float, stop: Callable[[LocalNet], bool] | None = None) -> None:
         while self._queue and self._queue[0][0] <= until:

@@ -9,7 +9,8 @@ from collections import deque
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from mycelium.shell.effects import Broadcast, Core, Send
+from mycelium.shell.effects import Core, SetTimer
+from mycelium.shell.interpreter import Interpreter
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId, NodeKey
 from mycelium.spores.entry import MASTER_SCOPE, TEMPORAL_TYPES, Entry, EntryType
@@ -76,15 +77,11 @@ class LoopbackNet:
         self.other: list[object] = []
 
     def absorb(self, sender: NodeId, effects: Iterable[object]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                self.queue.append((sender, effect.to, effect.message))
-            elif isinstance(effect, Broadcast):
-                for peer in sorted(self.cores):
-                    if peer != sender:
-                        self.queue.append((sender, peer, effect.message))
-            else:
-                self.other.append(effect)
+        def broadcast(message: object) -> None:
+            self.queue.extend((sender, peer, message) for peer in sorted(self.cores) if peer != sender)
+
+        Interpreter(send=lambda to, message: self.queue.append((sender, to, message)), broadcast=broadcast,
+                    set_timer=lambda name, at: self.other.append(SetTimer(name, at)), other=self.other.append)(effects)
 
     def tick_all(self, now: float) -> None:
         for nid in sorted(self.cores):

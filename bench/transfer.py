@@ -1,0 +1,146 @@
+"""Bulk transfer: the mesh's data channel (1 and k stripes) beside its floors, all in one run.
+
+Method (in-process, loopback; both ends in one Python process, as the figures in the issue were
+taken): one sender pushes `mib` MiB in 1 MiB messages to one receiver that counts them; throughput
+= bytes / time from the first send to the receiver's last byte. Figures, in the order measured:
+
+    transfer_plain_tcp        trio TCP stream, send_all / receive_some(1 MiB): the floor
+    transfer_aead_chacha20    ChaCha20-Poly1305 sealing 1 MiB blocks, one core (cryptography)
+    transfer_aead_aes128gcm   AES-128-GCM sealing 1 MiB blocks, one core (what TLS 1.3 may pick)
+    transfer_libp2p_stream    one py-libp2p stream (Noise + Yamux) between two meshes: rpc requests
+                              of 16 MiB (max_request_bytes), each on its own stream
+    transfer_datachannel_<k>  mesh.open_channel(stripes=k) between the same two meshes (TLS 1.3)
+
+Each channel and libp2p figure has plain TCP as its baseline and its ratio in params; the target
+(issue 15) is a data channel at ≥ 50 % of plain TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+import trio
+
+from bench.report import Figure, baseline, note, rounded
+
+MIB = 1024 * 1024
+
+
+def measure(*, mib: int = 256, stripes: tuple[int, ...] = (1, 2, 4), libp2p_mib: int = 32) -> list[Figure]:
+    return trio.run(_measure, mib, stripes, min(libp2p_mib, mib))
+
+
+async def _measure(mib: int, stripes: tuple[int, ...], libp2p_mib: int) -> list[Figure]:
+    figs: list[Figure] = []
+    note(f"transfer: plain TCP, {mib} MiB")
+    tcp = await _plain_tcp(mib)
+    figs.append(Figure("transfer_plain_tcp", rounded(tcp, 1), "MB/s", {"mib": mib, "message_mib": 1}))
+    floor = baseline("plain_tcp", rounded(tcp, 1), "MB/s")
+    for name, fn in (("chacha20", _chacha), ("aes128gcm", _aesgcm)):
+        value = await trio.to_thread.run_sync(fn, mib)
+        figs.append(Figure(f"transfer_aead_{name}", rounded(value, 1), "MB/s", {"mib": mib, "block_mib": 1}))
+    from mycelium.testing.mesh import open_meshes, wait_until
+
+    async with open_meshes(2, f"bench-{secrets.token_hex(4)}", secrets.token_bytes(32)) as (a, b):
+        await a.connect(b.listen_addresses()[0])
+        await wait_until(lambda: b.node_id in a.admitted_peers() and a.node_id in b.admitted_peers(), timeout_s=30)
+        note(f"transfer: one py-libp2p stream, {libp2p_mib} MiB")
+        value = await _libp2p(a, b, libp2p_mib)
+        figs.append(Figure("transfer_libp2p_stream", rounded(value, 1), "MB/s",
+                           {"mib": libp2p_mib, "request_mib": min(16, libp2p_mib), "ratio_to_tcp": rounded(value / tcp, 3)}, floor))
+        received = {"bytes": 0}
+        finished: dict[str, trio.Event] = {}
+
+        async def sink(peer: str, channel) -> None:  # noqa: ANN001
+            expected = int.from_bytes(await channel.receive(), "big")
+            got = 0
+            while got < expected:
+                got += len(await channel.receive())
+            received["bytes"] = got
+            await channel.send(b"done")
+
+        b.serve_channels("bench-sink", sink)
+        for k in stripes:
+            note(f"transfer: data channel, {k} stripe(s), {mib} MiB")
+            channel = await a.open_channel(b.node_id, "bench-sink", stripes=k)
+            message = os.urandom(MIB)
+            start = time.perf_counter()
+            await channel.send((mib * MIB).to_bytes(8, "big"))
+            for _ in range(mib):
+                await channel.send(message)
+            assert await channel.receive() == b"done"
+            elapsed = time.perf_counter() - start
+            await channel.aclose()
+            value = mib * MIB / elapsed / 1e6
+            figs.append(Figure(f"transfer_datachannel_{k}", rounded(value, 1), "MB/s",
+                               {"mib": mib, "stripes": k, "message_mib": 1, "ratio_to_tcp": rounded(value / tcp, 3),
+                                "target_ratio": 0.5}, floor))
+    return figs
+
+
+async def _plain_tcp(mib: int) -> float:
+    got = 0
+    done = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal got
+        while got < mib * MIB:
+            data = await stream.receive_some(MIB)
+            if not data:
+                break
+            got += len(data)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, handler, 0)
+        port = listeners[0].socket.getsockname()[1]
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        block = os.urandom(MIB)
+        start = time.perf_counter()
+        for _ in range(mib):
+            await stream.send_all(block)
+        await done.wait()
+        elapsed = time.perf_counter() - start
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    return mib * MIB / elapsed / 1e6
+
+
+def _seal_rate(aead, mib: int) -> float:  # noqa: ANN001
+    block = os.urandom(MIB)
+    nonce = bytes(12)
+    start = time.perf_counter()
+    for i in range(mib):
+        aead.encrypt(i.to_bytes(12, "big") if i else nonce, block, None)
+    return mib * MIB / (time.perf_counter() - start) / 1e6
+
+
+def _chacha(mib: int) -> float:
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    return _seal_rate(ChaCha20Poly1305(ChaCha20Poly1305.generate_key()), mib)
+
+
+def _aesgcm(mib: int) -> float:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return _seal_rate(AESGCM(AESGCM.generate_key(bit_length=128)), mib)
+
+
+async def _libp2p(a, b, mib: int) -> float:  # noqa: ANN001
+    size = min(16, mib) * MIB
+
+    async def swallow(peer: str, data: bytes) -> bytes:
+        return len(data).to_bytes(8, "big")
+
+    b.register_handler("bench-swallow", swallow)
+    payload = os.urandom(size)
+    start = time.perf_counter()
+    sent = 0
+    while sent < mib * MIB:
+        answer = await a.request(b.node_id, "bench-swallow", payload, timeout_s=300)
+        assert int.from_bytes(answer, "big") == size
+        sent += size
+    return sent / (time.perf_counter() - start) / 1e6
