@@ -160,3 +160,27 @@ def test_a_put_during_a_partition_fails_cleanly_or_completes(daemons, tmp_path):
 def _file(path: Path, size: int) -> Path:
     path.write_bytes(os.urandom(size))
     return path
+
+
+def test_one_daemon_cli_put_get_ls_rm_status(daemons, tmp_path):
+    d = daemons.new()
+    ok(d.up())
+    wait_until(lambda: len(storage_status(d)["devices"]) == 1, timeout=60, interval=0.5, what="the node to store")
+    src = _file(tmp_path / "a.bin", 3 * MiB + 5)
+    put = json.loads(ok(d.cli("storage", "put", str(src), "--volume", "notes", "--json", timeout=300)))
+    assert (put["size"], put["chunks"], put["k"], put["n"], put["version"]) == (3 * MiB + 5, 4, 1, 1, 1)
+    files = json.loads(ok(d.cli("storage", "ls", "--json")))["files"]
+    assert [(f["volume"], f["name"], f["size"]) for f in files] == [("notes", "a.bin", 3 * MiB + 5)]
+    out = tmp_path / "back.bin"
+    ok(d.cli("storage", "get", "a.bin", "--volume", "notes", "-o", str(out), timeout=300))
+    assert out.read_bytes() == src.read_bytes()
+    st = storage_status(d)
+    assert st["volumes"]["notes"]["lease"] == d.status()["node_id"] and st["volumes"]["notes"]["seq"] == 1
+    assert st["store"]["shares"] >= 5  # 4 file chunks + the index, one copy each on the only device
+    human = ok(d.cli("storage", "status"))
+    assert "volume notes: seq 1" in human
+    ok(d.cli("storage", "rm", "a.bin", "--volume", "notes"))
+    missing = d.cli("storage", "get", "a.bin", "--volume", "notes", "-o", str(out))
+    assert missing.returncode != 0 and "no file" in missing.stderr and "storage ls" in missing.stderr
+    bad = d.cli("storage", "put", str(src), "--volume", "Bad Name")
+    assert bad.returncode != 0 and "volume name" in bad.stderr
