@@ -56,7 +56,7 @@ async def _measure(mib: int, nodes: int) -> list[Figure]:
     figs.append(Figure("storage_floor_aead", rounded(await trio.to_thread.run_sync(seal_rate), 1), "MB/s",
                        {"mib": mib, "cipher": "xchacha20-poly1305"}))
     scheme = placement.choose_scheme(nodes)
-    for k, n in sorted({(3, 5), (scheme.k, scheme.n)}):
+    for k, n in sorted({(3, 5), (scheme.k, scheme.n)} - {(1, scheme.n)}):  # replication (k = 1) is a copy, no code
         sealed = key.seal(block)
         s = erasure.Scheme(k, n)
 
@@ -132,7 +132,11 @@ async def _cluster(mib: int, count: int, tcp: float, floor: dict) -> list[Figure
                                 "wire_bytes_per_byte": rounded(n / k, 2), "ratio_to_tcp": rounded(mib * MIB / put_s / 1e6 / tcp, 3)}, floor))
             note("storage: get from another node")
             start = time.perf_counter()
-            back = await nodes[-1].get_file("vol", "bench.bin")
+            try:
+                back = await nodes[-1].get_file("vol", "bench.bin")
+            except Exception:
+                note(f"storage: get failed; recent share errors: {list(nodes[-1].recent_errors)}")
+                raise
             get_s = time.perf_counter() - start
             assert back == data
             figs.append(Figure("storage_get", rounded(mib * MIB / get_s / 1e6, 1), "MB/s",

@@ -12,6 +12,7 @@ that fails halfway leaves unreferenced shares (collected later), never a half-vi
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class StorageNode:
         self.stopped = False
         self.malformed = 0  # requests dropped for breaking the protocol
         self._indexes: dict[str, VolumeIndex] = {}
+        self.recent_errors: deque[str] = deque(maxlen=32)  # last share-transfer failures, for status/debugging
         self.last_commit_s = 0.0  # how long the last root commit took (index put + Primary decision)
 
     # -- serving ----------------------------------------------------------------------------------
@@ -170,6 +172,7 @@ class StorageNode:
                     return
                 except (PeerUnavailable, OSError, ShareRefused) as exc:
                     errors.append(str(exc))
+                    self.recent_errors.append(f"put {ref.id.hex()[:12]} to {device[-8:]}: {exc}")
 
         async with trio.open_nursery() as nursery:
             for index in range(ref.n):
@@ -189,7 +192,8 @@ class StorageNode:
         async def one(device: str) -> None:
             try:
                 index, data = await self.fetch_share(device, ref)
-            except (PeerUnavailable, ShareMismatch, OSError):
+            except (PeerUnavailable, ShareMismatch, OSError) as exc:
+                self.recent_errors.append(f"get {ref.id.hex()[:12]} from {device[-8:]}: {exc}")
                 return  # that holder is down or lied: the next wave asks another
             got.setdefault(index, data)
 
