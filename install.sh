@@ -41,14 +41,35 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   die "Python >= 3.11 is required, found $("$python" --version 2>&1)" \
       "Debian 12 / Raspberry Pi OS bookworm ship 3.11: sudo apt-get install python3; or set PYTHON=/path/to/python3.11"
 fi
+# A dependency without a wheel for this platform is built from source, which needs these (Debian names).
+# Today that is fastecdsa 2.3.2 (pinned by libp2p 0.8.1), which has no Linux wheels at all, on any CPU.
+build_pkgs="build-essential python3-dev libgmp-dev"
+have_build_tools() {  # a C compiler (setuptools uses $CC too), Python's headers and GMP's
+  local cc=${CC:-cc}
+  command -v "${cc%% *}" >/dev/null 2>&1 || return 1
+  "$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' || return 1
+  echo '#include <gmp.h>' | $cc -E -x c - >/dev/null 2>&1
+}
+apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null \
+  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; }; }
+is_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if is_root_with_apt; then
     say "installing python3-venv"
-    apt-get install -y -q python3-venv >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }
-  else
-    die "Python's venv module is missing" "sudo apt-get install python3-venv"
+    apt_install python3-venv || die "apt-get could not install python3-venv" "check network access to the Debian mirror, then re-run ./install.sh"
+  elif have_build_tools; then
+    die "Python's venv module is missing" "sudo apt-get install python3-venv   then re-run ./install.sh"
+  else  # one command for both, so a Pi without a compiler is not sent back a second time
+    die "Python's venv module is missing (and there is no C compiler/Python headers/GMP, which a dependency needs on $(uname -m) if it has no wheel)" \
+        "sudo apt-get install python3-venv $build_pkgs   then re-run ./install.sh"
   fi
 fi
+
+case "$(uname -m)" in
+  armv6l|armv7l|armhf) echo "note: 32-bit ARM is not verified: about 16 of Mycelium's dependencies have no wheel for it on PyPI and" \
+                            "would be compiled here (slowly; some need more than a C compiler). 64-bit Raspberry Pi OS is the tested path." >&2 ;;
+esac
 
 # ---- locations -----------------------------------------------------------------------------
 data_home=${XDG_DATA_HOME:-$HOME/.local/share}
@@ -60,6 +81,51 @@ fi
 venv=$prefix/venv
 mycelium="$venv/bin/mycelium"
 
+# ---- virtualenv ----------------------------------------------------------------------------
+fresh_venv=0
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating virtualenv in $venv"
+  mkdir -p "$prefix"
+  "$python" -m venv "$venv"
+  fresh_venv=1
+fi
+pip() { "$venv/bin/python" -m pip --disable-pip-version-check "$@"; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+wheels=$tmp/wheels  # wheels built here from source distributions, reused by the install below
+
+# ---- does anything need building, and can it be built? (decided before anything is installed) ---
+# Only asked when build tools are missing: resolve what would be installed (nothing is), then try to
+# build each dependency that comes as source only. Pure-Python ones build anyway; one that fails needs
+# the tools: as root they are installed, otherwise we stop with the one command to run.
+if ! have_build_tools; then
+  say "no C compiler/Python headers/GMP here: checking whether a dependency must be built on $(uname -m)"
+  pip install -q --dry-run --upgrade --report "$tmp/report.json" "$here" >"$tmp/resolve.log" 2>&1 \
+    || { cat "$tmp/resolve.log" >&2; die "pip could not resolve mycelium's dependencies" "check network access to the package index, then re-run ./install.sh"; }
+  "$venv/bin/python" - "$tmp/report.json" >"$tmp/sdists" <<'EOF'
+import json, sys
+for item in json.load(open(sys.argv[1]))["install"]:
+    info = item["download_info"]
+    if "archive_info" in info and not info["url"].endswith(".whl"):  # a source distribution, not a wheel
+        print(item["metadata"]["name"] + "==" + item["metadata"]["version"], info["url"])
+EOF
+  needs_build=""
+  while read -r req url; do
+    pip wheel -q --no-deps --wheel-dir "$wheels" "$url" </dev/null >>"$tmp/build.log" 2>&1 || needs_build="$needs_build $req"
+  done <"$tmp/sdists"
+  if [ -n "$needs_build" ]; then
+    if is_root_with_apt; then
+      say "building${needs_build} from source (no wheel for $(uname -m)): installing $build_pkgs"
+      apt_install $build_pkgs || die "apt-get could not install $build_pkgs" "check network access to the Debian mirror, then re-run ./install.sh"
+      have_build_tools || die "still no working C compiler/Python headers/GMP after installing $build_pkgs" "check: ${CC:-cc} --version; ls /usr/include/gmp.h"
+    else
+      if [ "$fresh_venv" = 1 ]; then rm -rf "$venv"; rmdir "$prefix" 2>/dev/null || true; fi  # leave no half-made install behind
+      if command -v apt-get >/dev/null; then hint="sudo apt-get install $build_pkgs   then re-run ./install.sh"
+      else hint="install a C compiler, Python headers and GMP (Debian: $build_pkgs), then re-run ./install.sh"; fi
+      die "${needs_build# } must be built from source on $(uname -m) (no wheel), which needs a C compiler, Python headers and GMP; nothing was installed" "$hint"
+    fi
+  fi
+fi
+
 # ---- stop a running node before upgrading it ------------------------------------------------
 was_running=0
 if [ -x "$mycelium" ] && "$mycelium" --state-dir "$state_dir" status >/dev/null 2>&1; then
@@ -68,15 +134,11 @@ if [ -x "$mycelium" ] && "$mycelium" --state-dir "$state_dir" status >/dev/null 
   "$mycelium" --state-dir "$state_dir" down
 fi
 
-# ---- virtualenv and package -----------------------------------------------------------------
-if [ ! -x "$venv/bin/python" ]; then
-  say "creating virtualenv in $venv"
-  mkdir -p "$prefix"
-  "$python" -m venv "$venv"
-fi
+# ---- package --------------------------------------------------------------------------------
 say "installing mycelium from $here"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$here" \
-  || die "pip could not install mycelium" "check network access to the package index, then re-run ./install.sh"
+find_links=(); [ -d "$wheels" ] && find_links=(--find-links "$wheels")
+pip install -q --upgrade "${find_links[@]}" "$here" \
+  || die "pip could not install mycelium" "check network access to the package index; if a dependency failed to build: sudo apt-get install $build_pkgs; then re-run ./install.sh"
 mkdir -p "$bin_dir"
 ln -sf "$mycelium" "$bin_dir/mycelium"
 say "installed $("$mycelium" version)  →  $bin_dir/mycelium"
@@ -97,7 +159,7 @@ if [ "$service" = 1 ]; then
     $sctl enable --now mycelium.service
     say "started as systemd unit mycelium.service (logs: journalctl ${sctl#systemctl} -u mycelium)"
     for _ in $(seq 1 100); do "$mycelium" --state-dir "$state_dir" status >/dev/null 2>&1 && break; sleep 0.1; done
-    exec "$mycelium" --state-dir "$state_dir" status
+    rm -rf "$tmp"; exec "$mycelium" --state-dir "$state_dir" status
   fi
   echo "note: systemd is not running here, so no unit was installed; starting the node detached instead"
 fi

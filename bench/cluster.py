@@ -91,7 +91,7 @@ class Cluster:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = dict(HEARTBEAT_ENV if env is None else env)
-        self.root = Path(tempfile.mkdtemp(prefix="mb-", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix="mb-"))
         self.daemons: list[BenchDaemon] = []
 
     def new(self) -> BenchDaemon:

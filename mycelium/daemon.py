@@ -45,6 +45,20 @@ class StartupError(Exception):
     """The node cannot start; the message says why and what to do (CLI exit code 2)."""
 
 
+class SessionNotRunning(Exception):
+    """The node's network session is not running (yet): it is starting or switching networks."""
+
+    def __init__(self) -> None:
+        super().__init__("the node's network session is not running yet")
+
+
+class NoPrimaryYet(Exception):
+    """This node has not received its network's Primary yet (a joiner catching up)."""
+
+    def __init__(self) -> None:
+        super().__init__("this node has no Primary yet")
+
+
 class LockHeld(StartupError):
     def __init__(self, path: Path, pid: int | None) -> None:
         who = f"pid {pid}" if pid else "another process"
@@ -283,28 +297,29 @@ class Node:
 
     async def submit_operation(self, kind: str, payload: Any) -> None:
         """Sign a deploy/undeploy operation as this node and hand it to the validators.
-        Refused in read-only mode (no quorum reachable: it could not be decided anyway)."""
-        from mycelium.api.server import ApiError
-        from mycelium.ledger.operations import deploy_operation, undeploy_operation
+        Refused in read-only mode (no quorum reachable: it could not be decided anyway). Raises the
+        layers' own errors (SessionNotRunning, ReadOnlyMode, NoPrimaryYet, OperationError); the API
+        maps them to statuses by type (mycelium.api.errors)."""
+        from mycelium.ledger.operations import check_operation, deploy_operation, undeploy_operation
+        from mycelium.roles.readonly import ReadOnlyMode
 
         session = self.session
         if session is None:
-            raise ApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+            raise SessionNotRunning()
         if self.read_only():
-            raise ApiError(409, "read_only", f"this node is in read-only mode ({self.read_only_reason()}), "
-                           "so it accepts no deployments", "`mycelium status` shows when the quorum is back")
+            raise ReadOnlyMode(f"this node is in read-only mode ({self.read_only_reason()}), so it accepts no deployments")
         now_s = int(time.time())
         net = self.membership.network_id
-        op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
-              else undeploy_operation(self.key, net, payload, now_s=now_s))
-        from mycelium.ledger.operations import OperationError, check_operation
+        if kind == "endophyte":
+            from mycelium.ledger.operations import endophyte_operation
 
+            op = endophyte_operation(self.key, net, payload, now_s=now_s)
+        else:
+            op = (deploy_operation(self.key, net, payload, now_s=now_s) if kind == "deploy"
+                  else undeploy_operation(self.key, net, payload, now_s=now_s))
         if self.ledger.head is None:
-            raise ApiError(409, "not_admitted", "this node has no Primary yet", "wait for it to catch up")
-        try:
-            check_operation(op, self.ledger.head, now_s=now_s)
-        except OperationError as exc:
-            raise ApiError(403 if "admin" in str(exc) else 409, "refused", str(exc)) from None
+            raise NoPrimaryYet()
+        check_operation(op, self.ledger.head, now_s=now_s)  # OperationError (NotAuthorized: not an admin)
         await session.submit(op)
 
     def runtime_name(self) -> str:

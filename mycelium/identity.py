@@ -38,6 +38,10 @@ class IdentityError(Exception):
     """A key, genesis or token is missing, unreadable, unsafe or invalid; the message says what to do."""
 
 
+class InvalidName(IdentityError):
+    """A network name that is not allowed (length or characters)."""
+
+
 class TokenError(IdentityError):
     """A join token is malformed, expired, tampered with or for another network."""
 
@@ -237,7 +241,7 @@ class Genesis:
 
 def validate_network_name(name: str) -> str:
     if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_." for c in name):
-        raise IdentityError(
+        raise InvalidName(
             f"network name {name!r} must be 1–64 characters of letters, digits, '-', '_' or '.'"
         )
     return name

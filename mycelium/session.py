@@ -1,7 +1,8 @@
 """One network session: everything a node runs for the network it belongs to, in one nursery.
 
     mesh ─┬─ rpc "consensus"  votes between validators (per-peer outbound queues, never blocking consensus)
-          ├─ rpc "chain"      Primary catch-up: links after a height, each certificate verified on receipt
+          ├─ rpc "chain"      Primary catch-up (spores.chain.PrimaryCatchup in a CoreShell): links after
+          │                   a height, each certificate verified on receipt, persisted before use
           └─ rpc "submit"     operations from nodes that are not validators (joins, profiles)
     consensus driver          ConsensusCore over the ledger
     admission                 a joiner fetches the chain, then submits its join until it is a member
@@ -13,9 +14,11 @@ The daemon rebuilds the session when the node joins, leaves or founds another ne
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -27,9 +30,9 @@ from mycelium.consensus.outcomes import Decided
 from mycelium.identity import NodeId
 from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
-from mycelium.shell.exchange import PeerQueues
+from mycelium.shell.exchange import CoreShell, PeerQueues
 from mycelium.shell.transport import Transport
-from mycelium.spores.latent_exchange import LatentExchange
+from mycelium.spores.latent_exchange import LatentExchange, LatentExchangeConfig
 from mycelium.runtime.runner import WorkloadRunner
 from mycelium.ledger.operations import (
     DEAD_AFTER,
@@ -44,34 +47,72 @@ from mycelium.ledger.operations import (
 from mycelium.roles.probe import probe
 from mycelium.roles.profile import CapabilityProfile, ProfileError, Reachability, changed_enough
 from mycelium.roles.readonly import QuorumWatch, ReadOnlyConfig
-from mycelium.spores.chain import CatchupMessageError, PrimaryLinks, PrimaryRequest, decode_catchup
+from mycelium.spores.chain import ChainConfig, NewPrimary, PrimaryCatchup, PrimaryLinks
 from mycelium.spores.primary import ChainError
+from mycelium.spores.validation import DropReason
 
 log = get_logger("mycelium.session")
 
 RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
-CATCHUP_INTERVAL_S = 2.0
-# A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
-# home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
-REDIAL_MAX_S = 30.0
-PROFILE_INTERVAL_S = 30.0
-JOIN_RETRY_S = 2.0
-WATCH_INTERVAL_S = 1.0
-MAX_LINKS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Every timer and limit of a network session, each once. The operator's config.toml sets the
+    user-facing ones (`from_node`); the rest are these documented defaults, or a preset:
+    `local()` for in-process tests, `lan()` (the default: homes and offices), `wan()`."""
+
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig.lan)  # heartbeat included
+    chain: ChainConfig = field(default_factory=ChainConfig)  # catch-up interval and page size
+    read_only: ReadOnlyConfig = field(default_factory=ReadOnlyConfig)
+    latent: LatentExchangeConfig = field(default_factory=LatentExchangeConfig.lan)
+    # A member we lost is redialled with growing backoff up to this (the mesh's default is 300 s): a
+    # home network heals (Wi-Fi back, a switch rebooted) and should be whole again within half a minute.
+    redial_max_s: float = 30.0
+    profile_interval_s: float = 30.0  # a member re-probes its capabilities this often
+    join_retry_s: float = 2.0  # a joiner resubmits its join this often until it is a member
+    catchup_timeout_s: float = 10.0  # one catch-up answer (up to a page of Primaries) may take this long
+    peers_interval_s: float = 2.0  # the catch-up core's peer set is refreshed from the transport this often
+    watch_slack_s: float = 0.05  # the quorum watch is looked at this long after its deadline
+
+    @classmethod
+    def local(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.local(), chain=ChainConfig(catchup_interval_s=0.5),
+                   read_only=ReadOnlyConfig(enter_after_s=1.0), latent=LatentExchangeConfig.local(),
+                   redial_max_s=2.0, profile_interval_s=5.0, join_retry_s=0.5, catchup_timeout_s=5.0,
+                   peers_interval_s=0.2)
+
+    @classmethod
+    def lan(cls) -> SessionConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> SessionConfig:
+        return cls(consensus=ConsensusConfig.wan(), chain=ChainConfig(catchup_interval_s=5.0),
+                   read_only=ReadOnlyConfig(enter_after_s=60.0), latent=LatentExchangeConfig.wan(),
+                   redial_max_s=120.0, join_retry_s=5.0, catchup_timeout_s=30.0, peers_interval_s=5.0)
+
+    def with_node(self, node: Any) -> SessionConfig:
+        """The operator's knobs (config.toml [node]) over this preset: heartbeat, read-only delay."""
+        return replace(self, consensus=replace(self.consensus, heartbeat_interval_s=float(node.heartbeat_s)),
+                       read_only=ReadOnlyConfig(enter_after_s=float(node.read_only_after_s)))
 
 
 class NetworkSession:
-    def __init__(self, node: Any, transport: Transport | None = None) -> None:
+    def __init__(self, node: Any, transport: Transport | None = None, config: SessionConfig | None = None) -> None:
         """`transport`: the network to run on; None builds the libp2p mesh from the node's config
-        (tests pass a `mycelium.testing.transport.MemoryTransport`)."""
+        (tests pass a `mycelium.testing.transport.MemoryTransport`). `config`: a preset (default
+        `lan()`), with the operator's [node] knobs applied over it."""
         self.node = node
         self._given_transport = transport
         self.cfg = node.cfg
+        self.config = (config or SessionConfig.lan()).with_node(node.cfg.node)
         self.key = node.key
         self.membership = node.membership
         self.ledger = node.ledger
         self.mesh: Transport | None = None  # the network (named for the mesh it is in the daemon)
         self.workloads: WorkloadRunner | None = None
+        self.endophytes: Any = None  # mycelium.ram.runner.EndophyteRunner once running
         self.driver: ConsensusDriver | None = None
         self.watch: QuorumWatch | None = None
         self.profile: CapabilityProfile | None = None
@@ -80,6 +121,9 @@ class NetworkSession:
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._consensus_scope: trio.CancelScope | None = None
+        self.catchup: PrimaryCatchup | None = None
+        self._caught_up_from: int | None = None  # set while a catch-up's follow-up is pending
+        self._wake_watch = trio.Event()  # set when connectivity or the chain may have changed
 
     # ------------------------------------------------------------------------------------------
     def _build_mesh(self) -> Transport:
@@ -91,7 +135,7 @@ class NetworkSession:
             port_fallback=True,  # a taken fixed port → an ephemeral one, with a warning (the mesh probes it)
             ping_interval_s=float(self.cfg.node.ping_interval_s),
             ping_timeout_s=min(5.0, 2.0 * self.cfg.node.ping_interval_s),
-            redial_max_s=REDIAL_MAX_S,
+            redial_max_s=self.config.redial_max_s,
             bootstrap=tuple(self.membership.bootstrap) + tuple(self.cfg.node.bootstrap),
             mdns=self.cfg.node.mdns,
         )
@@ -99,27 +143,38 @@ class NetworkSession:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
-        mesh.register_handler(RPC_CONSENSUS, self._on_consensus)
-        mesh.register_handler(RPC_CHAIN, self._on_chain)
-        mesh.register_handler(RPC_SUBMIT, self._on_submit)
-        self.latent = LatentExchange(self)
-        mesh.register_handler(LatentExchange.RPC, self.latent.handle_rpc)
+        mesh.register_handler(RPC_CONSENSUS, self._heard(self._on_consensus))
+        mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
+        self.latent = LatentExchange(self, self.config.latent)
+        mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
             self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
+            self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
+                                          config=self.config.chain, reporter=_ChainRejects(self.rejected))
+            catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
+                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes())
+            catchup.on_output = self._on_new_primary
+            mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,
-                                     config=ReadOnlyConfig(enter_after_s=float(self.cfg.node.read_only_after_s)))
-            self.ledger.heartbeat_s = self.cfg.node.heartbeat_s
-            nursery.start_soon(self._catchup_loop)
+                                     config=self.config.read_only)
+            self.ledger.heartbeat_s = self.config.consensus.heartbeat_interval_s  # one heartbeat, two users
+            self.catchup.set_peers(mesh.admitted_peers())
+            await nursery.start(catchup.run)
+            nursery.start_soon(self._peers_loop)
             nursery.start_soon(self._membership_loop)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._alive_loop)
             await nursery.start(self.latent.run)
             self.workloads = WorkloadRunner(self)
             await nursery.start(self.workloads.run)
+            from mycelium.ram.runner import EndophyteRunner
+
+            self.endophytes = EndophyteRunner(self)
+            await nursery.start(self.endophytes.run)
             from mycelium.storage.service import start_storage
 
             await start_storage(self, mesh, nursery)
@@ -134,7 +189,7 @@ class NetworkSession:
             self.driver = None
             return
         self._waiting = None
-        config = ConsensusConfig(heartbeat_interval_s=float(self.cfg.node.heartbeat_s))
+        config = self.config.consensus
         state = self.ledger.load_lock()
         next_height = self.ledger.height + 1
         if state is not None and isinstance(state.get("h"), int) and state["h"] > next_height:
@@ -184,6 +239,7 @@ class NetworkSession:
         self.node.metrics.members.set(len(primary.members))
         if self.watch:
             self.watch.set_validators(primary.validators())
+        self._wake_watch.set()
         self.latent.primary_changed()
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
@@ -193,16 +249,6 @@ class NetworkSession:
         if self.driver is not None:
             self.driver.deliver(peer, data)
         return b""
-
-    async def _on_chain(self, peer: NodeId, data: bytes) -> bytes:
-        try:
-            request = decode_catchup(data)
-        except CatchupMessageError as exc:
-            self.rejected[f"chain_{exc.reason.value}"] += 1
-            return PrimaryLinks(()).to_bytes()
-        if not isinstance(request, PrimaryRequest) or self.ledger.chain is None:
-            return PrimaryLinks(()).to_bytes()
-        return PrimaryLinks(tuple(self.ledger.chain.links_after(request.after_height, MAX_LINKS))).to_bytes()
 
     async def _on_submit(self, peer: NodeId, data: bytes) -> bytes:
         from mycelium.encoding import EncodingError, decode
@@ -218,31 +264,25 @@ class NetworkSession:
         return b"ok"
 
     # ------------------------------------------------------------------------------ loops
-    async def _catchup_loop(self) -> None:
-        """Ask a random admitted peer for the links after our head; verify and store them."""
-        while True:
-            peers = self.mesh.admitted_peers()
-            if peers:
-                peer = self._rng.choice(peers)
-                try:
-                    answer = await self.mesh.request(peer, RPC_CHAIN, PrimaryRequest(self.ledger.height if self.ledger.head else -1).to_bytes(), timeout_s=10)
-                    links = decode_catchup(answer)
-                    if isinstance(links, PrimaryLinks) and links.links:
-                        before = self.ledger.height if self.ledger.head else -1
-                        added = self.ledger.adopt_links(sorted(links.links, key=lambda l: l.primary.height))
-                        if added:
-                            log.info("caught up", from_height=before, to_height=self.ledger.height, peer=peer)
-                            self._start_consensus()
-                            if self.watch:
-                                self.watch.set_validators(self.ledger.validators())
-                            self.latent.primary_changed()
-                            continue  # more may follow
-                except (CatchupMessageError, ChainError, LedgerError) as exc:
-                    self.rejected["bad_chain"] += 1
-                    log.warning("refused Primary links from peer", peer=peer, error=str(exc))
-                except Exception as exc:  # mesh errors (timeouts, refused streams): try another peer later
-                    log.debug("catch-up request failed", peer=peer, error=repr(exc))
-            await trio.sleep(CATCHUP_INTERVAL_S)
+    def _on_new_primary(self, effect: Any) -> None:
+        """The catch-up core verified and appended a Primary: persist it (fsynced) before anything acts
+        on it; consensus, the watch and the Latent validator follow once per answer."""
+        if not isinstance(effect, NewPrimary):
+            return
+        before = self.ledger.height if self.ledger.head else -1
+        self.ledger.record_link(self.catchup.chain, effect.link)
+        if self._caught_up_from is None:
+            self._caught_up_from = before
+            self._nursery.start_soon(self._after_catchup)
+
+    async def _after_catchup(self) -> None:
+        before, self._caught_up_from = self._caught_up_from, None
+        log.info("caught up", from_height=before, to_height=self.ledger.height)
+        self._start_consensus()
+        if self.watch:
+            self.watch.set_validators(self.ledger.validators())
+        self._wake_watch.set()
+        self.latent.primary_changed()
 
     async def _membership_loop(self) -> None:
         """Joiners submit their join until admitted; members publish their profile when it changed."""
@@ -255,7 +295,7 @@ class NetworkSession:
                 op = join_operation(self.key, self.membership.network_id, self.membership.invite, self.profile,
                                     self.cfg.node.max_role, now_s=now_s)
                 await self._submit_to_validators(op)
-                await trio.sleep(JOIN_RETRY_S)
+                await trio.sleep(self.config.join_retry_s)
                 continue
             if head is not None and me in head.members:
                 self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, self._reachability())
@@ -271,7 +311,7 @@ class NetworkSession:
                                            now_s=now_s, labels=labels)
                     await self._submit_to_validators(op)
                     published = self.profile
-            await trio.sleep(PROFILE_INTERVAL_S if published else JOIN_RETRY_S)
+            await trio.sleep(self.config.profile_interval_s if published else self.config.join_retry_s)
 
     async def submit(self, op: Operation) -> None:
         """Hand an operation this node authored to the validators (ourselves included)."""
@@ -313,9 +353,45 @@ class NetworkSession:
                                                                  now_s=int(time.time())))
             await trio.sleep(max(1.0, dead_after / 4))
 
-    async def _watch_loop(self) -> None:
+    def _heard(self, handler: Any) -> Any:
+        """An rpc handler that first tells the quorum watch a peer reached us."""
+        async def heard(peer: NodeId, data: bytes) -> bytes:
+            self._wake_watch.set()
+            return await handler(peer, data)
+
+        return heard
+
+    async def _peers_loop(self) -> None:
+        """The transport has no "peers changed" event: the catch-up core's peer set is refreshed."""
         while True:
-            status = self.watch.observe(trio.current_time(), self.mesh.admitted_peers(), caught_up=self.ledger.head is not None)
+            await trio.sleep(self.config.peers_interval_s)
+            self.catchup.set_peers(self.mesh.admitted_peers())
+
+    async def _watch_loop(self) -> None:
+        """Observe reachability when a peer reached us, when the chain moved, and at the watch's own
+        deadline (when read-only mode starts unless a quorum is seen before)."""
+        while True:
+            self._wake_watch = trio.Event()
+            peers = self.mesh.admitted_peers()
+            status = self.watch.observe(trio.current_time(), peers, caught_up=self.ledger.head is not None)
             self.node.metrics.read_only.set(1 if status.read_only else 0)
-            self.node.metrics.peers.set(len(self.mesh.admitted_peers()))
-            await trio.sleep(WATCH_INTERVAL_S)
+            self.node.metrics.peers.set(len(peers))
+            deadline = self.watch.deadline()
+            if deadline is not None:  # the watch enters read-only strictly after it: look just past it
+                deadline = max(deadline, trio.current_time()) + self.config.watch_slack_s
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._wake_watch.wait()
+
+
+class _ChainRejects:
+    """The catch-up core's trust reports, counted where `mycelium status` and /metrics read them."""
+
+    def __init__(self, rejected: Counter[str]) -> None:
+        self.rejected = rejected
+
+    def report_invalid(self, sender: NodeId, author: NodeId | None, reason: DropReason) -> None:
+        if reason is DropReason.BAD_PRIMARY:
+            self.rejected["bad_chain"] += 1
+            log.warning("refused Primary links from peer", peer=sender)
+        else:
+            self.rejected[f"chain_{reason.value}"] += 1

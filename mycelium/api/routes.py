@@ -8,7 +8,7 @@ from typing import Any
 
 from mycelium.api import dto, protocol
 from mycelium.api.server import ApiError, ControlServer, RawResponse, Request, metrics_handler
-from mycelium.identity import IdentityError, TokenError, make_invite, validate_network_name
+from mycelium.identity import IdentityError, InvalidName, TokenError, make_invite, validate_network_name
 
 MAX_INVITE_TTL_S = 30 * 24 * 3600  # a leaked token is a standing key to the network: keep them short
 MAX_INVITE_USES = 1000
@@ -50,9 +50,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400, "bad_request", "join needs a token string", "mycelium join TOKEN")
         try:
             m = node.join(token)
-        except TokenError as exc:
-            raise ApiError(400, "bad_token", str(exc), "ask a member for a fresh token: `mycelium invite`") from None
-        except IdentityError as exc:
+        except TokenError:
+            raise  # mapped by type (mycelium.api.errors): 400 bad_token
+        except IdentityError as exc:  # the only other refusal of a join: this node is in another network
             raise ApiError(409, "already_member", str(exc)) from None
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
@@ -62,13 +62,10 @@ def install_routes(server: ControlServer, node: Any) -> None:
 
     async def network_create(req: Request) -> tuple[int, Any]:
         name = _body(req).get("name")
-        try:
-            if not isinstance(name, str):
-                raise IdentityError("network create needs a name")
-            validate_network_name(name)
-            m = node.create_named_network(name)
-        except IdentityError as exc:
-            raise ApiError(400 if "name" in str(exc) else 409, "refused", str(exc)) from None
+        if not isinstance(name, str):
+            raise InvalidName("network create needs a name")
+        validate_network_name(name)  # InvalidName: 400; other IdentityErrors: 409 (mycelium.api.errors)
+        m = node.create_named_network(name)
         return 200, {"network_id": m.network_id, "network_name": m.name}
 
     server.route("GET", protocol.STATUS, status)
@@ -106,11 +103,16 @@ def install_routes(server: ControlServer, node: Any) -> None:
         if not isinstance(text, str) or not isinstance(file, str):
             raise ApiError(400, "bad_request", "deploy needs the manifest text", "mycelium deploy FILE")
         try:
-            spec = check_deployable(parse_manifest(text, file))
+            parsed = parse_manifest(text, file)
+            lease = getattr(parsed, "kind", "") == "Endophyte" and "process" in parsed.spec  # ram/leases.py
+            spec = None if lease else check_deployable(parsed)
         except ManifestError as exc:
             raise ApiError(400, "invalid_manifest", str(exc), "fix the fields named above and deploy again") from None
         except ValueError as exc:  # e.g. "Endophyte is not supported yet"
             raise ApiError(400, "not_deployable", str(exc)) from None
+        if spec is None:
+            await node.submit_operation("endophyte", {"action": "deploy", "name": parsed.name, "spec": parsed.spec})
+            return 202, {"service": parsed.name, "status": "submitted", "kind": "Endophyte", "version": parsed.version()}
         await node.submit_operation("deploy", spec.to_wire())
         return 202, {"service": spec.name, "status": "submitted", "version": spec.version()}
 
@@ -118,13 +120,36 @@ def install_routes(server: ControlServer, node: Any) -> None:
         name = _body(req).get("name")
         if not isinstance(name, str):
             raise ApiError(400, "bad_request", "undeploy needs a service name", "mycelium undeploy NAME")
+        endophytes = node.ledger.head.params.get("endophytes", {}) if node.ledger.head else {}
+        if name in endophytes:
+            await node.submit_operation("endophyte", {"action": "undeploy", "name": name})
+            return 202, {"service": name, "status": "submitted"}
         if name not in (node.ledger.head.services if node.ledger.head else {}):
             raise ApiError(404, "no_such_service", f"no service named {name!r} is deployed", "see `mycelium services`")
         await node.submit_operation("undeploy", name)
         return 202, {"service": name, "status": "submitted"}
 
     async def services(_req: Request) -> tuple[int, Any]:
-        return 200, dto.services(node, runner())
+        res = dto.services(node, runner())
+        endophytes = getattr(node.session, "endophytes", None) if node.session else None
+        res["endophytes"] = endophytes.rows() if endophytes is not None else []
+        return 200, res
+
+    async def migrate(req: Request) -> tuple[int, Any]:
+        body = _body(req)
+        name, to = body.get("name"), body.get("to")
+        if not isinstance(name, str) or not isinstance(to, str) or not to:
+            raise ApiError(400, "bad_request", "migrate needs a name and a target node", "mycelium migrate NAME --to NODE")
+        rec = (node.ledger.head.params.get("endophytes", {}) if node.ledger.head else {}).get(name)
+        if rec is None:
+            raise ApiError(404, "no_such_endophyte", f"no Endophyte named {name!r} is deployed", "see `mycelium services`")
+        matches = [b for b in rec["backups"] if b == to or b.endswith(to)]
+        if len(matches) != 1:
+            raise ApiError(409, "not_a_backup", f"{to!r} names {len(matches)} of {name}'s backups; the target must be "
+                           "exactly one of them (it already holds the replicated state)",
+                           f"pick one of: {', '.join(b[-8:] for b in rec['backups'])}")
+        await node.submit_operation("endophyte", {"action": "migrate", "name": name, "to": matches[0]})
+        return 202, {"service": name, "status": "submitted", "to": matches[0]}
 
     async def logs(req: Request) -> tuple[int, Any]:
         name = req.query.get("name", "")
@@ -142,6 +167,7 @@ def install_routes(server: ControlServer, node: Any) -> None:
     server.route("GET", protocol.SERVICES, services)
     server.route("POST", protocol.DEPLOY, deploy)
     server.route("POST", protocol.UNDEPLOY, undeploy)
+    server.route("POST", protocol.MIGRATE, migrate)
     server.route("GET", protocol.LOGS, logs)
     server.route("GET", protocol.RESOLVE, resolve)
     from mycelium.api.storage_routes import install_storage_routes

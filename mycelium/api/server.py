@@ -1,6 +1,7 @@
 """Control API server: h11 (sans-IO HTTP/1.1) on a trio Unix-socket listener, one request per
 connection. Handlers are plain async functions registered by path; they return (status, json-able)
-or raise ApiError. Our bugs become 500 with a logged traceback; client mistakes become 4xx."""
+or raise ApiError — or any layer's own error, which mycelium.api.errors maps to a status by its type.
+Our bugs become 500 with a logged traceback; client mistakes become 4xx."""
 
 from __future__ import annotations
 
@@ -175,12 +176,18 @@ class ControlServer:
             status, result = await handler(request)
         except ApiError as exc:
             status, result = exc.status, exc.body()
-        except Exception:  # our bug: answer 500 and log it, but keep serving other requests
-            log.exception("control API handler failed", path=request.path)
-            status, result = 500, ApiError(
-                500, "internal", "the daemon hit an internal error handling this request",
-                "see the daemon log (daemon.log in the state dir); please report it",
-            ).body()
+        except Exception as exc:
+            from mycelium.api.errors import api_error  # the layers' error types, mapped by type
+
+            mapped = api_error(exc)
+            if mapped is not None:
+                status, result = mapped.status, mapped.body()
+            else:  # our bug: answer 500 and log it, but keep serving other requests
+                log.exception("control API handler failed", path=request.path)
+                status, result = 500, ApiError(
+                    500, "internal", "the daemon hit an internal error handling this request",
+                    "see the daemon log (daemon.log in the state dir); please report it",
+                ).body()
         self.metrics.api_requests.labels(path=request.path, status=str(status)).inc()
         if isinstance(result, RawResponse):
             return status, [("content-type", result.content_type)], result.data

@@ -263,6 +263,16 @@ def undeploy(ctx: Context, name: str) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--to", "to", required=True, help="The backup node (id or its last characters) to move the primary to.")
+@click.pass_obj
+def migrate(ctx: Context, name: str, to: str) -> None:
+    """Move Endophyte NAME's primary to one of its backups (converge, stop-and-copy, resume there)."""
+    res = call(ctx, "POST", protocol.MIGRATE, {"name": name, "to": to})
+    click.echo(f"submitted migration of {name} to {res['to'][-8:]}; `mycelium services` shows the new primary")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def services(ctx: Context, as_json: bool) -> None:

@@ -70,8 +70,28 @@ def spores(res: dict[str, Any]) -> None:
     console.print_json(json.dumps(res))
 
 
+def endophytes(rows: list[dict[str, Any]]) -> None:
+    t = Table("endophyte", "gen", "primary", "backups (epoch)", "lag", "throughput", "throttle", "note", box=None)
+    for r in rows:
+        local = r.get("local") or {}
+        lag = local.get("backups", {})
+        backups = "\n".join(f"{b[-8:]} ({r['reports'].get(b, '-')})" for b in r["backups"]) or "-"
+        lags = "\n".join(f"{v['lag_epochs']} ep / {v['lag_bytes']} B" for v in lag.values()) or "-"
+        note = r.get("note") or (f"migrating to {r['migrating_to'][-8:]}" if r.get("migrating_to") else "")
+        if r.get("lost_epochs"):
+            note = (note + "; " if note else "") + f"{r['lost_epochs']} epochs lost in failovers"
+        t.add_row(r["name"], str(r["generation"]), (r["primary"] or "-")[-8:], backups, lags,
+                  f"{local['throughput_Bps']} B/s" if local else "-",
+                  f"{local['throttle_pct']} % ({local['throttle']})" if local else "-", note or "-")
+    console.print(t)
+
+
 def services(res: dict[str, Any]) -> None:
+    if res.get("endophytes"):
+        endophytes(res["endophytes"])
     rows = res.get("services", [])
+    if not rows and res.get("endophytes"):
+        return
     if not rows:
         console.print("no services (deploy one with `mycelium deploy FILE`)")
         return

@@ -47,6 +47,15 @@ class ConsensusConfig:
         return cls()
 
     @classmethod
+    def wan(cls) -> ConsensusConfig:
+        """Validators across the internet: round trips of hundreds of ms, occasional loss."""
+        return cls(
+            propose_timeout_s=6.0, propose_timeout_increment_s=2.0, commit_timeout_s=2.0,
+            commit_timeout_increment_s=1.0, reveal_timeout_s=2.0, reveal_timeout_increment_s=1.0,
+            precommit_timeout_s=2.0, precommit_timeout_increment_s=1.0, rebroadcast_interval_s=4.0,
+        )
+
+    @classmethod
     def local(cls) -> ConsensusConfig:
         """Tests and the simulator: short virtual-time timeouts, frequent heartbeats."""
         return cls(

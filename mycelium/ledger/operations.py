@@ -15,8 +15,6 @@ Operation types are append-only. Who may author what:
              refuse a batch whose clock is more than MAX_CLOCK_SKEW_S off their own or goes back,
              so a lying proposer moves the Primary's clock by at most that much.
     alive    a member, about itself: "I am up" (sent every dead_after_s / 4)
-    volume   a member: declare (admins) / lease / release / root of a storage volume
-             (rules in mycelium.storage.volumes; the Primary keeps only declarations, leases, roots)
     evidence any member: proof that a validator signed two conflicting consensus messages (or a
              reveal that does not open its commitment). Every validator checks the signatures
              itself; the offender's trust drops to zero and the proof is kept in the Primary.
@@ -36,7 +34,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 from mycelium.encoding import EncodingError, canonical
 from mycelium.identity import Invite, NodeId, NodeKey, TokenError, is_node_id, verify
@@ -76,11 +74,16 @@ class OpType(str, Enum):
     CLOCK = "clock"
     ALIVE = "alive"
     EVIDENCE = "evidence"
-    VOLUME = "volume"
+    ENDOPHYTE = "endophyte"  # RAM-replicated workloads: deploy/undeploy/report/migrate/handover (ram/leases.py)
+    VOLUME = "volume"  # storage volumes: declare (admins) / lease / release / root (storage/volumes.py)
 
 
 class OperationError(ValueError):
     """An operation is malformed, forged or not allowed; the message says which."""
+
+
+class NotAuthorized(OperationError):
+    """The author may not do this (e.g. deploy without being an admin of the network)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,10 @@ def deploy_operation(key: NodeKey, network_id: str, spec_wire: dict, *, now_s: i
     return sign_operation(key, network_id, OpType.DEPLOY, {"spec": spec_wire}, now_s=now_s)
 
 
+def endophyte_operation(key: NodeKey, network_id: str, body: dict, *, now_s: int) -> Operation:
+    return sign_operation(key, network_id, OpType.ENDOPHYTE, body, now_s=now_s)
+
+
 def undeploy_operation(key: NodeKey, network_id: str, name: str, *, now_s: int) -> Operation:
     return sign_operation(key, network_id, OpType.UNDEPLOY, {"name": name}, now_s=now_s)
 
@@ -199,95 +206,40 @@ def check_operation(op: Operation, prev: PrimarySpore, *, now_s: int | None) -> 
             raise OperationError(f"operation is dated {op.time_s - now_s} s in the future")
         if op.time_s < now_s - MAX_OP_AGE_S:
             raise OperationError("operation is too old (a replay?)")
-    body = op.body
-    if op.type in (OpType.PROFILE, OpType.JOIN):
-        try:
-            CapabilityProfile.from_wire(body.get("profile"))
-        except ProfileError as exc:
-            raise OperationError(f"operation carries a bad profile: {exc}") from exc
-        if body.get("max_role") not in ("sclerotium", "rhizomorph", "hypha"):
-            raise OperationError("operation max_role must be sclerotium, rhizomorph or hypha")
-    if op.type is OpType.CLOCK:
-        t = body.get("time_s")
-        if op.author not in prev.validators():
-            raise OperationError("only a validator may set the Primary's clock")
-        if not isinstance(t, int) or isinstance(t, bool) or t < prev.params.get(TIME, 0):
-            raise OperationError("a clock operation must carry a time not before the Primary's")
-        if now_s is not None and abs(t - now_s) > MAX_CLOCK_SKEW_S:
-            raise OperationError(f"the proposer's clock is {t - now_s:+d} s off ours (limit ±{MAX_CLOCK_SKEW_S} s)")
-    elif op.type is OpType.EVIDENCE:
-        if op.author not in prev.members:
-            raise OperationError(f"{op.author[:16]} is not a member")
-        offender, record = _evidence(body, prev.network_id)
-        if offender not in prev.members:
-            raise OperationError("evidence is about a node that is not a member")
-        if any(e.get("id") == record["id"] for e in prev.evidence):
-            raise OperationError("this evidence is already recorded")
-    elif op.type is OpType.ALIVE:
-        if op.author not in prev.members:
-            raise OperationError(f"{op.author[:16]} is not a member")
-    elif op.type in (OpType.DEPLOY, OpType.UNDEPLOY):
-        if op.author not in prev.params.get(ADMINS, ()):
-            raise OperationError(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
-                                 "ask an admin, or deploy on your own (personal) network")
-        if op.type is OpType.DEPLOY:
-            from mycelium.runtime.spec import ServiceSpec, SpecError
-
-            try:
-                ServiceSpec.from_wire(body.get("spec"))
-            except SpecError as exc:
-                raise OperationError(f"deploy carries an invalid service spec: {exc}") from exc
-        elif body.get("name") not in prev.services:
-            raise OperationError(f"no service named {body.get('name')!r} is deployed")
-    elif op.type is OpType.VOLUME:
-        from mycelium.storage import volumes
-
-        try:
-            volumes.check(op.author, body, prev.params.get(volumes.VOLUMES, {}), admins=prev.params.get(ADMINS, []),
-                          members=prev.members, now_s=prev.params.get(TIME, 0))
-        except volumes.VolumeOpError as exc:
-            raise OperationError(str(exc)) from exc
-    elif op.type is OpType.PROFILE or op.type is OpType.LEAVE:
-        if op.author not in prev.members:
-            raise OperationError(f"{op.author[:16]} is not a member")
-    elif op.type is OpType.JOIN:
-        if op.author in prev.members:
-            raise OperationError(f"{op.author[:16]} is already a member")
-        try:
-            invite = Invite.from_wire(body.get("invite"))
-        except TokenError as exc:
-            raise OperationError(f"join carries a malformed invite: {exc}") from exc
-        if invite.network_id != prev.network_id or not invite.verify_signature():
-            raise OperationError("join carries an invite that is forged or for another network")
-        if invite.issuer not in prev.members:
-            raise OperationError("join carries an invite from a node that is not a member")
-        used = prev.params.get(INVITES_USED, {}).get(invite.invite_id.hex(), 0)
-        if used >= invite.uses:
-            raise OperationError("the invite has no uses left")
-        if now_s is not None and invite.expires_s <= now_s:
-            raise OperationError("the invite has expired")
+    RULES[op.type].check(op, prev, now_s)
 
 
 # --------------------------------------------------------------------------- apply
 
 
+@dataclass(slots=True)
+class _Draft:
+    """The next Primary while a batch is applied (mutable; only apply_batch holds one)."""
+
+    network_id: str
+    height: int  # of the Primary being built
+    members: dict[NodeId, Member]
+    services: dict[str, dict]
+    evidence: list[dict]
+    params: dict[str, Any]
+    invites_used: dict[str, int]
+    now: int
+
+
 def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     """The next Primary: `batch` applied in order on top of `prev`, then roles reassigned.
     Operations that fail their (clock-free) checks are skipped, identically on every validator."""
-    members = dict(prev.members)
-    evidence = list(prev.evidence)
-    services = dict(prev.services)
     params = dict(prev.params)
-    invites_used = dict(params.get(INVITES_USED, {}))
-    now = params.get(TIME, 0)
+    draft = _Draft(prev.network_id, prev.height + 1, dict(prev.members), dict(prev.services), list(prev.evidence),
+                   params, dict(params.get(INVITES_USED, {})), params.get(TIME, 0))
     seen = dict(params.get(SEEN, {}))
     applied = list(params.get(APPLIED, []))
     replayed: set[bytes] = set(applied)
     for raw in batch[:MAX_BATCH]:
         try:
             op = raw if isinstance(raw, Operation) else Operation.from_wire(raw)
-            current = replace(prev, members=members, services=services, evidence=tuple(evidence),
-                              params={**params, INVITES_USED: invites_used})
+            current = replace(prev, members=draft.members, services=draft.services, evidence=tuple(draft.evidence),
+                              params={**params, INVITES_USED: draft.invites_used})
             check_operation(op, current, now_s=None)
         except OperationError:
             continue
@@ -295,36 +247,11 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
             continue  # a replay: this very operation was applied already
         replayed.add(op.nonce)
         applied.append(op.nonce)
-        if op.type is OpType.CLOCK:
-            now = max(now, op.body["time_s"])
-            params[TIME] = now
-        seen[op.author] = now  # any operation a node authored shows it alive
-        if op.type is OpType.PROFILE:
-            m = members[op.author]
-            caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
-            members[op.author] = replace(m, profile=op.body["profile"], caps=caps)
-        elif op.type is OpType.DEPLOY:
-            spec = op.body["spec"]
-            services[spec["name"]] = spec
-        elif op.type is OpType.UNDEPLOY:
-            services.pop(op.body["name"], None)
-        elif op.type is OpType.VOLUME:
-            from mycelium.storage import volumes
-
-            params[volumes.VOLUMES] = volumes.apply(op.author, op.body, params.get(volumes.VOLUMES, {}), now_s=now)
-        elif op.type is OpType.EVIDENCE:
-            offender, record = _evidence(op.body, prev.network_id)
-            members[offender] = replace(members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
-            evidence.append(record)
-        elif op.type is OpType.JOIN:
-            invite = Invite.from_wire(op.body["invite"])
-            invites_used[invite.invite_id.hex()] = invites_used.get(invite.invite_id.hex(), 0) + 1
-            members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
-                                        prev.height + 1, op.body["profile"])
-        elif op.type is OpType.LEAVE:
-            del members[op.author]
-    if invites_used:
-        params[INVITES_USED] = invites_used
+        RULES[op.type].apply(op, draft)
+        seen[op.author] = draft.now  # any operation a node authored shows it alive
+    members, now = draft.members, draft.now
+    if draft.invites_used:
+        params[INVITES_USED] = draft.invites_used
     if applied:
         params[APPLIED] = applied[-APPLIED_KEPT:]
     for node in members:
@@ -333,11 +260,201 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     dead_after = params.get(DEAD_AFTER, DEFAULT_DEAD_AFTER_S)
     alive = {n: now - params[SEEN][n] <= dead_after for n in members}
     members = _reassign_roles(members, prev.height + 1, alive)
-    placements = _place(services, members, alive)
+    placements = _place(draft.services, members, alive)
+    if params.get("endophytes"):  # primary + backups on distinct live non-hypha nodes; failover (ram/leases.py)
+        from mycelium.ram.leases import KEY, reconcile
+
+        params[KEY] = reconcile(params[KEY], sorted(n for n, m in members.items() if m.role != "hypha"), alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
-                   prev_hash=prev.hash(), members=members, services=services, placements=placements, params=params,
-                   evidence=tuple(evidence[-MAX_EVIDENCE_KEPT:]))
+                   prev_hash=prev.hash(), members=members, services=draft.services, placements=placements,
+                   params=params, evidence=tuple(draft.evidence[-MAX_EVIDENCE_KEPT:]))
+
+
+# --------------------------------------------------------------------------- one rule per operation type
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one operation type requires (`check`, may read the local clock when given) and what it
+    changes (`apply`, deterministic, only ever called on an operation that passed `check`)."""
+
+    check: Callable[[Operation, PrimarySpore, int | None], None]
+    apply: Callable[[Operation, _Draft], None]
+
+
+def _require_member(op: Operation, prev: PrimarySpore) -> None:
+    if op.author not in prev.members:
+        raise OperationError(f"{op.author[:16]} is not a member")
+
+
+def _require_profile(op: Operation) -> None:
+    try:
+        CapabilityProfile.from_wire(op.body.get("profile"))
+    except ProfileError as exc:
+        raise OperationError(f"operation carries a bad profile: {exc}") from exc
+    if op.body.get("max_role") not in ("sclerotium", "rhizomorph", "hypha"):
+        raise OperationError("operation max_role must be sclerotium, rhizomorph or hypha")
+
+
+def _require_admin(op: Operation, prev: PrimarySpore) -> None:
+    if op.author not in prev.params.get(ADMINS, ()):
+        raise NotAuthorized(f"{op.author[:16]} is not an admin of this network, so it cannot deploy; "
+                            "ask an admin, or deploy on your own (personal) network")
+
+
+def _check_member(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    _require_member(op, prev)
+
+
+def _apply_nothing(op: Operation, draft: _Draft) -> None:
+    return None  # the operation only shows its author alive
+
+
+def _check_profile(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    _require_profile(op)
+    _require_member(op, prev)
+
+
+def _apply_profile(op: Operation, draft: _Draft) -> None:
+    m = draft.members[op.author]
+    caps = {"max_role": op.body["max_role"], "labels": _labels(op.body.get("labels"))}
+    draft.members[op.author] = replace(m, profile=op.body["profile"], caps=caps)
+
+
+def _check_join(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    _require_profile(op)
+    if op.author in prev.members:
+        raise OperationError(f"{op.author[:16]} is already a member")
+    try:
+        invite = Invite.from_wire(op.body.get("invite"))
+    except TokenError as exc:
+        raise OperationError(f"join carries a malformed invite: {exc}") from exc
+    if invite.network_id != prev.network_id or not invite.verify_signature():
+        raise OperationError("join carries an invite that is forged or for another network")
+    if invite.issuer not in prev.members:
+        raise OperationError("join carries an invite from a node that is not a member")
+    used = prev.params.get(INVITES_USED, {}).get(invite.invite_id.hex(), 0)
+    if used >= invite.uses:
+        raise OperationError("the invite has no uses left")
+    if now_s is not None and invite.expires_s <= now_s:
+        raise OperationError("the invite has expired")
+
+
+def _apply_join(op: Operation, draft: _Draft) -> None:
+    invite = Invite.from_wire(op.body["invite"])
+    draft.invites_used[invite.invite_id.hex()] = draft.invites_used.get(invite.invite_id.hex(), 0) + 1
+    draft.members[op.author] = Member("hypha", NEW_MEMBER_TRUST_PPM, {"max_role": op.body["max_role"]},
+                                      draft.height, op.body["profile"])
+
+
+def _apply_leave(op: Operation, draft: _Draft) -> None:
+    del draft.members[op.author]
+
+
+def _check_deploy(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    from mycelium.runtime.spec import ServiceSpec, SpecError
+
+    _require_admin(op, prev)
+    try:
+        ServiceSpec.from_wire(op.body.get("spec"))
+    except SpecError as exc:
+        raise OperationError(f"deploy carries an invalid service spec: {exc}") from exc
+
+
+def _apply_deploy(op: Operation, draft: _Draft) -> None:
+    spec = op.body["spec"]
+    draft.services[spec["name"]] = spec
+
+
+def _check_undeploy(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    _require_admin(op, prev)
+    if op.body.get("name") not in prev.services:
+        raise OperationError(f"no service named {op.body.get('name')!r} is deployed")
+
+
+def _apply_undeploy(op: Operation, draft: _Draft) -> None:
+    draft.services.pop(op.body["name"], None)
+
+
+def _check_clock(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    t = op.body.get("time_s")
+    if op.author not in prev.validators():
+        raise OperationError("only a validator may set the Primary's clock")
+    if not isinstance(t, int) or isinstance(t, bool) or t < prev.params.get(TIME, 0):
+        raise OperationError("a clock operation must carry a time not before the Primary's")
+    if now_s is not None and abs(t - now_s) > MAX_CLOCK_SKEW_S:
+        raise OperationError(f"the proposer's clock is {t - now_s:+d} s off ours (limit ±{MAX_CLOCK_SKEW_S} s)")
+
+
+def _apply_clock(op: Operation, draft: _Draft) -> None:
+    draft.now = max(draft.now, op.body["time_s"])
+    draft.params[TIME] = draft.now
+
+
+def _check_evidence(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    _require_member(op, prev)
+    offender, record = _evidence(op.body, prev.network_id)
+    if offender not in prev.members:
+        raise OperationError("evidence is about a node that is not a member")
+    if any(e.get("id") == record["id"] for e in prev.evidence):
+        raise OperationError("this evidence is already recorded")
+
+
+def _apply_evidence(op: Operation, draft: _Draft) -> None:
+    offender, record = _evidence(op.body, draft.network_id)
+    draft.members[offender] = replace(draft.members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
+    draft.evidence.append(record)
+
+
+def _check_endophyte(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    from mycelium.ram.leases import KEY, LeaseError, check_action
+
+    _require_member(op, prev)
+    try:
+        check_action(prev.params.get(KEY, {}), op.author, op.body, admin=op.author in prev.params.get(ADMINS, ()))
+    except LeaseError as exc:
+        if "not an admin" in str(exc):
+            raise NotAuthorized(f"endophyte operation refused: {exc}") from exc
+        raise OperationError(f"endophyte operation refused: {exc}") from exc
+
+
+def _apply_endophyte(op: Operation, draft: _Draft) -> None:
+    from mycelium.ram.leases import KEY, apply_action
+
+    draft.params[KEY] = apply_action(draft.params.get(KEY, {}), op.author, op.body)
+
+
+def _check_volume(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    from mycelium.storage import volumes
+
+    try:
+        volumes.check(op.author, op.body, prev.params.get(volumes.VOLUMES, {}), admins=prev.params.get(ADMINS, []),
+                      members=prev.members, now_s=prev.params.get(TIME, 0))
+    except volumes.VolumeOpError as exc:
+        raise OperationError(str(exc)) from exc
+
+
+def _apply_volume(op: Operation, draft: _Draft) -> None:
+    from mycelium.storage import volumes
+
+    draft.params[volumes.VOLUMES] = volumes.apply(op.author, op.body, draft.params.get(volumes.VOLUMES, {}),
+                                                  now_s=draft.now)
+
+
+RULES: dict[OpType, Rule] = {
+    OpType.PROFILE: Rule(_check_profile, _apply_profile),
+    OpType.JOIN: Rule(_check_join, _apply_join),
+    OpType.LEAVE: Rule(_check_member, _apply_leave),
+    OpType.DEPLOY: Rule(_check_deploy, _apply_deploy),
+    OpType.UNDEPLOY: Rule(_check_undeploy, _apply_undeploy),
+    OpType.CLOCK: Rule(_check_clock, _apply_clock),
+    OpType.ALIVE: Rule(_check_member, _apply_nothing),
+    OpType.EVIDENCE: Rule(_check_evidence, _apply_evidence),
+    OpType.ENDOPHYTE: Rule(_check_endophyte, _apply_endophyte),
+    OpType.VOLUME: Rule(_check_volume, _apply_volume),
+}
+assert set(RULES) == set(OpType), "every operation type has exactly one rule"
 
 
 def _labels(raw: Any) -> dict:

@@ -39,7 +39,7 @@ from mycelium.spores.primary import (
 from mycelium.storage.db import StateDB, StoredPrimary
 from mycelium.storage.network import NetworkMembership
 
-log = get_logger("mycelium.ledger.store")
+log = get_logger("mycelium.ledger")
 
 LOCK_META_PREFIX = "consensus.lock/"  # + network id: the consensus core's state, fsynced before each signed step
 MAX_POOL = 4096  # operations waiting to be proposed; more are refused with a clear error
@@ -232,23 +232,15 @@ class Ledger:
         bind_identity(epoch=candidate.height)
         return candidate
 
-    def adopt_links(self, links: list[CertifiedPrimary]) -> int:
-        """Verified catch-up: append links that extend our chain (each certificate checked)."""
-        added = 0
-        for link in links:
-            if self.chain is None:
-                self.chain = PrimaryChain(self.membership.genesis, link)
-                self.db.reset_chain()
-                self.db.append_primary(_stored(link))
-                added += 1
-                continue
-            if link.primary.height <= self.chain.height:
-                continue
-            verify_successor(self.chain.primary, link.primary, link.certificate)
-            self.db.append_primary(_stored(link))
-            self.chain.append(link)
-            added += 1
-        return added
+    def record_link(self, chain: PrimaryChain, link: CertifiedPrimary) -> None:
+        """Persist (fsynced) a link the catch-up core verified and appended to `chain`: our own chain,
+        or for a joiner the first one, built from the genesis Primary of the answer."""
+        if self.chain is None:
+            self.chain = chain
+            self.db.reset_chain()
+        elif chain is not self.chain:
+            raise LedgerError("a catch-up link for a chain this ledger does not hold")
+        self.db.append_primary(_stored(link))
 
     # ------------------------------------------------------------------------------ consensus lock
     @property

@@ -11,7 +11,8 @@ Validation has two layers: the JSON Schema shipped next to this module (`manifes
 enums, patterns, unknown fields) and the cross-field checks JSON Schema cannot express (port names
 unique, a health check names an existing port, backoff initial ≤ max). Line numbers come from
 PyYAML's node tree (`compose`), which keeps a mark for every key and value.
-`kind: Endophyte` passes `load_manifest` but `check_deployable` refuses it until RAM replication lands.
+`kind: Endophyte` passes `load_manifest`; `check_deployable` (the local check/runner) takes Endomycetes only,
+and the deploy route sends process Endophytes to the ledger as leases (mycelium.ram.leases).
 """
 
 from __future__ import annotations
@@ -398,9 +399,12 @@ def load_manifest(path: str | Path) -> ServiceSpec | EndophyteSpec:
 def check_deployable(spec: ServiceSpec | EndophyteSpec) -> ServiceSpec:
     """The deploy-time check: only Endomycetes can be deployed today."""
     if isinstance(spec, EndophyteSpec):
-        raise ManifestError([Problem(spec.source, 0, "kind", "Endophyte is not supported yet: RAM-replicated "
-                                     "VMs/processes arrive with the RAM replication issue; deploy an "
-                                     "Endomycete (kind: Endomycete) instead")])
+        if "vm" in spec.spec:
+            raise ManifestError([Problem(spec.source, 0, "kind", "a VM Endophyte is not supported yet by `mycelium "
+                                         "deploy`: nodes run process Endophytes only (mycelium.ram.qemu migrates VMs "
+                                         "by hand); use `process:` or deploy an Endomycete instead")])
+        raise ManifestError([Problem(spec.source, 0, "kind", "a process Endophyte is valid; deploy it with "
+                                     "`mycelium deploy FILE` (this local check and runner take Endomycetes only)")])
     return spec
 
 

@@ -315,13 +315,25 @@ class ProcessDriver:
         assert check is not None
         await trio.sleep(check.initial_delay_ms / 1000)
         successes = failures = 0
+        failing_since = 0.0
         while True:
             ok, detail = await probe(check, inst.ports, inst.env, inst.workdir)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
+            now = trio.current_time()
+            if ok:
+                successes, failures = successes + 1, 0
+            else:
+                successes, failures = 0, failures + 1
+                failing_since = now if failures == 1 else failing_since
             steady = inst.quick_failures < inst.spec.service.restart.crash_loop_after
+            # Until its first success an instance is probed faster than its period; those quick
+            # probes must not shrink its time to start: a process that is slow to come up (a busy
+            # box, a Pi) gets failure_threshold x period before it is called unhealthy, as it would
+            # at the configured rate.
+            starting = inst.state in (InstanceState.STARTING, InstanceState.CRASH_LOOP)
+            patience_s = check.failure_threshold * check.period_ms / 1000 if starting else 0.0
             if ok and successes >= check.success_threshold and steady:
                 inst.state = InstanceState.HEALTHY
-            elif not ok and failures >= check.failure_threshold:
+            elif not ok and failures >= check.failure_threshold and now - failing_since >= patience_s:
                 inst.state, inst.message = InstanceState.UNHEALTHY, detail
                 if inst.spec.service.restart.policy != "never" and not inst.stopping:
                     inst.kill_reason = f"killed after {failures} failed health checks ({detail})"

@@ -36,7 +36,19 @@ from mycelium.runtime.reports import (
     ReplicaHealth, ReplicaReport, ServiceView, endpoints, reachable_host, replica_health, service_views,
 )
 
-log = get_logger("mycelium.runtime.runner")
+log = get_logger("mycelium.workloads")
+
+class WorkloadError(Exception):
+    """A workload request this node cannot serve; the message says why."""
+
+
+class NoSuchReplica(WorkloadError):
+    """No replica of that service can be on this node (no runtime running, or not a service name)."""
+
+
+class ReplicaElsewhere(WorkloadError):
+    """The service's replicas are placed on other nodes; this one holds no logs of it."""
+
 
 MAX_LOG_LINES = 10_000  # `mycelium logs -n` is capped here: the answer travels in one API response
 
@@ -278,20 +290,17 @@ class WorkloadRunner:
         return view.endpoints() if view is not None else []
 
     async def logs(self, name: str, lines: int) -> list[str]:
-        from mycelium.api.server import ApiError  # the API layer sits above us; only its error type
-
         driver = self.driver
         head = self.session.ledger.head
         placed = list(head.placements.get(name, ())) if head is not None else []
         if driver is None or not INSTANCE_ID.fullmatch(name):
-            raise ApiError(404, "no_such_service", f"no replica of {name!r} on this node",
-                           "see `mycelium services` for where it runs")
+            raise NoSuchReplica(f"no replica of {name!r} on this node")
         tail: deque[str] = deque(maxlen=max(0, min(lines, MAX_LOG_LINES)))
         try:
             async for line in driver.logs(InstanceHandle(driver.name, name)):
                 tail.append(line.decode(errors="replace"))
         except UnknownInstance:
             where = ", ".join(n[-8:] for n in placed) or "no node"
-            raise ApiError(404, "not_here", f"this node runs no replica of {name!r} and has no logs of it; "
-                           f"it is placed on {where}", "run `mycelium logs` on one of those nodes") from None
+            raise ReplicaElsewhere(f"this node runs no replica of {name!r} and has no logs of it; "
+                                   f"it is placed on {where}") from None
         return list(tail)

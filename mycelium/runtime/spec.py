@@ -313,3 +313,9 @@ class EndophyteSpec:
     name: str
     spec: dict[str, Any] = field(hash=False)  # the manifest's spec with quantities normalised
     source: str = field(default="<string>", compare=False)  # the file it came from, for messages
+    kind: str = field(default="Endophyte", compare=False)
+
+    def version(self) -> str:
+        from mycelium.encoding import hash_value
+
+        return hash_value({"name": self.name, "spec": self.spec}).hex()[:12]

@@ -17,10 +17,11 @@ import trio
 
 from mycelium.identity import NodeId
 from mycelium.observability.logs import get_logger
+from mycelium.shell.effects import Send
 from mycelium.shell.loop import CoreLoop
 from mycelium.shell.transport import Transport
 
-log = get_logger("mycelium.shell.exchange")
+log = get_logger("mycelium.exchange")
 
 QUEUE_PER_PEER = 256  # messages waiting for one peer; beyond this new ones are dropped
 PUBLISH_QUEUE = 256  # gossip messages waiting to be published; beyond this new ones are dropped
@@ -28,9 +29,11 @@ SEND_TIMEOUT_S = 5.0
 
 
 class PeerQueues:
-    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str) -> None:
+    def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *,
+                 timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.mesh = mesh
         self.rpc_name = rpc_name
+        self.timeout_s = timeout_s
         self._nursery = nursery
         self._queues: dict[NodeId, trio.MemorySendChannel] = {}
         self.dropped: Counter[str] = Counter()
@@ -60,7 +63,7 @@ class PeerQueues:
     async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
         async for data in receive:
             try:
-                answer = await self.mesh.request(peer, self.rpc_name, data, timeout_s=SEND_TIMEOUT_S)
+                answer = await self.mesh.request(peer, self.rpc_name, data, timeout_s=self.timeout_s)
             except Exception as exc:  # any mesh failure (refused, timed out, reset): count it, keep the sender
                 self.dropped["send_failed"] += 1
                 log.debug("send failed", rpc=self.rpc_name, peer=peer, error=repr(exc))
@@ -74,21 +77,38 @@ class CoreShell(CoreLoop):
     come back to the core), Broadcast on the gossip topic (or to every peer without one)."""
 
     def __init__(self, core: Any, mesh: Transport, nursery: trio.Nursery, *, rpc_name: str, topic: str | None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, send_timeout_s: float = SEND_TIMEOUT_S,
+                 empty_answer: bytes = b"") -> None:
         # The core's clock: trio's by default; wall-clock seconds (time.time) for cores that compare
         # `now` with timestamps signed by other nodes. Timers are set in this clock.
         super().__init__(core, send=self._send_effect, broadcast=self._broadcast_effect, other=self._output,
                          clock=clock)
         self.mesh = mesh
         self.topic = topic
-        self.queues = PeerQueues(mesh, nursery, rpc_name)
+        self.queues = PeerQueues(mesh, nursery, rpc_name, timeout_s=send_timeout_s)
         self.queues.on_answer = self.deliver
+        self.empty_answer = empty_answer
         self._publish, self._published = trio.open_memory_channel[bytes](PUBLISH_QUEUE)
         self.on_output: Callable[[Any], None] | None = None  # effects the shell does not know go here
 
     async def handle_rpc(self, peer: NodeId, data: bytes) -> bytes:
+        """A one-way message: queued to the core's loop, answered with nothing."""
         self.deliver(peer, data)
         return b""
+
+    async def handle_request(self, peer: NodeId, data: bytes) -> bytes:
+        """A request/response protocol served in-band: the core handles `data` at once; its first Send
+        back to `peer` is the rpc's answer (`empty_answer` when there is none), every other effect is
+        carried out as usual. (Core steps are synchronous, so this interleaves safely with the loop.)"""
+        answer: bytes | None = None
+        rest = []
+        for effect in self.core.on_message(peer, data, self._clock()):
+            if answer is None and type(effect) is Send and effect.to == peer:
+                answer = _bytes(effect.message)
+            else:
+                rest.append(effect)
+        self.interpret(rest)
+        return answer if answer is not None else self.empty_answer
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -72,7 +72,7 @@ class Ledger:
                 self.problems.append(f"node {node.id} produced evidence against honest {effect.validator}")
 
 
-def _forge(key: NodeKey, message: Any, rng: Any) -> Any:
+def forge(key: NodeKey, message: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
     """A different, properly signed message for the same step: what an equivocator or liar sends."""
     try:
         m = parse_message(message)
@@ -90,10 +90,10 @@ def _forge(key: NodeKey, message: Any, rng: Any) -> Any:
         forged = Precommit(m.height, m.round, other, me)
     else:
         return message
-    return sign(forged, key, NETWORK_ID).to_wire()
+    return sign(forged, key, network_id).to_wire()
 
 
-def _adopt(key: NodeKey, own: Any, observed: Any, rng: Any) -> Any:
+def adopt(key: NodeKey, own: Any, observed: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
     """A copier re-signs another validator's vote as its own (it cannot open such a commitment)."""
     try:
         m = parse_message(observed)
@@ -101,11 +101,11 @@ def _adopt(key: NodeKey, own: Any, observed: Any, rng: Any) -> Any:
         return own
     if isinstance(m, (Commitment, Reveal, Precommit)):
         fields = {name: getattr(m, name) for name in m.__slots__ if name not in ("signature", "validator")}
-        return sign(type(m)(**fields, validator=key.node_id), key, NETWORK_ID).to_wire()
+        return sign(type(m)(**fields, validator=key.node_id), key, network_id).to_wire()
     return own
 
 
-def _classify(message: Any) -> str:
+def classify(message: Any) -> str:
     if isinstance(message, bytes):
         try:
             message = decode(message)
@@ -113,6 +113,16 @@ def _classify(message: Any) -> str:
             return "junk"
     t = message.get("t") if isinstance(message, dict) else None
     return MessageType(t).name if isinstance(t, int) and t in MessageType._value2member_map_ else "junk"
+
+
+def consensus_hooks(keys: dict[NodeId, NodeKey], network_id: str) -> ByzantineHooks:
+    """The generic Byzantine behaviours (mycelium.sim.byzantine) made consensus-aware: a liar or an
+    equivocator signs a conflicting message for the same step, a copier re-signs another's vote."""
+    return ByzantineHooks(
+        mutate=lambda author, message, rng: forge(keys[author], message, rng, network_id),
+        adopt=lambda author, own, observed, rng: adopt(keys[author], own, observed, rng, network_id),
+        classify=classify,
+    )
 
 
 def scenario(params: ScenarioParams) -> Scenario:
@@ -158,11 +168,7 @@ def scenario(params: ScenarioParams) -> Scenario:
         node_ids=ids,
         make_core=make_core,
         invariants=[_Check("agreement", SAFETY, agreement), _Check("progress", LIVENESS, progress)],
-        hooks=ByzantineHooks(
-            mutate=lambda author, message, rng: _forge(keys[author], message, rng),
-            adopt=lambda author, own, observed, rng: _adopt(keys[author], own, observed, rng),
-            classify=_classify,
-        ),
+        hooks=consensus_hooks(keys, NETWORK_ID),
         codec=WireCodec(),
         on_output=ledger.on_output,
     )

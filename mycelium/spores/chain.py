@@ -41,7 +41,7 @@ class ChainConfig:
     # certified Primaries kept (and served to peers); older ones are pruned. At one decision per
     # few seconds, 4096 links cover hours: enough for a node that was offline to catch up link by link
     max_history: int = 4096
-    catchup_interval_s: float = 5.0  # how often we ask a peer for links after our head
+    catchup_interval_s: float = 2.0  # how often we ask a peer for links after our head
     max_links_per_message: int = 32  # per answer; each link may carry a large Primary
     timer_name: str = "spores.primary.catchup"
 
@@ -185,17 +185,28 @@ class PrimaryCatchup:
     Appended links are also returned as `NewPrimary` effects, so the owner can persist them
     (fsync before acting on them) and update validation (members, contradictions)."""
 
-    def __init__(self, node_id: NodeId, chain: PrimaryChain, *, reporter: TrustReporter | None = None,
+    def __init__(self, node_id: NodeId, chain: PrimaryChain | None, *, genesis: Genesis | None = None,
+                 config: ChainConfig | None = None, reporter: TrustReporter | None = None,
                  rng: random.Random | None = None) -> None:
+        """`chain` None: a joiner that holds only the network's Genesis record (`genesis`); the chain
+        starts with the genesis Primary of the first answer (checked against the record)."""
+        if chain is None and genesis is None:
+            raise ValueError("PrimaryCatchup without a chain needs the network's genesis")
         self.node_id = node_id
         self.chain = chain
-        self.config = chain.config
+        self.genesis = genesis if genesis is not None else chain.genesis
+        self.config = config or (chain.config if chain is not None else ChainConfig())
         self.reporter: TrustReporter = reporter or NullTrustReporter()
         self.rng = rng or random.Random(node_id)
         self.peers: tuple[NodeId, ...] = ()
         self.next_at: float | None = None
         self.drops: Counter[DropReason] = Counter()  # messages dropped, by reason
         self.rejected: Counter[str] = Counter()  # links refused, by ChainError reason
+
+    @property
+    def height(self) -> int:
+        """Our head's height; -1 while we hold no chain."""
+        return self.chain.height if self.chain is not None else -1
 
     def set_peers(self, peers: Iterable[NodeId]) -> None:
         self.peers = tuple(sorted(p for p in set(peers) if p != self.node_id))
@@ -205,7 +216,7 @@ class PrimaryCatchup:
         if self.next_at is None or now >= self.next_at:
             if self.peers:
                 peer = self.rng.choice(self.peers)
-                effects.append(Send(peer, PrimaryRequest(self.chain.height).to_bytes()))
+                effects.append(Send(peer, PrimaryRequest(self.height).to_bytes()))
             self.next_at = now + self.config.catchup_interval_s
         effects.append(SetTimer(self.config.timer_name, self.next_at))
         return effects
@@ -218,6 +229,8 @@ class PrimaryCatchup:
             self.reporter.report_invalid(sender, None, exc.reason)
             return []
         if isinstance(msg, PrimaryRequest):
+            if self.chain is None:
+                return []
             links = self.chain.links_after(msg.after_height, self.config.max_links_per_message)
             return [Send(sender, PrimaryLinks(tuple(links)).to_bytes())] if links else []
         return self._on_links(sender, msg)
@@ -225,17 +238,20 @@ class PrimaryCatchup:
     def _on_links(self, sender: NodeId, msg: PrimaryLinks) -> list[Effect]:
         effects: list[Effect] = []
         for link in sorted(msg.links, key=lambda l: l.primary.height):
-            if link.primary.height <= self.chain.height:
+            if link.primary.height <= self.height:
                 continue  # already held (extend would check it matches; not needed to make progress)
             try:
-                self.chain.append(link)
+                if self.chain is None:
+                    self.chain = PrimaryChain(self.genesis, link, self.config)
+                else:
+                    self.chain.append(link)
             except ChainError as exc:
                 self.rejected[exc.reason] += 1
                 self.reporter.report_invalid(sender, None, DropReason.BAD_PRIMARY)
                 break  # later links cannot follow a refused one
             effects.append(NewPrimary(link))
         if effects and len(msg.links) >= self.config.max_links_per_message:
-            effects.append(Send(sender, PrimaryRequest(self.chain.height).to_bytes()))  # more may follow
+            effects.append(Send(sender, PrimaryRequest(self.height).to_bytes()))  # more may follow
         return effects
 
 

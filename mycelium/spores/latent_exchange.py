@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -24,8 +25,27 @@ from mycelium.spores.validation import DropReason, EntryValidator
 
 log = get_logger("mycelium.latent")
 
-PUBLISH_INTERVAL_S = 15.0  # how often own entries are checked for change (and republished if changed)
-PEERS_INTERVAL_S = 2.0  # how often the gossip peer set and learned addresses are refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class LatentExchangeConfig:
+    publish_interval_s: float = 15.0  # how often own entries are checked for change (and republished if changed)
+    peers_interval_s: float = 2.0  # how often the gossip peer set and learned addresses are refreshed
+    gossip: GossipConfig = field(default_factory=GossipConfig)  # the anti-entropy core's timers and limits
+    limits: LatentLimits = field(default_factory=LatentLimits)  # the store's bounds
+
+    @classmethod
+    def local(cls) -> LatentExchangeConfig:
+        """In-process tests: own entries and peers looked at often."""
+        return cls(publish_interval_s=1.0, peers_interval_s=0.2)
+
+    @classmethod
+    def lan(cls) -> LatentExchangeConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> LatentExchangeConfig:
+        return cls(peers_interval_s=5.0)
 
 
 class MeshTrustReporter:
@@ -43,14 +63,15 @@ class LatentExchange:
     RPC = "latent"
     TOPIC = "latent"
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, config: LatentExchangeConfig | None = None) -> None:
         self.session = session
+        self.config = config or LatentExchangeConfig()
         self.key = session.key
         self.network_id = session.membership.network_id
-        self.store = LatentStore(MASTER_SCOPE, LatentLimits())
+        self.store = LatentStore(MASTER_SCOPE, self.config.limits)
         self.reporter = MeshTrustReporter()
         self.validator = EntryValidator(self.network_id, scope=MASTER_SCOPE, reporter=self.reporter)
-        self.core = LatentGossip(self.key.node_id, self.store, self.validator, GossipConfig())
+        self.core = LatentGossip(self.key.node_id, self.store, self.validator, self.config.gossip)
         self.shell: CoreShell | None = None
         self._published: dict[EntryType, dict] = {}
         self._versions: dict[EntryType, int] = {}
@@ -128,7 +149,7 @@ class LatentExchange:
     async def _publish_loop(self) -> None:
         while True:
             self.publish_own()
-            await trio.sleep(PUBLISH_INTERVAL_S if self._published else PEERS_INTERVAL_S)
+            await trio.sleep(self.config.publish_interval_s if self._published else self.config.peers_interval_s)
 
     async def _peers_loop(self) -> None:
         mesh = self.session.mesh
@@ -139,7 +160,7 @@ class LatentExchange:
                     addrs = entry.body.get("addrs")
                     if isinstance(addrs, list) and all(isinstance(a, str) for a in addrs):
                         mesh.add_addresses(entry.author, addrs[:16])
-            await trio.sleep(PEERS_INTERVAL_S)
+            await trio.sleep(self.config.peers_interval_s)
 
     def entries(self) -> list[Entry]:
         return self.store.entries()

@@ -131,3 +131,26 @@ def test_client_distinguishes_not_running_from_unreachable(tmp_path):
             ControlClient(path, timeout_s=0.3).get("/v1/status")
     finally:
         silent.close()
+
+
+def test_each_layers_errors_map_to_a_status_by_type_not_by_text():
+    from mycelium.api.errors import api_error
+    from mycelium.daemon import NoPrimaryYet, SessionNotRunning
+    from mycelium.identity import IdentityError, InvalidName, TokenError
+    from mycelium.ledger.operations import NotAuthorized, OperationError
+    from mycelium.roles.readonly import ReadOnlyMode
+
+    cases = [
+        (SessionNotRunning(), 503, "starting"),
+        (NoPrimaryYet(), 409, "not_admitted"),
+        (ReadOnlyMode("no quorum"), 409, "read_only"),
+        (NotAuthorized("x is not allowed"), 403, "refused"),
+        (OperationError("an admin would say"), 409, "refused"),  # the text mentions "admin": still 409
+        (TokenError("bad"), 400, "bad_token"),
+        (InvalidName("bad"), 400, "refused"),
+        (IdentityError("the name of a network"), 409, "refused"),  # "name" in the text: still 409
+    ]
+    for exc, status, code in cases:
+        answer = api_error(exc)
+        assert (answer.status, answer.code, answer.message) == (status, code, str(exc)), exc
+    assert api_error(KeyError("a bug")) is None  # unknown: the server answers 500 and logs it

@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"figure", "value", "unit", "params", "baseline", "machine"}
 
 
-def _run(*args: str, timeout: float) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float, tmp: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYCELIUM")}
+    if tmp is not None:  # the bench's state dirs go here, so only its own daemons are looked for
+        env["TMPDIR"] = str(tmp)
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -25,8 +27,8 @@ def _daemons_under(prefix: str) -> list[str]:
     return [line for line in out.splitlines() if "mycelium" in line and prefix in line and "ps -eo" not in line]
 
 
-def test_smoke_prints_well_formed_figures_and_leaves_no_daemon():
-    res = _run("smoke", "--json", timeout=90)
+def test_smoke_prints_well_formed_figures_and_leaves_no_daemon(tmp_path):
+    res = _run("smoke", "--json", timeout=600, tmp=tmp_path)  # a hang guard, not a time budget
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     figures = [json.loads(line) for line in lines]  # every stdout line is one JSON object
@@ -42,7 +44,7 @@ def test_smoke_prints_well_formed_figures_and_leaves_no_daemon():
         assert f["baseline"] is None or set(f["baseline"]) == {"name", "value", "unit"}, f
         assert {"cores", "ram_gib", "python", "platform"} <= set(f["machine"]), f
     assert figures[0]["machine"]["cores"] == os.cpu_count()
-    assert _daemons_under("/tmp/mb-") == []  # every daemon the bench started is gone
+    assert _daemons_under(str(tmp_path)) == []  # every daemon the bench started is gone
 
 
 def test_unknown_figure_is_a_usage_error():

@@ -216,7 +216,7 @@ def test_endophyte_passes_the_schema_but_is_refused_at_deploy(tmp_path):
     path = write(tmp_path, ENDOPHYTE)
     spec = load_manifest(path)
     assert isinstance(spec, EndophyteSpec) and spec.spec["vm"]["memory"] == 2 * 2**30
-    with pytest.raises(ManifestError, match="Endophyte is not supported yet") as info:
+    with pytest.raises(ManifestError, match="VM Endophyte is not supported yet") as info:
         load_deployable(path)
     assert info.value.problems[0].file == str(path)
 

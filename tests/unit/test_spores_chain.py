@@ -104,7 +104,27 @@ def test_catchup_is_a_core_and_arms_its_timer():
     core.set_peers([node_id(1)])
     effects = core.on_tick(0.0)
     assert isinstance(effects[0], Send) and decode_catchup(effects[0].message) == PrimaryRequest(0)
-    assert effects[-1] == SetTimer("spores.primary.catchup", 5.0)
+    assert effects[-1] == SetTimer("spores.primary.catchup", ChainConfig().catchup_interval_s)
+
+
+def test_a_joiner_without_a_chain_starts_from_the_genesis_primary_of_the_answer():
+    joiner = PrimaryCatchup(node_id(5), None, genesis=GENESIS)
+    joiner.set_peers([node_id(1)])
+    first = joiner.on_tick(0.0)
+    assert decode_catchup(first[0].message) == PrimaryRequest(-1)
+    assert joiner.on_message(node_id(1), PrimaryRequest(0).to_bytes(), 0.0) == []  # nothing to serve yet
+    effects = joiner.on_message(node_id(1), PrimaryLinks(tuple(LINKS[:4])).to_bytes(), 0.0)
+    assert [e.link for e in effects if isinstance(e, NewPrimary)] == LINKS[:4]
+    assert joiner.chain.height == 3 and joiner.chain.genesis == GENESIS
+
+
+def test_a_joiner_refuses_a_chain_that_does_not_start_at_its_genesis():
+    other = build_links(3)  # same shape, but certified for another founder's network below
+    joiner = PrimaryCatchup(node_id(5), None, genesis=dataclasses.replace(GENESIS, name="other"))
+    assert joiner.on_message(node_id(1), PrimaryLinks(tuple(other)).to_bytes(), 0.0) == []
+    assert joiner.chain is None and sum(joiner.rejected.values()) == 1
+    with pytest.raises(ValueError, match="genesis"):
+        PrimaryCatchup(node_id(5), None)
 
 
 def test_a_behind_node_catches_up_in_pages():

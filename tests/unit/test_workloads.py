@@ -214,7 +214,8 @@ async def test_a_taken_port_is_reported_and_retried_with_backoff(tmp_path, runne
 
 
 async def test_logs_of_this_nodes_replica_and_a_clear_error_elsewhere(tmp_path, runner_config):
-    from mycelium.api.server import ApiError
+    from mycelium.api.errors import api_error
+    from mycelium.runtime.runner import NoSuchReplica, ReplicaElsewhere
 
     spec = ServiceSpec(name="talk", command=("sh", "-c", "echo one; echo two; sleep 30"))
     session = fake_session(tmp_path, {"talk": spec, "web": WEB}, {"talk": [A], "web": [B]})
@@ -227,8 +228,8 @@ async def test_logs_of_this_nodes_replica_and_a_clear_error_elsewhere(tmp_path, 
             while lines != ["two"]:
                 lines = await runner.logs("talk", 1)
                 await trio.sleep(0.02)
-        for name in ("web", "../../etc"):
-            with pytest.raises(ApiError) as err:
+        for name, error in (("web", ReplicaElsewhere), ("../../etc", NoSuchReplica)):
+            with pytest.raises(error) as err:
                 await runner.logs(name, 10)
-            assert err.value.status == 404
+            assert api_error(err.value).status == 404  # the API maps the runtime's errors by type
         nursery.cancel_scope.cancel()
