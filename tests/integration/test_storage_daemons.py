@@ -80,6 +80,10 @@ def test_five_daemons_put_lose_two_holders_repair_and_scrub(daemons, tmp_path):
     put = json.loads(ok(first.cli("storage", "put", str(src), "--volume", "data", "--json", timeout=600)))
     assert put["size"] == 64 * MiB and put["chunks"] == 64 and (put["k"], put["n"]) == (1, 3)
 
+    # another node sees the commit once its own Primary reaches the height that decided it
+    def lists(d: Daemon) -> set[str]:
+        return {f["name"] for f in json.loads(ok(d.cli("storage", "ls", "--volume", "data", "--json")))["files"]}
+    wait_until(lambda: "big.bin" in lists(nodes[3]), timeout=120, interval=0.5, what="node 3 to see the new root")
     out = tmp_path / "back.bin"
     ok(nodes[3].cli("storage", "get", "big.bin", "--volume", "data", "-o", str(out), timeout=600))
     assert sha(out) == sha(src)
@@ -141,6 +145,7 @@ def test_a_put_during_a_partition_fails_cleanly_or_completes(daemons, tmp_path):
         for d in others:
             os.killpg(d.pid(), signal.SIGCONT)
     listing = lambda d: {f["name"] for f in json.loads(ok(d.cli("storage", "ls", "--volume", "data", "--json")))["files"]}  # noqa: E731
+    wait_until(lambda: all("before.bin" in listing(d) for d in nodes), timeout=120, what="all to list before.bin")
     if res.returncode == 0:
         # completed: every node sees it and reads it back whole
         wait_until(lambda: all("during.bin" in listing(d) for d in nodes), timeout=60, what="all to list during.bin")
