@@ -4,7 +4,8 @@ Consistency model — close-to-open per file, one writer node per volume:
 - `open()` fetches the file's committed version whole into a private staging file; reads and writes
   go to that copy only.
 - `close()` (FUSE flush) and `fsync()` of a modified file upload it whole and commit a new volume
-  root; they return only after the commit, so the next `open()` anywhere sees the new bytes. A failed
+  root; they return only after the commit, so the next `open()` sees the new bytes (on another node,
+  once its Primary has the deciding height). A failed
   upload makes `close()`/`fsync()` fail with EIO and nothing changes in the volume.
 - Only the node that holds the volume's writer lease in the Primary mounts it writable; every other
   mount is read-only (EROFS on any change). Two writers can therefore never interleave.
