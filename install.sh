@@ -5,6 +5,7 @@
 #   ./install.sh --join TOKEN         install and join the network the token invites to
 #   ./install.sh --service            also install and start a systemd unit (where systemd runs)
 #   ./install.sh --no-start           install only
+#   ./install.sh --k3s [--k3s-binary PATH]   also run K3s (server on chosen sclerotia, agent on rhizomorphs)
 #
 # As root: virtualenv in /opt/mycelium, `mycelium` in /usr/local/bin, state in /var/lib/mycelium.
 # Otherwise: virtualenv in $XDG_DATA_HOME/mycelium-venv, `mycelium` in ~/.local/bin, state in
@@ -13,8 +14,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 join_token="" service=0 start=1 prefix="" bin_dir="" state_dir="${MYCELIUM_STATE_DIR:-}" python=${PYTHON:-python3}
+k3s=0 k3s_binary=""
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: error: $1" >&2; [ $# -gt 1 ] && echo "  hint: $2" >&2; exit 2; }
 say() { echo "==> $*"; }
 
@@ -27,11 +29,18 @@ while [ $# -gt 0 ]; do
     --prefix) prefix=$2; shift 2 ;;          # where the virtualenv goes (default above)
     --bin-dir) bin_dir=$2; shift 2 ;;        # where the `mycelium` link goes
     --state-dir) state_dir=$2; shift 2 ;;
-    --k3s) die "--k3s is not supported by this version yet" "install without it; the embedded process runtime is used" ;;
+    --k3s) k3s=1; shift ;;
+    --k3s-binary) [ $# -ge 2 ] || die "--k3s-binary needs a path" "e.g. --k3s-binary /usr/local/bin/k3s"; k3s=1; k3s_binary=$2; shift 2 ;;
+    --k3s-binary=*) k3s=1; k3s_binary=${1#--k3s-binary=}; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
 done
+
+if [ -n "$k3s_binary" ] && ! [ -f "$k3s_binary" -a -x "$k3s_binary" ]; then
+  die "--k3s-binary $k3s_binary is not an executable file" \
+    "download K3s from https://github.com/k3s-io/k3s/releases (k3s for amd64, k3s-arm64 for a Pi), chmod +x it, and pass its path"
+fi
 
 # ---- Python >= 3.11 with venv ---------------------------------------------------------------
 if ! command -v "$python" >/dev/null 2>&1; then
@@ -136,11 +145,30 @@ fi
 
 # ---- package --------------------------------------------------------------------------------
 say "installing mycelium from $here"
+target="$here"; [ "$k3s" = 1 ] && target="$here[k3s]"   # the k3s extra: the kubernetes client
 find_links=(); [ -d "$wheels" ] && find_links=(--find-links "$wheels")
-pip install -q --upgrade "${find_links[@]}" "$here" \
+pip install -q --upgrade "${find_links[@]}" "$target" \
   || die "pip could not install mycelium" "check network access to the package index; if a dependency failed to build: sudo apt-get install $build_pkgs; then re-run ./install.sh"
 mkdir -p "$bin_dir"
 ln -sf "$mycelium" "$bin_dir/mycelium"
+
+# ---- K3s: check what it needs, record the choice in config.toml ------------------------------
+if [ "$k3s" = 1 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    for pkg in wireguard-tools:wg wireguard-go:wireguard-go iproute2:ip; do
+      command -v "${pkg#*:}" >/dev/null || { say "installing ${pkg%%:*}"; apt-get install -y -q "${pkg%%:*}" >/dev/null || true; }
+    done
+  fi
+  say "checking what K3s needs on this node"
+  set +e
+  "$venv/bin/python" -m mycelium.runtime.k3s.preflight --state-dir "$state_dir" --write-config \
+    ${k3s_binary:+--binary "$k3s_binary"}
+  preflight=$?
+  set -e
+  [ "$preflight" = 2 ] && die "--k3s-binary $k3s_binary is not a usable K3s binary (see above)" \
+    "download K3s from https://github.com/k3s-io/k3s/releases, chmod +x it, and pass its path"
+  [ "$preflight" = 0 ] || echo "note: K3s is enabled but cannot run yet (see the missing items above); services run on the process runtime meanwhile"
+fi
 say "installed $("$mycelium" version)  →  $bin_dir/mycelium"
 case ":$PATH:" in *":$bin_dir:"*) ;; *) echo "note: $bin_dir is not on your PATH; add it, or run $bin_dir/mycelium" ;; esac
 

@@ -32,7 +32,7 @@ FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "tran
 def _quiet_logs() -> None:
     from mycelium.observability.logs import configure_logging, tame_library_loggers
 
-    import libp2p  # noqa: F401  (it rewires its loggers on import; tame them afterwards)
+    import mycelium.mesh.libp2p_setup  # noqa: F401  (imports libp2p trimmed and tames its loggers)
 
     configure_logging("critical", json=True)
     tame_library_loggers()

@@ -77,11 +77,26 @@ class StorageSection:
 
 
 @dataclass(frozen=True, slots=True)
+class K3sSection:
+    # written by `install.sh --k3s`; false = services run on the embedded process runtime only
+    enabled: bool = False
+    binary: str = ""  # path of the k3s binary ("" = none found: the node says so in `mycelium status`)
+    # how long a starting k3s may take to become ready before the node reports the process runtime
+    # (and keeps waiting): a Pi 4 needs 60-120 s from cold, a laptop ~20 s
+    ready_timeout_s: int = 180
+    manager_image: str = ""  # the in-cluster manager's image; "" = ghcr.io/mycelium-network/manager:<version>
+    # the WireGuard interface of the overlay; unique per machine (wireguard-go's control socket
+    # /var/run/wireguard/<name>.sock is shared by every network namespace)
+    overlay_interface: str = "myc-wg0"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     node: NodeSection = field(default_factory=NodeSection)
     log: LogSection = field(default_factory=LogSection)
     storage: StorageSection = field(default_factory=StorageSection)
+    k3s: K3sSection = field(default_factory=K3sSection)
 
     # -- derived paths (all inside the state dir, so several nodes can run side by side) ---------
     @property
@@ -113,7 +128,7 @@ class Config:
         return self.state_dir / "config.toml"
 
 
-_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection}
+_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection, "k3s": K3sSection}
 
 
 def _coerce(section: str, name: str, raw: Any, ftype: Any, origin: str) -> Any:
@@ -223,6 +238,7 @@ def load_config(
         node=NodeSection(**sections["node"]),
         log=LogSection(**sections["log"]),
         storage=StorageSection(**sections["storage"]),
+        k3s=K3sSection(**sections["k3s"]),
     )
     _validate(cfg)
     return cfg

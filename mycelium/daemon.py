@@ -323,7 +323,16 @@ class Node:
         await session.submit(op)
 
     def runtime_name(self) -> str:
-        return "process"
+        return self.runtime_report()["runtime"]
+
+    def runtime_report(self) -> dict:
+        """The workload runtime in use and why: `k3s` once K3s is ready, else `process` (mycelium.runtime.k3s)."""
+        handoff = self.session.k3s if self.session is not None else None
+        if handoff is None:
+            return {"runtime": "process", "reason": "K3s is not enabled (install with ./install.sh --k3s)", "k3s": None}
+        r = handoff.report()
+        return {"runtime": r.runtime, "reason": r.reason,
+                "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster}}
 
     def make_token(self, invite) -> str:
         return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite).encode()

@@ -12,6 +12,7 @@ STATUS_SCHEMA_VERSION = 1
 def status(node: Any) -> dict:
     ledger = node.ledger
     me = node.key.node_id
+    runtime = node.runtime_report()
     return {
         "schema": STATUS_SCHEMA_VERSION,
         "version": _version(),
@@ -32,7 +33,9 @@ def status(node: Any) -> dict:
         "consensus": node.session.consensus_state if node.session else "starting",
         "read_only": node.read_only(),
         "read_only_reason": node.read_only_reason(),
-        "runtime": node.runtime_name(),
+        "runtime": runtime["runtime"],
+        "runtime_reason": runtime["reason"],
+        "k3s": runtime["k3s"],
         "services": ledger.service_count(),
         "uptime_s": node.uptime_s,
         "state_dir": str(node.cfg.state_dir),

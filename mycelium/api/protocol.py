@@ -34,6 +34,7 @@ STORAGE_GET = "/v1/storage/get"
 STORAGE_LS = "/v1/storage/ls"
 STORAGE_RM = "/v1/storage/rm"
 STORAGE_STATUS = "/v1/storage/status"
+PRIMARY = "/v1/primary"  # the newest Primary's services and placements (read by the in-cluster manager)
 HEALTH = "/health"
 READY = "/ready"
 METRICS = "/metrics"

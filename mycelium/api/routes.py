@@ -174,6 +174,14 @@ def install_routes(server: ControlServer, node: Any) -> None:
 
     install_storage_routes(server, node)
 
+    async def primary(_req: Request) -> tuple[int, Any]:
+        head = node.ledger.head
+        if head is None:
+            raise ApiError(503, "no_primary", "this node holds no Primary yet", "retry once it has caught up")
+        return 200, {"height": head.height, "services": head.services, "placements": head.placements}
+
+    server.route("GET", protocol.PRIMARY, primary)
+
 
 def _body(req: Request) -> dict:
     if req.body is None:

@@ -44,7 +44,15 @@ def status(st: dict[str, Any]) -> None:
     t.add_row("members", f"{st['members']}   validators {len(st['validators'])}   peers {st['peers']}")
     ro = "no" if not st["read_only"] else f"YES — {st.get('read_only_reason') or 'no quorum'}"
     t.add_row("read-only", ro)
-    t.add_row("runtime", f"{st['runtime']}   services {st['services']}")
+    runtime = f"{st['runtime']}   services {st['services']}"
+    if st.get("k3s"):  # K3s enabled: its state, or why the process runtime is used
+        k = st["k3s"]
+        runtime += f"\nk3s {k['mode']} {k['state']}"
+        if k["cluster"].get("datastore"):
+            runtime += f"   datastore {k['cluster']['datastore']}   servers {len(k['cluster'].get('servers', []))}"
+    if st["runtime"] != "k3s" and st.get("k3s"):
+        runtime += f"\n{st.get('runtime_reason', '')}"
+    t.add_row("runtime", runtime)
     t.add_row("addresses", "\n".join(st["addresses"]) or "(not listening)")
     t.add_row("uptime", _duration(st["uptime_s"]))
     console.print(f"[bold]mycelium {st['version']}[/bold] — running")

@@ -23,6 +23,12 @@ Public interface (everything else is internal to the package):
     await mesh.publish(topic_name, small_bytes)
     async with mesh.subscribe(topic_name) as messages: async for m in messages: …
     mesh.counters.snapshot() -> dict[str, int]                   # for Prometheus
+    await mesh.open_channel(node_id, purpose, stripes=k)         # bulk data channel (mesh.channel)
+    mesh.serve_channels(purpose, async fn(node_id, channel))
 
 Pure cores (no libp2p): `membership` (handshake, PeerGate, RateLimiter), `redial`, `peers`.
 """
+
+from mycelium.mesh import libp2p_trim as _libp2p_trim
+
+_libp2p_trim.install()  # before any mesh module imports libp2p: QUIC, AutoTLS, relay … stay unloaded

@@ -120,6 +120,7 @@ class Admission:
         if concluded is not None:
             concluded.set()  # wakes connect(): the peer went away before admitting us
         self._admitted_events.pop(node, None)  # the next connection must prove membership again
+        self._mesh.streams.forget(node)
 
     async def admit_stream(self, node_id: NodeId) -> bool:
         """True if `node_id` may use a mycelium protocol; otherwise count, penalise and say no.

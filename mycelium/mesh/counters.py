@@ -22,6 +22,8 @@ class MeshCounters:
     unresponsive: int = 0  # peers dropped after failing several pings in a row
     requests_in: int = 0  # inbound requests served
     requests_out: int = 0  # outbound requests answered
+    stream_messages_in: int = 0  # messages received on long-lived message streams (mesh.streams)
+    stream_messages_out: int = 0  # messages written to them
     request_errors: int = 0  # outbound requests that failed (timeout, refused, unreachable, remote error)
     handler_errors: int = 0  # our own handlers raising (our bug)
     dial_attempts: int = 0

@@ -51,6 +51,7 @@ from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
 from mycelium.mesh.routing import PeerRouting
 from mycelium.mesh.rpc import Handler, RequestResponse
+from mycelium.mesh.streams import MessageStreams, StreamHandler
 
 
 
@@ -104,6 +105,7 @@ class Mesh:
         self._routing: PeerRouting | None = None
         self._interfaces: tuple[list[str], list[str]] | None = None  # cached interface addresses
         self.rpc = RequestResponse(self)
+        self.streams = MessageStreams(self)
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
         self.channels = DataChannels(self, node_key)
@@ -171,6 +173,7 @@ class Mesh:
         host.get_network().register_notifee(ConnectionWatcher(self))
         host.set_stream_handler(self.protocols.membership, self.admission.on_membership_stream)
         self.rpc.install(host)
+        self.streams.install(host)
         try:
             async with host.run([multiaddr.Multiaddr(a) for a in listen]):
                 try:
@@ -283,6 +286,14 @@ class Mesh:
     async def request(self, node_id: NodeId, name: str, payload: bytes, timeout_s: float | None = None) -> bytes:
         """Send `payload` to `node_id`'s `name` handler on a new stream; its answer (or RequestError)."""
         return await self.rpc.request(node_id, name, payload, timeout_s)
+
+    def register_stream_handler(self, name: str, handler: StreamHandler) -> str:
+        """Serve one-way message stream `name`: `async handler(peer, message: bytes)` per message, in order."""
+        return self.streams.register(name, handler)
+
+    async def send_messages(self, node_id: NodeId, name: str, messages: list[bytes], timeout_s: float = 5.0) -> None:
+        """Write `messages` to `node_id`'s `name` stream (kept open between calls) in one write."""
+        await self.streams.send(node_id, name, messages, timeout_s)
 
     async def publish(self, topic_name: str, data: bytes) -> None:
         """Gossip `data` (small: ≤ gossip.max_message_bytes - 1 KiB) on topic `topic_name`."""

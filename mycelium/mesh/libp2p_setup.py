@@ -6,6 +6,7 @@ so libp2p's records flow into our structlog handlers at WARNING (`mycelium.obser
 A few libp2p loggers report, at ERROR, conditions the mesh expects, handles and counts itself (a
 redial to a node that is down, a plain libp2p peer declining our protocols); they are raised to
 CRITICAL unless LIBP2P_DEBUG is set for a debugging session.
+It also installs `mycelium.mesh.libp2p_trim` first, so the parts of py-libp2p we never use stay unloaded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 import logging
 import os
 
-import libp2p  # noqa: F401 - the import that rewires logging
+from mycelium.mesh import libp2p_trim
+
+libp2p_trim.install()  # before the first libp2p import: QUIC, AutoTLS, relay … are never loaded
+
+import libp2p  # noqa: E402,F401 - the import that rewires logging
 
 from mycelium.observability.logs import tame_library_loggers
 

@@ -90,7 +90,7 @@ class QemuVM:
         c = self.config
         cmd = ["qemu-system-x86_64", "-name", self.workdir.name, "-m", str(c.memory_mib), "-smp", "1",
                "-accel", c.accel, "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-               "-append", f"console=ttyS0 panic=-1 mw.mib={c.writer_mib} mw.rate={c.writer_rate}",
+               "-append", f"console=ttyS0 panic=-1 no_timer_check mw.mib={c.writer_mib} mw.rate={c.writer_rate}",
                "-display", "none", "-serial", f"file:{self.serial_log}", "-no-reboot",
                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.probe_port}-:7000",
                "-device", "e1000,netdev=n0", "-rtc", f"clock={c.rtc_clock}",

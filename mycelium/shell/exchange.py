@@ -24,16 +24,23 @@ from mycelium.shell.transport import Transport
 log = get_logger("mycelium.exchange")
 
 QUEUE_PER_PEER = 256  # messages waiting for one peer; beyond this new ones are dropped
+STREAM_BATCH = 64  # messages written to a peer's stream in one write
 PUBLISH_QUEUE = 256  # gossip messages waiting to be published; beyond this new ones are dropped
 SEND_TIMEOUT_S = 5.0
 
 
 class PeerQueues:
+    """`streamed=True`: messages go on the transport's long-lived message stream `rpc_name`
+    (`send_messages`, everything queued for a peer in one write, no answers) when it has one; a peer
+    that takes no such stream, or a transport without them, gets one rpc request per message."""
+
     def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *,
-                 timeout_s: float = SEND_TIMEOUT_S) -> None:
+                 timeout_s: float = SEND_TIMEOUT_S, streamed: bool = False) -> None:
         self.mesh = mesh
         self.rpc_name = rpc_name
         self.timeout_s = timeout_s
+        self._streamed = streamed and hasattr(mesh, "send_messages")
+        self._rpc_only: set[NodeId] = set()  # peers that refused the stream (an older version)
         self._nursery = nursery
         self._queues: dict[NodeId, trio.MemorySendChannel] = {}
         self.dropped: Counter[str] = Counter()
@@ -62,6 +69,22 @@ class PeerQueues:
 
     async def _sender(self, peer: NodeId, receive: trio.MemoryReceiveChannel) -> None:
         async for data in receive:
+            if self._streamed and peer not in self._rpc_only:
+                batch = [data]
+                while len(batch) < STREAM_BATCH:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    await self.mesh.send_messages(peer, self.rpc_name, batch, self.timeout_s)  # type: ignore[attr-defined]
+                    continue
+                except Exception as exc:  # any mesh failure: count it, keep the sender
+                    if "takes no" in str(exc):  # RequestRefused: no such stream there; rpc from now on
+                        self._rpc_only.add(peer)
+                    self.dropped["send_failed"] += len(batch)
+                    log.debug("stream send failed", stream=self.rpc_name, peer=peer, error=repr(exc))
+                    continue
             try:
                 answer = await self.mesh.request(peer, self.rpc_name, data, timeout_s=self.timeout_s)
             except Exception as exc:  # any mesh failure (refused, timed out, reset): count it, keep the sender

@@ -43,6 +43,7 @@ class EntryType(IntEnum):
     CONNECTION = 5  # the observer's connection to the subject, with flap counters (temporal)
     CAPABILITY = 6  # the author's capability profile (cores, RAM, disk, battery, ...)
     SERVICE = 7  # a service replica the author runs (service spores)
+    OVERLAY = 8  # the author's WireGuard public key and endpoint (mycelium.overlay.peers)
 
 
 TEMPORAL_TYPES = frozenset({EntryType.HEALTH, EntryType.USAGE, EntryType.CONNECTION})

@@ -50,6 +50,7 @@ _DEFAULT_CAPS = {
     EntryType.CONNECTION: 64,  # one per peer the author is connected to
     EntryType.CAPABILITY: 1,  # one capability profile
     EntryType.SERVICE: 32,  # service replicas the author runs
+    EntryType.OVERLAY: 1,  # one WireGuard key and endpoint
 }
 
 

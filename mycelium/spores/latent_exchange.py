@@ -109,6 +109,8 @@ class LatentExchange:
         }
         if session.profile is not None:
             bodies[EntryType.CAPABILITY] = session.profile.to_wire()
+        if getattr(session, "k3s", None) is not None:
+            bodies[EntryType.OVERLAY] = session.k3s.announcement_body()  # WireGuard key and endpoint
         return bodies
 
     def publish_own(self) -> int:

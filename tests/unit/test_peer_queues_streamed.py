@@ -1,0 +1,75 @@
+"""PeerQueues in streamed mode: everything queued for a peer goes in one stream write; a peer without
+the stream gets rpc requests; a transport without streams is used as before."""
+
+from __future__ import annotations
+
+import trio
+
+from mycelium.shell.exchange import PeerQueues
+
+
+class FakeTransport:
+    def __init__(self, *, refuse_stream: bool = False) -> None:
+        self.batches: list[list[bytes]] = []
+        self.requests: list[bytes] = []
+        self.refuse_stream = refuse_stream
+
+    def admitted_peers(self):
+        return ["peer"]
+
+    async def send_messages(self, node, name, messages, timeout_s):
+        await trio.sleep(0.01)  # a write takes a moment: meanwhile more is queued
+        if self.refuse_stream:
+            raise RuntimeError(f"peer {node} takes no {name!r} stream: protocols not supported")
+        self.batches.append(list(messages))
+
+    async def request(self, node, name, payload, timeout_s=None):
+        self.requests.append(payload)
+        return b""
+
+
+class RpcOnlyTransport(FakeTransport):
+    send_messages = None  # type: ignore[assignment]
+
+    def __getattribute__(self, name):
+        if name == "send_messages":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+async def _run(transport, messages):
+    async with trio.open_nursery() as nursery:
+        queues = PeerQueues(transport, nursery, "consensus", streamed=True)
+        for m in messages:
+            queues.send_nowait("peer", m)
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    return queues
+
+
+async def test_queued_messages_go_in_few_writes_in_order(autojump_clock):
+    t = FakeTransport()
+    await _run(t, [bytes([i]) for i in range(100)])
+    assert [m for batch in t.batches for m in batch] == [bytes([i]) for i in range(100)]
+    assert len(t.batches) <= 3  # the first alone, the rest in batches of up to STREAM_BATCH
+    assert t.requests == []
+
+
+async def test_a_peer_without_the_stream_gets_rpc(autojump_clock):
+    t = FakeTransport(refuse_stream=True)
+    queues = await _run(t, [b"a"])
+    assert queues.dropped["send_failed"] == 1 and t.batches == []
+    assert "peer" in queues._rpc_only  # remembered: rpc for this peer from now on
+    async with trio.open_nursery() as nursery:
+        q = PeerQueues(t, nursery, "consensus", streamed=True)
+        q._rpc_only.add("peer")
+        q.send_nowait("peer", b"b")
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert t.requests == [b"b"]
+
+
+async def test_a_transport_without_streams_uses_rpc(autojump_clock):
+    t = RpcOnlyTransport()
+    await _run(t, [b"x", b"y"])
+    assert t.requests == [b"x", b"y"]
