@@ -14,6 +14,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
     transfer     data channel throughput (1 and k stripes) beside plain TCP, AEAD and one libp2p stream
     pq           consensus height latency and certificate size, classic vs --pq, at --validators (same run)
+    storage      put/get throughput and repair time per GiB beside TCP, AEAD, erasure coding, data channel
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import traceback
 
 from bench.report import Emitter, Figure, note
 
-FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer", "pq")
+FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer", "pq", "storage")
 
 
 def _quiet_logs() -> None:
@@ -70,6 +71,9 @@ def run_figure(name: str, args: argparse.Namespace, emit: Emitter) -> None:
     elif name == "transfer":
         from bench import transfer
         figs = transfer.measure(mib=args.transfer_mib, stripes=tuple(args.stripes))
+    elif name == "storage":
+        from bench import storage
+        figs = storage.measure(mib=args.storage_mib, nodes=args.storage_nodes)
     else:
         raise ValueError(f"unknown figure {name!r}")
     for fig in figs:
@@ -105,7 +109,7 @@ def run_all(args: argparse.Namespace, emit: Emitter) -> list[str]:
                 emit(fig)
 
     guarded("join_and_memory", network_figures)
-    for name in ("propagation", "consensus", "sim", "transfer", "pq"):
+    for name in ("propagation", "consensus", "sim", "transfer", "pq", "storage"):
         guarded(name, lambda name=name: run_figure(name, args, emit))
     return failed
 
@@ -116,6 +120,7 @@ def apply_smoke(args: argparse.Namespace) -> None:
     args.validators, args.consensus_s = [1], 1.5
     args.sim_nodes, args.sim_virtual_s = [10], 10.0
     args.transfer_mib, args.stripes = 8, [1, 2]
+    args.storage_mib, args.storage_nodes = 4, 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-nodes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000])
     p.add_argument("--sim-virtual-s", type=float, default=600.0, help="simulated seconds per run (default 10 min)")
     p.add_argument("--transfer-mib", type=int, default=256, help="transfer: MiB per measurement (default %(default)s)")
+    p.add_argument("--storage-mib", type=int, default=64, help="storage: MiB put, read and repaired (default %(default)s)")
+    p.add_argument("--storage-nodes", type=int, default=5, help="storage: in-process nodes (default %(default)s)")
     p.add_argument("--stripes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4],
                    help="transfer: data-channel stripe counts (default 1,2,4)")
     args = p.parse_args(argv)

@@ -65,6 +65,18 @@ class LogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageSection:
+    # Silence before a lost device's shares are rebuilt elsewhere: shorter repairs sooner after a
+    # real loss, longer rides out reboots without moving data (Tahoe/Garage practice: minutes).
+    grace_s: int = 60
+    inventory_interval_s: int = 5  # devices are asked what they hold this often (repair reacts within it)
+    repair_mib_per_s: int = 32  # repair traffic cap, reads + writes; the rest of the link is for users
+    scrub_mib_per_s: int = 8  # local re-hash rate of the scrub
+    scrub_pause_s: int = 600  # rest between two full scrub passes
+    ack_extra: int = 1  # a put waits for k + ack_extra fsynced shares per chunk on distinct devices
+
+
+@dataclass(frozen=True, slots=True)
 class K3sSection:
     # written by `install.sh --k3s`; false = services run on the embedded process runtime only
     enabled: bool = False
@@ -83,6 +95,7 @@ class Config:
     state_dir: Path
     node: NodeSection = field(default_factory=NodeSection)
     log: LogSection = field(default_factory=LogSection)
+    storage: StorageSection = field(default_factory=StorageSection)
     k3s: K3sSection = field(default_factory=K3sSection)
 
     # -- derived paths (all inside the state dir, so several nodes can run side by side) ---------
@@ -115,7 +128,7 @@ class Config:
         return self.state_dir / "config.toml"
 
 
-_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "k3s": K3sSection}
+_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection, "k3s": K3sSection}
 
 
 def _coerce(section: str, name: str, raw: Any, ftype: Any, origin: str) -> Any:
@@ -224,6 +237,7 @@ def load_config(
         state_dir=state_dir,
         node=NodeSection(**sections["node"]),
         log=LogSection(**sections["log"]),
+        storage=StorageSection(**sections["storage"]),
         k3s=K3sSection(**sections["k3s"]),
     )
     _validate(cfg)

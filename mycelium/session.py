@@ -199,6 +199,9 @@ class NetworkSession:
 
             self.endophytes = EndophyteRunner(self)
             await nursery.start(self.endophytes.run)
+            from mycelium.storage.service import start_storage
+
+            await start_storage(self, mesh, nursery)
             task_status.started()
 
     def _read_only_config(self):

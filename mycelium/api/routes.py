@@ -176,6 +176,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
     server.route("POST", protocol.MIGRATE, migrate)
     server.route("GET", protocol.LOGS, logs)
     server.route("GET", protocol.RESOLVE, resolve)
+    from mycelium.api.storage_routes import install_storage_routes
+
+    install_storage_routes(server, node)
 
     async def primary(_req: Request) -> tuple[int, Any]:
         head = node.ledger.head

@@ -336,6 +336,10 @@ from mycelium.cli import governance as _governance  # noqa: E402  (registers adm
 
 _governance.register(cli, network, invite)
 
+from mycelium.cli.storage import storage as _storage  # noqa: E402  (the group uses helpers defined above)
+
+cli.add_command(_storage)
+
 
 def main() -> None:
     cli(prog_name="mycelium")

@@ -111,6 +111,7 @@ class OpType(str, Enum):
     REMOVE = "remove"
     KEYS = "keys"
     REKEY = "rekey"
+    VOLUME = "volume"  # storage volumes: declare (admins) / lease / release / root (storage/volumes.py)
 
 
 class OperationError(ValueError):
@@ -523,6 +524,23 @@ def _apply_endophyte(op: Operation, draft: _Draft) -> None:
     draft.params[KEY] = apply_action(draft.params.get(KEY, {}), op.author, op.body)
 
 
+def _check_volume(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
+    from mycelium.storage import volumes
+
+    try:
+        volumes.check(op.author, op.body, prev.params.get(volumes.VOLUMES, {}), admins=prev.params.get(ADMINS, []),
+                      members=prev.members, now_s=prev.params.get(TIME, 0))
+    except volumes.VolumeOpError as exc:
+        raise OperationError(str(exc)) from exc
+
+
+def _apply_volume(op: Operation, draft: _Draft) -> None:
+    from mycelium.storage import volumes
+
+    draft.params[volumes.VOLUMES] = volumes.apply(op.author, op.body, draft.params.get(volumes.VOLUMES, {}),
+                                                  now_s=draft.now)
+
+
 RULES: dict[OpType, Rule] = {
     OpType.PROFILE: Rule(_check_profile, _apply_profile),
     OpType.JOIN: Rule(_check_join, _apply_join),
@@ -535,6 +553,7 @@ RULES: dict[OpType, Rule] = {
     OpType.ENDOPHYTE: Rule(_check_endophyte, _apply_endophyte),
     **{t: Rule(_check_governance, _apply_governance) for t in (OpType.ADMIN, OpType.PARAMS, OpType.INVITE_REVOKE,
                                                               OpType.REMOVE, OpType.KEYS, OpType.REKEY)},
+    OpType.VOLUME: Rule(_check_volume, _apply_volume),
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"
 
