@@ -84,7 +84,8 @@ def cli(click_ctx: click.Context, state_dir: Path | None) -> None:
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR", help="Extra bootstrap peer address (repeatable).")
 @click.option("--max-role", type=click.Choice(ROLES), help="Cap this node's role (default sclerotium).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--ready-timeout", default=30, show_default=True, help="With --detach: seconds to wait for ready.")
+@click.option("--ready-timeout", default=30, show_default=True, envvar="MYCELIUM_READY_TIMEOUT",
+              help="With --detach: seconds to wait for ready (env MYCELIUM_READY_TIMEOUT; a slow Pi may need more).")
 @click.pass_obj
 def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ...], bootstrap: tuple[str, ...],
        max_role: str | None, log_level: str | None, ready_timeout: int) -> None:

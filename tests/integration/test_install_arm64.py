@@ -26,7 +26,10 @@ from tests.integration.daemons import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 NODE_ENV = {"MYCELIUM__NODE__LISTEN": "/ip4/127.0.0.1/tcp/0",  # this chroot shares the host's network
-            "MYCELIUM__NODE__MDNS": "false"}
+            "MYCELIUM__NODE__MDNS": "false",
+            # user-mode emulation on a loaded host: `import libp2p` alone takes minutes, not seconds;
+            # install.sh's `up --detach` waits this long for the daemon to be ready
+            "MYCELIUM_READY_TIMEOUT": "900"}
 CHECKOUT = "/home/pi/mycelium"
 # ELF e_machine of an aarch64 shared object, read from the built fastecdsa extension.
 ELF_MACHINE_PY = ("import glob, struct, fastecdsa, os; so = glob.glob(os.path.dirname(fastecdsa.__file__) + '/*.so');"
