@@ -1,7 +1,7 @@
 """Stop paying for the parts of py-libp2p we never use, without forking it.
 
 `import libp2p` (0.8.1) imports every transport and service it ships — QUIC (aioquic), AutoTLS with
-ACME (httpx), circuit relay v2, WebSocket (wsproto), the DHT's diagnostics … — which
+ACME, circuit relay v2, WebSocket (wsproto), the DHT's diagnostics … — which
 costs most of its ~86 MiB and ~1 s. The mesh uses TCP + Noise + Yamux, identify, ping, gossipsub
 and (optionally) Kademlia. `install()` puts a finder first on `sys.meta_path` that answers the
 unused modules with inert stand-ins: any name imported from one is a class that refuses to be
@@ -32,9 +32,10 @@ TRIMMED = (
     "libp2p.transport.websocket",
     "libp2p.kad_dht.diagnostics",
     "libp2p.relay",
-    "httpx",
-    "requests",
 )
+# Only libp2p's own modules and libraries nothing else in a node uses (aioquic) are trimmed: the finder
+# is process-wide, so a general-purpose library (requests, httpx) answered by a stand-in would break
+# whoever else imports it (the kubernetes client of the K3s manager needs the real requests).
 
 def _is_private_ip(ip: str) -> bool:
     import ipaddress

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,13 @@ def test_full_import_can_be_forced():
                          env={"MYCELIUM_FULL_LIBP2P": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"
+
+
+def test_general_purpose_libraries_stay_real():
+    """The trim is process-wide: requests (used by the kubernetes client) must stay the real module."""
+    code = ("import mycelium.mesh.libp2p_setup, libp2p, requests, sys; "
+            "from mycelium.mesh.libp2p_trim import trimmed; "
+            "assert not trimmed('requests') and requests.__version__, 'requests was stubbed'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "MYCELIUM_FULL_LIBP2P"})
+    assert res.returncode == 0, res.stderr[-2000:]
