@@ -124,7 +124,7 @@ async def _cluster(mib: int, count: int, tcp: float, floor: dict) -> list[Figure
             nodes = []
             for k, m in zip(keys, meshes):
                 node = StorageNode(k, m, ShareStore(Path(tmp) / k.node_id[-8:]), roots, devices=lambda: list(members),
-                                   volume_key=lambda v: VolumeKey.derive(secret, net, v),
+                                   volume_key=lambda v: VolumeKey.derive(secret, net, v), network_id=net,
                                    cfg=StorageConfig(request_timeout_s=120.0))
                 node.serve()
                 nodes.append(node)

@@ -99,15 +99,17 @@ class VolumeIndex:
             "files": {p: e.to_wire() for p, e in self.files.items()},
         }
 
-    def signed_by(self, key: NodeKey) -> VolumeIndex:
+    def signed_by(self, key: NodeKey, network_id: str) -> VolumeIndex:
+        """Signed under the network's scheme (hybrid Ed25519 + ML-DSA-65 in a --pq network)."""
         unsigned = replace(self, writer=key.node_id, signature=b"")
-        return replace(unsigned, signature=key.sign(canonical(unsigned.signed_part())))
+        return replace(unsigned, signature=key.sign_for(network_id, canonical(unsigned.signed_part())))
 
     def encode(self) -> bytes:
         return canonical({"index": self.signed_part(), "sig": self.signature})
 
     @classmethod
-    def decode(cls, data: bytes, *, expect_volume: str, expect_writer: str, expect_seq: int) -> VolumeIndex:
+    def decode(cls, data: bytes, *, network_id: str, expect_volume: str, expect_writer: str,
+               expect_seq: int) -> VolumeIndex:
         try:
             obj = decode(data, max_size=MAX_INDEX_BYTES)
             body, sig = obj["index"], obj["sig"]
@@ -132,7 +134,7 @@ class VolumeIndex:
                 f"index is {index.volume!r} seq {index.seq} by {index.writer}; the root names"
                 f" {expect_volume!r} seq {expect_seq} by {expect_writer}"
             )
-        if not verify(index.writer, canonical(index.signed_part()), index.signature):
+        if not verify(index.writer, canonical(index.signed_part()), index.signature, network_id):
             raise CatalogError(f"index of volume {index.volume!r} seq {index.seq}: bad signature")
         return index
 

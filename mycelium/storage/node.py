@@ -1,6 +1,6 @@
 """One device's part in the distributed store (trio shell): serves its shares, puts and gets files.
 
-    node = StorageNode(key, provider, ShareStore(dir), roots, devices=lambda: [...], volume_key=...)
+    node = StorageNode(key, provider, ShareStore(dir), roots, devices=lambda: [...], volume_key=..., network_id=...)
     nursery.start_soon(node.run)               # serves "storage" channels, scrubs, repairs
     entry = await node.put_file("vol", "a.db", data)     # returns after ack_shares fsyncs per chunk
     data = await node.get_file("vol", "a.db")            # MissingRanges if a chunk is unreadable
@@ -66,9 +66,11 @@ class StorageNode:
         *,
         devices: Callable[[], list[str]],
         volume_key: Callable[[str], VolumeKey],
+        network_id: str,
         cfg: StorageConfig = StorageConfig(),
     ) -> None:
         self.key = key
+        self.network_id = network_id  # volume indexes are signed under this network's scheme
         self.node_id = key.node_id
         self.provider = provider
         self.store = store
@@ -270,13 +272,13 @@ class StorageNode:
         raw, missing = await self.read_bytes(volume, root.index)
         if missing:
             raise MissingRanges(volume, "(index)", missing)
-        idx = VolumeIndex.decode(raw, expect_volume=volume, expect_writer=root.writer, expect_seq=root.seq)
+        idx = VolumeIndex.decode(raw, network_id=self.network_id, expect_volume=volume, expect_writer=root.writer, expect_seq=root.seq)
         self._indexes[volume] = idx
         return idx
 
     async def _commit(self, volume: str, before: VolumeIndex, after: VolumeIndex) -> VolumeIndex:
         t0 = trio.current_time()
-        signed = after.signed_by(self.key)
+        signed = after.signed_by(self.key, self.network_id)
         index_refs = await self.put_bytes(volume, signed.encode())
         await self.roots.commit(VolumeRoot(volume, signed.seq, self.node_id, index_refs), expect_seq=before.seq)
         self._indexes[volume] = signed

@@ -128,6 +128,7 @@ class StorageService:
             self.roots,
             devices=self.devices,
             volume_key=lambda v: VolumeKey.derive(membership.secret, membership.network_id, v),
+            network_id=membership.network_id,
             cfg=cfg,
         )
         self.repairer = Repairer(self.node, repair, loop)

@@ -101,6 +101,7 @@ async def storage_cluster(
                 cluster.roots,
                 devices=lambda: list(cluster.members),
                 volume_key=lambda v: VolumeKey.derive(SECRET, NETWORK_ID, v),
+                network_id=NETWORK_ID,
                 cfg=cfg,
             )
             node.serve()

@@ -9,6 +9,7 @@ from mycelium.storage.erasure import Scheme
 from mycelium.storage.sealing import VolumeKey
 
 WRITER = NodeKey.from_seed(b"w" * 32)
+NET = "test-network"
 KEY = VolumeKey.derive(b"s" * 32, "net", "vol")
 
 
@@ -17,16 +18,16 @@ def _refs(data: bytes):
 
 
 def test_index_round_trip_and_signature():
-    idx = VolumeIndex("vol", 0, "").with_file("a/b.txt", 25, _refs(b"x" * 25), 1).signed_by(WRITER)
-    back = VolumeIndex.decode(idx.encode(), expect_volume="vol", expect_writer=WRITER.node_id, expect_seq=1)
+    idx = VolumeIndex("vol", 0, "").with_file("a/b.txt", 25, _refs(b"x" * 25), 1).signed_by(WRITER, NET)
+    back = VolumeIndex.decode(idx.encode(), network_id=NET, expect_volume="vol", expect_writer=WRITER.node_id, expect_seq=1)
     assert back.files == idx.files and back.seq == 1
     assert len(back.files["a/b.txt"].chunks) == 3
     other = NodeKey.from_seed(b"o" * 32)
     with pytest.raises(CatalogError, match="root names"):
-        VolumeIndex.decode(idx.encode(), expect_volume="vol", expect_writer=other.node_id, expect_seq=1)
+        VolumeIndex.decode(idx.encode(), network_id=NET, expect_volume="vol", expect_writer=other.node_id, expect_seq=1)
     forged = VolumeIndex(idx.volume, idx.seq, WRITER.node_id, {}, idx.signature)  # files dropped
     with pytest.raises(CatalogError, match="bad signature"):
-        VolumeIndex.decode(forged.encode(), expect_volume="vol", expect_writer=WRITER.node_id, expect_seq=1)
+        VolumeIndex.decode(forged.encode(), network_id=NET, expect_volume="vol", expect_writer=WRITER.node_id, expect_seq=1)
 
 
 def test_versions_tombstones_and_the_file_bound():
