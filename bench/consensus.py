@@ -6,8 +6,8 @@ role rule picks 4 or 7 validators only from enough capable members, so 4/7 real 
 n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.for_tests, fully connected) in one
 process; each runs the daemon's own consensus stack — ConsensusCore in a ConsensusDriver whose
 transport is PeerQueues over the mesh rpc "consensus" (exactly as mycelium.session wires it), with
-ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the consensus
-package's toy LedgerApp (short string operations, hash-chained candidates) with batches of up to
+ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the
+toy LedgerApp of mycelium.sim.toy_ledger (short string operations, hash-chained candidates) with batches of up to
 MAX_BATCH - 1 operations: it leaves out operation signature checks and the SQLite commit of each
 Primary, so it measures the protocol, not the ledger. Every PersistLock is written and fsynced to
 a file, as the daemon fsyncs its lock.
@@ -38,7 +38,7 @@ import trio
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
-from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
+from mycelium.sim.toy_ledger import GENESIS_HASH, LedgerApp
 from mycelium.shell.exchange import PeerQueues
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
