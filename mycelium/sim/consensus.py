@@ -146,6 +146,30 @@ def adopt(key: NodeKey, own: Any, observed: Any, rng: Any, network_id: str = NET
     return own
 
 
+def junk(key: NodeKey, message: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
+    """One piece of consensus-shaped junk about `message`'s step: random bytes, a map with broken
+    fields, a bad signature, a well-signed commitment a thousand rounds ahead, a reveal that opens
+    nothing, or not a map at all."""
+    try:
+        m = parse_message(message)
+    except MessageError:
+        m = None
+    h, r = getattr(m, "height", 0), getattr(m, "round", 0)
+    me = key.node_id
+    kind = rng.randrange(7)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(0, 64))
+    if kind == 1:
+        return {"v": 1, "t": rng.randrange(0, 9), "h": h, "r": "x"}
+    if kind == 2:
+        return {"v": 1, "t": 4, "h": h, "r": r, "hash": b"\0" * 32, "from": me, "sig": b"\1" * 64}
+    if kind == 3:
+        return sign(Commitment(h, r + 1000, rng.randbytes(32), me), key, network_id).to_wire()
+    if kind == 4:
+        return sign(Reveal(h, r, rng.randbytes(32), rng.randbytes(32), me), key, network_id).to_wire()
+    return [1, 2, 3] if kind == 5 else None
+
+
 def classify(message: Any) -> str:
     if isinstance(message, bytes):
         try:
@@ -158,11 +182,13 @@ def classify(message: Any) -> str:
 
 def consensus_hooks(keys: dict[NodeId, NodeKey], network_id: str) -> ByzantineHooks:
     """The generic Byzantine behaviours (mycelium.sim.byzantine) made consensus-aware: a liar or an
-    equivocator signs a conflicting message for the same step, a copier re-signs another's vote."""
+    equivocator signs a conflicting message for the same step, a copier re-signs another's vote, a
+    garbage sender sends consensus-shaped junk."""
     return ByzantineHooks(
         mutate=lambda author, message, rng: forge(keys[author], message, rng, network_id),
         adopt=lambda author, own, observed, rng: adopt(keys[author], own, observed, rng, network_id),
         classify=classify,
+        junk=lambda author, message, rng: junk(keys[author], message, rng, network_id),
     )
 
 

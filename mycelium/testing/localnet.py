@@ -1,8 +1,9 @@
 """Consensus validators on the simulator's World (mycelium.sim.world), the one in-process network.
 
 A view for consensus tests: n validators (sorted by node id) with the toy LedgerApp, a uniform
-delay in [1 ms, `max_delay_s`], loss at `drop_rate` until `lossy_until`, Byzantine wrappers
-`wrap(core, key, network_id)`, and every protocol output of node i in `outputs[i]`. Crashes and
+delay in [1 ms, `max_delay_s`], loss at `drop_rate` until `lossy_until`, Byzantine validators
+from mycelium.sim.byzantine (`byzantine={node: "equivocate" | (behaviour, options)}`, made
+consensus-aware by `consensus_hooks`), and every protocol output of node i in `outputs[i]`. Crashes and
 restarts are the World's; a restarted node boots from its disk as in the consensus scenario (its
 decided heights and last PersistLock). A run is a pure function of its arguments.
 """
@@ -10,13 +11,14 @@ decided heights and last PersistLock). A run is a pure function of its arguments
 from __future__ import annotations
 
 from random import Random
-from typing import Any, Callable
+from typing import Any
 
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.outcomes import Decided, PersistLock
 from mycelium.encoding import hash_value
 from mycelium.identity import NodeId, NodeKey
-from mycelium.sim.consensus import boot_validator
+from mycelium.sim.byzantine import make_wrapper
+from mycelium.sim.consensus import boot_validator, consensus_hooks
 from mycelium.sim.network import NetworkConfig, UniformLatency
 from mycelium.sim.toy_ledger import GENESIS_HASH, LedgerApp
 from mycelium.sim.world import World
@@ -31,7 +33,7 @@ def localnet_key(seed: int, index: int) -> NodeKey:
 class LocalNet:
     def __init__(self, n: int, *, seed: int = 0, config: ConsensusConfig | None = None,
                  max_delay_s: float = 0.05, drop_rate: float = 0.0, lossy_until: float = 0.0,
-                 byzantine: dict[int, Callable[[Any, NodeKey, str], Any]] | None = None,
+                 byzantine: dict[int, str | tuple[str, dict]] | None = None,
                  schedule: dict[int, list[int]] | None = None, extra_keys: int = 0) -> None:
         self.network_id = hash_value(["localnet", seed]).hex()
         self.keys = sorted((localnet_key(seed, i) for i in range(n + extra_keys)), key=lambda k: k.node_id)
@@ -45,9 +47,12 @@ class LocalNet:
         self.world = World(self.ids, self._boot, rng=Random(seed), network=network, boot_jitter_s=0.01,
                            on_output=lambda world, node, effect: self.outputs[node.index].append(effect))
         self.world.schedule(lossy_until, lambda world: setattr(world.net, "loss", 0.0))
-        for i, wrap in (byzantine or {}).items():
-            self.world.add_wrapper(i, lambda core, i=i, wrap=wrap: wrap(core, self.keys[i], self.network_id),
-                                   getattr(wrap, "__name__", "byzantine"))
+        hooks = consensus_hooks({k.node_id: k for k in self.keys}, self.network_id)
+        for i, spec in (byzantine or {}).items():
+            behaviour, options = (spec, {}) if isinstance(spec, str) else spec
+            peers = [nid for nid in self.ids if nid != self.ids[i]]
+            self.world.add_wrapper(i, make_wrapper(behaviour, self.ids[i], peers, self.world.rng, hooks, options),
+                                   behaviour)
         self.world.start()
 
     def _boot(self, node_id: NodeId, persisted: Any) -> Any:
