@@ -18,12 +18,14 @@ from typing import Iterable
 from mycelium.identity import NodeId
 from mycelium.spores.certificate import quorum_size
 
+READ_ONLY_AFTER_S = 30  # the one default: this knob, the network parameter and the [node] setting
+
 
 @dataclass(frozen=True, slots=True)
 class ReadOnlyConfig:
     # How long without a reachable quorum before refusing writes. Shorter refuses sooner in a real
     # partition; longer rides out flaky links and validator restarts without false alarms.
-    enter_after_s: float = 30.0
+    enter_after_s: float = float(READ_ONLY_AFTER_S)
 
     def __post_init__(self) -> None:
         value = self.enter_after_s
