@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The one heartbeat default (s): the consensus knob, the network parameter `heartbeat_s` and the
-# [node] setting a founder writes into its genesis all start from it.
-HEARTBEAT_S = 10
+from mycelium.config import HEARTBEAT_S
 
 
 @dataclass(frozen=True, slots=True)

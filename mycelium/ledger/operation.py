@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
+from mycelium.config import DEAD_AFTER_S
 from mycelium.encoding import EncodingError, canonical
 from mycelium.envelopes import KemKey
 from mycelium.identity import Invite, NodeId, NodeKey, is_node_id, scheme_of
-from mycelium.ledger import governance
 from mycelium.roles.profile import CapabilityProfile
 
 OP_DOMAIN = b"mycelium-op-v1"
@@ -32,7 +32,7 @@ INVITES_USED = "invites_used"  # Primary params key: invite id (hex) → uses co
 TIME = "time_s"  # Primary params key: the Primary's clock (unix seconds, from the proposers' clock ops)
 SEEN = "seen"  # Primary params key: node id → Primary time its last operation was applied
 DEAD_AFTER = "dead_after_s"  # Primary params key (set at genesis): silence after which a member is dead
-DEFAULT_DEAD_AFTER_S = governance.PARAMS["dead_after_s"].default
+DEFAULT_DEAD_AFTER_S = DEAD_AFTER_S
 MAX_EVIDENCE_KEPT = 1024  # evidence records kept in the Primary (the newest)
 MAX_CLOCK_SKEW_S = 10  # a proposer's clock op may differ this much from a validator's own clock
 ADMINS = "admins"  # Primary params key: node ids allowed to deploy and undeploy

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from mycelium.consensus.config import HEARTBEAT_S
+from mycelium.config import HEARTBEAT_S
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId, NodeKey
 from mycelium.observability.logs import bind_identity, get_logger

@@ -15,10 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from mycelium.config import READ_ONLY_AFTER_S
 from mycelium.identity import NodeId
 from mycelium.spores.certificate import quorum_size
-
-READ_ONLY_AFTER_S = 30  # the one default: this knob, the network parameter and the [node] setting
 
 
 @dataclass(frozen=True, slots=True)
