@@ -1,4 +1,4 @@
-"""Latent anti-entropy core: convergence over a loopback net, garbage dropped and counted."""
+"""Latent anti-entropy core: convergence over the simulator's World as a loopback, garbage dropped and counted."""
 
 import random
 
