@@ -247,7 +247,7 @@ class NetworkSession:
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
         self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
                                       on_decided=self._on_decided, on_evidence=self._on_evidence,
-                                      on_behind=self._on_behind)
+                                      on_behind=self._on_behind, on_participation=self.ledger.witness.observe)
         scope = trio.CancelScope()
         self._consensus_scope = scope
         driver = self.driver

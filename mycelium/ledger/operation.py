@@ -76,6 +76,7 @@ class OpType(str, Enum):
     KEYS = "keys"
     REKEY = "rekey"
     VOLUME = "volume"  # storage volumes: declare (admins) / lease / release / root (storage/volumes.py)
+    PARTICIPATION = "participation"  # the proposer: who precommitted / withheld at the previous height (trust)
 
 
 class OperationError(ValueError):

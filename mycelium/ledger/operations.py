@@ -16,6 +16,8 @@ Operation types are append-only. Who may author what:
     leave    a member, about itself
     deploy   an admin (params["admins"]; the founder at genesis): a service spec, new or updated
     undeploy an admin: a service name
+    participation the proposer (a validator): the previous height's certificate and the reveals it
+             saw withheld; trust moves by consensus.trust's rules (mycelium.ledger.trust_rules)
     clock    the proposer (a validator), first in its batch: the Primary's time. Honest validators
              refuse a batch whose clock is more than MAX_CLOCK_SKEW_S off their own or goes back,
              so a lying proposer moves the Primary's clock by at most that much.
@@ -48,7 +50,7 @@ from dataclasses import replace
 from typing import Any
 
 from mycelium.identity import verify
-from mycelium.ledger import governance
+from mycelium.ledger import governance, trust_rules
 from mycelium.ledger.derive import _kept_sequences, _place, _reassign_roles, last_sequence, liveness, role_reasons
 from mycelium.ledger.membership_rules import (
     _apply_clock, _apply_evidence, _apply_join, _apply_leave, _apply_nothing, _apply_profile, _check_clock,
@@ -118,7 +120,7 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
     Operations that fail their (clock-free) checks are skipped, identically on every validator."""
     params = dict(prev.params)
     draft = Draft(prev.network_id, prev.height + 1, dict(prev.members), dict(prev.services), list(prev.evidence),
-                   params, dict(params.get(INVITES_USED, {})), params.get(TIME, 0))
+                   params, dict(params.get(INVITES_USED, {})), params.get(TIME, 0), prev)
     seen = dict(params.get(SEEN, {}))
     seqs = dict(params.get(SEQ, {}))
     left = {n: tuple(v) for n, v in params.get(SEQ_LEFT, {}).items()}
@@ -153,6 +155,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
 
         params[KEY] = reconcile(params[KEY], sorted(n for n, m in members.items() if m.role != "hypha"), alive)
     validators_changed = sorted(n for n, m in members.items() if m.role == "sclerotium") != prev.validators()
+    if validators_changed:
+        members = trust_rules.decayed(members, draft.evidence)  # once per epoch, toward the prior
     return replace(prev, height=prev.height + 1, epoch=prev.epoch + (1 if validators_changed else 0),
                    prev_hash=prev.hash(), members=members, services=draft.services, placements=placements,
                    params=params, evidence=tuple(draft.evidence[-MAX_EVIDENCE_KEPT:]))
@@ -187,5 +191,6 @@ RULES: dict[OpType, Rule] = {
     **{t: Rule(_check_governance, _apply_governance) for t in (OpType.ADMIN, OpType.PARAMS, OpType.INVITE_REVOKE,
                                                               OpType.REMOVE, OpType.KEYS, OpType.REKEY)},
     OpType.VOLUME: Rule(_check_volume, _apply_volume),
+    OpType.PARTICIPATION: Rule(trust_rules.check_participation, trust_rules.apply_participation),
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"

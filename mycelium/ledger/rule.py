@@ -26,7 +26,7 @@ class Draft:
     params: dict[str, Any]
     invites_used: dict[str, int]
     now: int
-
+    prev: PrimarySpore | None = None  # the Primary the batch applies to (as it was before the batch)
 
 
 @dataclass(frozen=True, slots=True)

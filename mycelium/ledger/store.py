@@ -28,6 +28,7 @@ from mycelium.ledger.operations import (
     observe_sequence,
     role_reasons,
 )
+from mycelium.ledger.trust_rules import ParticipationWitness, contradicted_by, participation_operation
 from mycelium.spores.certificate import QuorumCertificate
 from mycelium.spores.chain import PrimaryChain
 from mycelium.spores.primary import (
@@ -68,6 +69,7 @@ class Ledger:
         if chain is not None:
             self._load_epoch_links(chain)
         self._reasons_cache: tuple[bytes, dict] | None = None
+        self.witness = ParticipationWitness()  # who this node saw reveal / withhold (trust_rules)
 
     @classmethod
     def open(cls, db: StateDB, membership: NetworkMembership, key: NodeKey) -> Ledger:
@@ -180,7 +182,24 @@ class Ledger:
             clock = clock_operation(self.key, self.membership.network_id, now_s=max(now_s, head.params.get(TIME, 0)),
                                     seq=last_sequence(head.params, self.key.node_id) + 1)
             batch.insert(0, clock.to_wire())
+            participation = self._participation(head, now_s)
+            if participation is not None and len(batch) < MAX_BATCH:
+                batch.insert(1, participation.to_wire())
         return batch
+
+    def _participation(self, head: PrimarySpore, now_s: int) -> Operation | None:
+        """The trust report for `head`'s height, if this node holds `head`'s certificate."""
+        link = self.chain.get(head.height) if self.chain else None
+        if link is None or link.primary.hash() != head.hash() or self.key.node_id not in head.validators():
+            return None
+        op = participation_operation(self.key, self.membership.network_id, link.certificate,
+                                     self.witness.withheld(head.height), now_s=now_s,
+                                     seq=last_sequence(head.params, self.key.node_id) + 2)
+        try:
+            check_operation(op, head, now_s=now_s)
+        except OperationError:
+            return None  # already credited, or a certificate outside the validator set (genesis)
+        return op
 
     def validate_batch(self, height: int, batch: list[Any]) -> bool:
         head = self._app_head()
@@ -189,7 +208,10 @@ class Ledger:
         now_s = int(time.time())
         try:
             for raw in batch:
-                check_operation(Operation.from_wire(raw), head, now_s=now_s)
+                op = Operation.from_wire(raw)
+                check_operation(op, head, now_s=now_s)
+                if contradicted_by(op, self.witness.opened(head.height)):
+                    return False  # it calls withheld a validator whose reveal this node saw
         except OperationError:
             return False
         return True
