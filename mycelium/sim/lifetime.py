@@ -30,6 +30,8 @@ from mycelium.identity import Genesis, NodeId, NodeKey, make_invite
 from mycelium.ledger.operations import (
     MAX_BATCH, OpType, alive_operation, apply_batch, clock_operation, join_operation, last_sequence, profile_operation,
 )
+from mycelium.ledger.operation import NEW_MEMBER_TRUST_PPM
+from mycelium.ledger.trust_rules import participation_operation
 from mycelium.roles.profile import GIB, CapabilityProfile, Reachability
 from mycelium.spores.certificate import QuorumCertificate, precommit_signing_bytes, quorum_size
 from mycelium.spores.chain import ChainConfig, PrimaryChain, PrimaryLinks, decode_catchup
@@ -52,6 +54,7 @@ class LifetimeConfig:
     offline_max_s: int = 2 * DAY_S  # a crashed device stays down up to this long
     replays_per_height: int = 2  # old applied operations the attacker re-submits each height
     join_day: float | None = None  # a new device joins then (default: the last day)
+    withholder: int | None = None  # index of a founding device that commits but never reveals (trust)
 
 
 @dataclass(slots=True)
@@ -77,6 +80,8 @@ class LifetimeReport:
     joiner_admitted: bool = False
     identical_at_end: bool = False
     problems: list[str] = field(default_factory=list)
+    withholder_replaced_day: float | None = None  # when the withholder lost its validator seat
+    lowest_honest_validator_trust_ppm: int | None = None  # over every height, of validators that signed
 
     @property
     def ok(self) -> bool:
@@ -115,6 +120,7 @@ class Lifetime:
         self.now = float(T0)
         self.report = LifetimeReport()
         self.joiner: NodeId | None = None
+        self.withholder = keys[config.withholder].node_id if config.withholder is not None else None
         self.invite = None
         invite = make_invite(self.founder, g.network_id, ttl_s=3600, uses=config.devices - 1, now_s=T0)
         self.pending.append(profile_operation(self.founder, g.network_id, _profile(self.rng), "sclerotium", now_s=T0))
@@ -192,15 +198,18 @@ class Lifetime:
             self.pending = [op for op in self.pending if op.author != self.joiner]
             self.pending.append(join_operation(key, self.network_id, self.invite, _profile(rng), "rhizomorph", now_s=now_s))
         validators = head.validators()
-        up = [self.devices[v].key for v in validators if v in self.devices and self.devices[v].up]
+        up = [self.devices[v].key for v in validators
+              if v in self.devices and self.devices[v].up and v != self.withholder]  # it never precommits
         if len(up) < quorum_size(len(validators)):
             self.report.stalled_steps += 1
             return
         proposer = up[head.height % len(up)]
         clock = clock_operation(proposer, self.network_id, now_s=now_s, seq=last_sequence(head.params, proposer.node_id) + 1)
         waiting = sorted(self.pending, key=lambda op: op.seq)
-        batch = [clock.to_wire()] + [op.to_wire() for op in waiting[: MAX_BATCH - 1]]
-        self.pending = waiting[MAX_BATCH - 1:]
+        first = [clock.to_wire()] + self._participation(source, head, proposer, now_s)
+        room = MAX_BATCH - len(first)
+        batch = first + [op.to_wire() for op in waiting[:room]]
+        self.pending = waiting[room:]
         replays = [rng.choice(self.applied) for _ in range(cfg.replays_per_height)] if self.applied else []
         nxt = apply_batch(head, batch)
         if replays:
@@ -218,9 +227,32 @@ class Lifetime:
         link = CertifiedPrimary(nxt, _certify(nxt, up[: quorum_size(len(validators))]))
         source.append(link)  # verifies the certificate against head's validators
         self.report.heights += 1
+        self._watch_trust(nxt, up)
         for d in self.devices.values():  # the others receive the decision (as consensus delivers it)
             if d.up and d.chain is not None and d.chain is not source and d.chain.height == head.height:
                 d.chain.append(link)
+
+    def _participation(self, source: PrimaryChain, head: PrimarySpore, proposer: NodeKey, now_s: int) -> list[dict]:
+        """The proposer's trust report for `head` (trust_rules): its certificate, and the withholder
+        if it was up (committed) yet absent from the certificate (no reveal, so no precommit)."""
+        link = source.get(head.height)
+        if link is None or link.certificate.height != head.height:
+            return []
+        withheld = [w for w in [self.withholder] if w in head.validators() and self.devices[w].up
+                    and w not in link.certificate.signatures]
+        op = participation_operation(proposer, self.network_id, link.certificate, withheld, now_s=now_s,
+                                     seq=last_sequence(head.params, proposer.node_id) + 2)
+        return [op.to_wire()]
+
+    def _watch_trust(self, nxt: PrimarySpore, signers: list[NodeKey]) -> None:
+        if self.withholder is not None and self.report.withholder_replaced_day is None \
+                and self.withholder in nxt.members and self.withholder not in nxt.validators():
+            if nxt.members[self.withholder].trust_ppm < NEW_MEMBER_TRUST_PPM:  # replaced for its trust
+                self.report.withholder_replaced_day = round((self.now - T0) / DAY_S, 3)
+        lowest = min((nxt.members[k.node_id].trust_ppm for k in signers if k.node_id in nxt.members), default=None)
+        if lowest is not None:
+            old = self.report.lowest_honest_validator_trust_ppm
+            self.report.lowest_honest_validator_trust_ppm = lowest if old is None else min(old, lowest)
 
     def add_joiner(self) -> None:
         key = NodeKey.from_seed(self.rng.randbytes(32))

@@ -26,3 +26,10 @@ def test_thirty_days_a_device_joins_on_day_30(seed):
     report = Lifetime(LifetimeConfig(days=31, seed=seed, join_day=30)).run()
     _check(report)
     assert report.joined_day >= 30
+
+
+def test_a_validator_that_keeps_withholding_is_replaced_and_honest_trust_never_falls_below_the_prior():
+    report = Lifetime(LifetimeConfig(days=1, seed=1, withholder=2, join_day=0.5)).run()
+    _check(report)
+    assert report.withholder_replaced_day is not None  # cut at every height it was up, until its seat moved
+    assert report.lowest_honest_validator_trust_ppm >= 500_000  # absence never cuts; honest ones only gain
