@@ -434,7 +434,7 @@ class NetworkSession:
                 if answer != b"ok":
                     log.warning("operation refused by validator", op=op.type.value, validator=validator,
                                 answer=answer[:200].decode(errors="replace"))
-            except Exception as exc:  # mesh errors: another validator may take it
+            except self.mesh.request_errors as exc:  # the network failed: another validator may take it
                 log.debug("submit failed", validator=validator, error=repr(exc))
 
     def _reachability(self) -> Reachability:
