@@ -204,6 +204,12 @@ class NetworkSession:
             await start_storage(self, mesh, nursery)
             task_status.started()
 
+    def gauges_body(self) -> dict:
+        """This node's gauges, published in its Latent spore for the others' views and /metrics."""
+        from mycelium.netview.gauges import own_gauges
+
+        return own_gauges(self)
+
     def _read_only_config(self):
         """`network set read_only_after_s=…` (read at session start) over the session's own config."""
         head = self.ledger.head

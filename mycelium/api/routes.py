@@ -179,6 +179,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
     from mycelium.api.storage_routes import install_storage_routes
 
     install_storage_routes(server, node)
+    from mycelium.api.netview_routes import install_netview_routes
+
+    install_netview_routes(server, node)
 
     async def primary(_req: Request) -> tuple[int, Any]:
         head = node.ledger.head

@@ -86,9 +86,11 @@ def cli(click_ctx: click.Context, state_dir: Path | None) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ready-timeout", default=30, show_default=True, envvar="MYCELIUM_READY_TIMEOUT",
               help="With --detach: seconds to wait for ready (env MYCELIUM_READY_TIMEOUT; a slow Pi may need more).")
+@click.option("--ui", is_flag=True, help="Also serve the network page (`mycelium ui`) and print its URL.")
+@click.option("--ui-listen", metavar="HOST:PORT", help="With --ui: where (default 127.0.0.1, a free port).")
 @click.pass_obj
 def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ...], bootstrap: tuple[str, ...],
-       max_role: str | None, log_level: str | None, ready_timeout: int) -> None:
+       max_role: str | None, log_level: str | None, ready_timeout: int, ui: bool, ui_listen: str | None) -> None:
     """Run the node (foreground unless --detach)."""
     overrides = {"node": {"listen": listen or None, "bootstrap": bootstrap or None, "max_role": max_role},
                  "log": {"level": log_level}}
@@ -113,8 +115,10 @@ def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ..
         click.echo(message)
         ctx_status = call(ctx, "GET", protocol.STATUS)
         render.status(ctx_status)
+        if ui or ui_listen:
+            _views.print_ui(_views.start_ui(call, ctx, ui_listen))
         return
-    sys.exit(run_foreground(cfg, join_token))
+    sys.exit(run_foreground(cfg, join_token, (ui_listen or "127.0.0.1:0") if ui or ui_listen else None))
 
 
 @cli.command()
@@ -338,6 +342,9 @@ from mycelium.cli import governance as _governance  # noqa: E402  (registers adm
 _governance.register(cli, network, invite)
 
 from mycelium.cli.storage import storage as _storage  # noqa: E402  (the group uses helpers defined above)
+from mycelium.cli import views as _views  # noqa: E402  (ui, top)
+
+_views.register(cli, call, emit_json)
 
 cli.add_command(_storage)
 
