@@ -55,7 +55,7 @@ def assemble(*, me: str, status: dict, members: dict[str, dict], alive: dict[str
             "node_id": nid, "short": nid[-8:], "role": m["role"], "validator": nid in validators,
             "trust": round(m["trust_ppm"] / 1_000_000, 4), "joined_height": m["joined"],
             "max_role": m.get("max_role"), "state": state, "alive_in_primary": alive.get(nid, True),
-            "latency_ms": None if nid == me else peer.get("latency_ms"),
+            "latency_ms": peer.get("latency_ms") if state == "up" else None,  # a lost peer's last ping is stale
             "read_only": bool(rep["read_only"]) if rep else (status["read_only"] if nid == me else None),
             "epoch": rep["epoch"] if rep else (status["epoch"] if nid == me else None),
             "report_age_s": rep["age_s"] if rep else None,

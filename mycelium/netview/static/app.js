@@ -33,6 +33,7 @@ function fill(tbodyParent, rows, emptyId) {
   if (emptyId) document.getElementById(emptyId).hidden = rows.length > 0;
 }
 
+function count(v) { return Array.isArray(v) ? v.length : (v ?? "–"); }
 function ms(v) { return v == null ? "–" : v.toFixed(1) + " ms"; }
 function clock(s) { return s ? new Date(s * 1000).toLocaleTimeString() : "–"; }
 
@@ -117,7 +118,7 @@ function drawStorage(st) {
   if (!st || st.unavailable) { box.replaceChildren(el("p", { class: "muted" }, "storage: " + ((st && st.unavailable) || "unknown"))); return; }
   const store = st.store || {}, repair = st.repair || {};
   const kv = el("div", { class: "kv" },
-    el("div", {}, "devices"), el("div", {}, (st.devices || []).length + " (up " + (repair.devices_up ?? "–") + ", silent " + (repair.devices_silent ?? "–") + ")"),
+    el("div", {}, "devices"), el("div", {}, (st.devices || []).length + " (up " + count(repair.devices_up) + ", silent " + count(repair.devices_silent) + ")"),
     el("div", {}, "shares here"), el("div", {}, (store.shares ?? 0) + " · " + (store.used_bytes ?? 0) + " bytes · corrupt found " + (store.corrupt_found ?? 0)),
     el("div", {}, "FUSE"), el("div", {}, st.fuse || "–"));
   const vols = Object.entries(st.volumes || {}).map(([name, v]) => el("tr", {}, el("td", {}, name), el("td", {}, v.seq),
