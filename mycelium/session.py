@@ -160,6 +160,9 @@ class NetworkSession:
         mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
         self.latent = LatentExchange(self, self.config.latent)
         mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
+        from mycelium.runtime import remote_logs  # `mycelium logs NAME --node ID` from another member
+
+        mesh.register_handler(remote_logs.RPC_LOGS, remote_logs.make_handler(self))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)

@@ -296,14 +296,17 @@ def services(ctx: Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("-n", "--lines", default=200, show_default=True, help="How many recent lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--node", "node_id", metavar="ID", help="The replica on this member (id, or ≥ 6 of its first or last characters).")
 @click.pass_obj
-def logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
-    """Show the output of this node's replica of service NAME."""
+def logs(ctx: Context, name: str, lines: int, follow: bool, node_id: str | None) -> None:
+    """Show the output of service NAME's replica on this node (or on --node ID)."""
     import time
+    from urllib.parse import quote
 
     seen: list[str] = []
+    where = f"&node={quote(node_id)}" if node_id else ""
     while True:
-        got = call(ctx, "GET", f"{protocol.LOGS}?name={name}&lines={lines}")["lines"]
+        got = call(ctx, "GET", f"{protocol.LOGS}?name={quote(name)}&lines={lines}{where}")["lines"]
         start = _new_lines_start(seen, got)
         for line in got[start:]:
             click.echo(line)

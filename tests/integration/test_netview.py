@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration.daemons import DaemonFactory, wait_until
@@ -26,6 +27,15 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"MYCELIUM__NODE__HEARTBEAT_S": "1", "MYCELIUM__NODE__DEAD_AFTER_S": "6"}
+HELLO = """\
+apiVersion: mycelium/v1
+kind: Endomycete
+name: hello
+spec:
+  command: [python3, -u, -c, "import time; print('hello {marker}', flush=True); time.sleep(3600)"]
+  replicas: all
+  resources: {{cpu: 10m, memory: 16Mi}}
+"""
 
 
 def ok(res) -> str:
@@ -36,6 +46,7 @@ def ok(res) -> str:
 @pytest.fixture(scope="module")
 def net():
     factory = DaemonFactory()
+    marker = f"myc{uuid.uuid4().hex[:10]}"  # in every replica's command line: none survives the module
     try:
         first = factory.new("founder")
         out = ok(first.cli("up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", "--ui", env=FAST))
@@ -51,10 +62,19 @@ def net():
         def formed():
             return first.status()["members"] == 3 and all(d.status()["role"] == "rhizomorph" for d in others)
         wait_until(formed, timeout=90, interval=0.5, what="a 3-node network (two rhizomorphs)")
+        manifest = factory.root / "hello.yaml"
+        manifest.write_text(HELLO.format(marker=marker))
+        ok(first.cli("deploy", str(manifest), "--wait", "--timeout", "90"))
         base = url.split("#")[0].rstrip("/")
-        yield {"nodes": nodes, "url": url, "base": base, "token": url.split("#token=")[1]}
+        yield {"nodes": nodes, "url": url, "base": base, "token": url.split("#token=")[1], "marker": marker}
     finally:
         factory.cleanup()
+        for proc in psutil.process_iter(["cmdline"]):  # replicas of the killed node outlive it
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 def get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -137,6 +157,21 @@ def test_top_under_tmux_shows_the_members_and_refreshes(net):
         wait_until(lambda: (refreshes() or 0) > first, timeout=30, interval=0.3, what="top to refresh")
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+def test_logs_of_a_replica_on_another_node(net):
+    founder, joiner = net["nodes"][0], net["nodes"][1]
+    joiner_id = joiner.status()["node_id"]
+
+    def remote_lines():
+        res = founder.cli("logs", "hello", "--node", joiner_id[-8:], "-n", "20")
+        return res.stdout if res.returncode == 0 and f"hello {net['marker']}" in res.stdout else None
+    wait_until(remote_lines, timeout=60, interval=0.5, what="the joiner's replica output through the founder")
+    res = founder.cli("logs", "hello", "--node", "zzzzzzzz")
+    assert res.returncode == 2 and "matches no member" in res.stderr, res.stderr
+    page = json.loads(get(net["base"] + "/api/snapshot", net["token"])[1])
+    hello = next(r for r in page["services"] if r["name"] == "hello")
+    assert hello["desired"] == 3 and len(hello["placement"]) == 3
 
 
 def artifacts_dir(tmp_path: Path) -> Path:
