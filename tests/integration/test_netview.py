@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -55,8 +56,14 @@ def net():
         wait_until(lambda: first.status()["epoch"] >= 1, timeout=30, what="the founder's first height")
         token = json.loads(ok(first.cli("invite", "--uses", "2", "--ttl", "10m", "--json")))["token"]
         others = [factory.new(f"j{i}") for i in range(2)]
-        for d in others:
-            ok(d.cli("up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", "--join", token, env=FAST))
+        with ThreadPoolExecutor(2) as pool:  # both start at once: daemon start-up is most of the fixture
+            up = [pool.submit(others[0].cli, "up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", "--join", token,
+                              env=FAST),
+                  pool.submit(others[1].cli, "up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", env=FAST)]
+            for f in up:
+                ok(f.result())
+        # the second joins from a running node, with progress lines until admitted
+        joined = others[1].cli("join", token, "--wait", "--timeout", "120", timeout=150)
         nodes = [first, *others]
 
         def formed():
@@ -64,9 +71,11 @@ def net():
         wait_until(formed, timeout=90, interval=0.5, what="a 3-node network (two rhizomorphs)")
         manifest = factory.root / "hello.yaml"
         manifest.write_text(HELLO.format(marker=marker))
-        ok(first.cli("deploy", str(manifest), "--wait", "--timeout", "90"))
+        deployed = first.cli("deploy", str(manifest), "--wait", "--timeout", "90")
+        ok(deployed)
         base = url.split("#")[0].rstrip("/")
-        yield {"nodes": nodes, "url": url, "base": base, "token": url.split("#token=")[1], "marker": marker}
+        yield {"nodes": nodes, "url": url, "base": base, "token": url.split("#token=")[1], "marker": marker,
+               "joined": joined, "deployed": deployed}
     finally:
         factory.cleanup()
         for proc in psutil.process_iter(["cmdline"]):  # replicas of the killed node outlive it
@@ -159,6 +168,13 @@ def test_top_under_tmux_shows_the_members_and_refreshes(net):
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
+def test_join_and_deploy_show_progress(net):
+    joined, deployed = net["joined"], net["deployed"]
+    assert joined.returncode == 0 and "admitted as rhizomorph" in joined.stdout, joined.stderr
+    assert re.search(r"waiting for (the chain|a validator)|connecting to the network", joined.stderr), joined.stderr
+    assert "hello: 3/3 replicas up" in deployed.stderr and "hello: 3/3 replicas running" in deployed.stdout, deployed.stderr
+
+
 def test_logs_of_a_replica_on_another_node(net):
     founder, joiner = net["nodes"][0], net["nodes"][1]
     joiner_id = joiner.status()["node_id"]
@@ -180,7 +196,7 @@ def artifacts_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_page_in_headless_chromium_shows_three_nodes_and_a_killed_one(net, tmp_path):
+def test_page_in_headless_chromium_shows_three_nodes_and_a_killed_one(net, tmp_path, capsys):
     from tests.integration.browser import Chromium, chromium_binary
 
     if chromium_binary() is None:
@@ -203,7 +219,8 @@ def test_page_in_headless_chromium_shows_three_nodes_and_a_killed_one(net, tmp_p
         out = artifacts_dir(tmp_path)
         shot = browser.screenshot(out / "netview-three-nodes.png")
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-        print(f"screenshot: {shot}")
+        with capsys.disabled():  # the artifact's path on the terminal, whatever pytest captures
+            print(f"\nscreenshot (three nodes): {shot}")
 
         victim = net["nodes"][2]
         victim_id = victim.status()["node_id"]
@@ -213,6 +230,7 @@ def test_page_in_headless_chromium_shows_three_nodes_and_a_killed_one(net, tmp_p
                            interval=0.3, what="the page to show the killed node as down")
         assert browser.evaluate(f"document.querySelector('#map g[data-node=\"{victim_id}\"]').dataset.state") == state
         shot = browser.screenshot(out / "netview-node-killed.png")
-        print(f"screenshot: {shot}")
+        with capsys.disabled():
+            print(f"screenshot (a node killed): {shot}")
     finally:
         browser.close()

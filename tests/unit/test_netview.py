@@ -224,3 +224,27 @@ def test_parse_listen_refuses_garbage():
 
     with pytest.raises(UiError, match="HOST:PORT"):
         parse_listen("127.0.0.1:http")
+
+
+# ------------------------------------------------------------------------------ progress lines
+def test_join_stages_in_order():
+    from mycelium.cli.progress import JOIN_DONE, join_stage
+
+    base = {"network_name": "fungi", "role": "none", "admitted": False, "epoch": 0, "primary_hash": None}
+    seen = [join_stage({**base, "peers": 0, "role_reason": "not admitted yet: waiting for the network's chain"}),
+            join_stage({**base, "peers": 1, "role_reason": "not admitted yet: waiting for the network's chain"}),
+            join_stage({**base, "peers": 1, "epoch": 9, "primary_hash": "ab",
+                        "role_reason": "not admitted yet: waiting for a validator to decide the join"}),
+            join_stage({**base, "peers": 1, "epoch": 10, "primary_hash": "cd", "admitted": True, "role": "rhizomorph",
+                        "role_reason": "validator set is full"})]
+    assert [k for k, _ in seen] == ["connecting", "chain", "submitted", JOIN_DONE]
+    assert "height 9" in seen[2][1] and seen[3][1].startswith("admitted as rhizomorph")
+
+
+def test_deploy_line():
+    from mycelium.cli.progress import deploy_line
+
+    assert "waiting for the deploy" in deploy_line("web", None)
+    row = {"running": 1, "up_to_date": 1, "desired": 2, "placement": {"12D3KooWaaaaaaaaBBBBBBBB": "running",
+                                                                       "12D3KooWccccccccDDDDDDDD": "starting"}}
+    assert deploy_line("web", row) == "web: 1/2 replicas up — BBBBBBBB: running, DDDDDDDD: starting"
