@@ -71,8 +71,9 @@ def register(cli: click.Group, call: Any, emit_json: Any) -> None:
         from mycelium.cli.top import render
 
         console = Console()
+        first = call(ctx, "GET", protocol.NETVIEW)  # no daemon: exit 3 with the command that starts one
         if once:
-            console.print(render(call(ctx, "GET", protocol.NETVIEW), refresh=1))
+            console.print(render(first, refresh=1))
             return
         client = ctx.client()
         refresh = 0
@@ -81,7 +82,7 @@ def register(cli: click.Group, call: Any, emit_json: Any) -> None:
                 while True:
                     refresh += 1
                     try:  # the daemon may restart under us: say so and keep trying
-                        view = render(client.get(protocol.NETVIEW), refresh=refresh)
+                        view = render(first if refresh == 1 else client.get(protocol.NETVIEW), refresh=refresh)
                     except ClientError as exc:
                         view = render(None, refresh=refresh, error=exc.message)
                     live.update(view, refresh=True)

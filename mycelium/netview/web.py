@@ -27,7 +27,8 @@ from mycelium.observability.logs import get_logger
 
 log = get_logger("mycelium.netview")
 
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0  # one request, from its first byte to our answer
+SLOT_WAIT_S = 10.0  # a connection waits this long at most for one of the MAX_CONNECTIONS slots
 MAX_REQUEST_BYTES = 16 * 1024  # the page only sends GETs
 MAX_CONNECTIONS = 32  # served at once; more wait for a free slot (a page polls once a second)
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -74,14 +75,15 @@ def host_ok(host_header: str, bound_host: str) -> bool:
 
 
 class WebServer:
-    def __init__(self, token: str, snapshot: Callable[[], dict], metrics: Callable[[], tuple[str, bytes]]) -> None:
+    def __init__(self, token: str, snapshot: Callable[[], dict], metrics: Callable[[], tuple[str, bytes]],
+                 *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.token = token
         self._snapshot = snapshot
         self._metrics = metrics
         self.bound_host = "127.0.0.1"
         self.port = 0
         self.unauthorized = 0  # requests refused for a missing or wrong token (bounded: a counter)
-        self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self._slots = trio.Semaphore(max_connections)
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -92,15 +94,21 @@ class WebServer:
             task_status.started(self.port)
 
     async def _serve_one(self, stream: trio.SocketStream) -> None:
-        async with self._slots:
-            try:
-                with trio.fail_after(REQUEST_TIMEOUT_S):
-                    status, headers, body = await self._handle(stream)
-                    await stream.send_all(_response(status, headers, body))
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-                pass  # a slow, vanished or broken client: nothing to answer
-            finally:
-                await stream.aclose()
+        try:
+            with trio.fail_after(SLOT_WAIT_S):  # connections waiting for a slot cannot pile up either
+                await self._slots.acquire()
+        except trio.TooSlowError:
+            await stream.aclose()
+            return
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                status, headers, body = await self._handle(stream)
+                await stream.send_all(_response(status, headers, body))
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            pass  # a slow, vanished or broken client: nothing to answer
+        finally:
+            self._slots.release()
+            await stream.aclose()
 
     async def _handle(self, stream: trio.SocketStream) -> tuple[int, list, bytes]:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)

@@ -110,8 +110,13 @@ def test_page_data_needs_the_token(net):
     assert get(net["base"] + "/", None)[0] == 200  # the page itself holds no data
     # the page listens on the loopback only
     port = int(net["base"].rsplit(":", 1)[1])
-    out = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True).stdout
-    assert out.strip() and all("127.0.0.1:" in line for line in out.strip().splitlines()), out
+    bound = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert bound == {"127.0.0.1"}, bound
+    # `mycelium ui` finds the page already served (same URL, same token); another interface is refused
+    again = json.loads(ok(net["nodes"][0].cli("ui", "--json")))
+    assert again["url"] == net["url"] and again["loopback_only"] is True
+    res = net["nodes"][0].cli("ui", "--listen", "0.0.0.0:0")
+    assert res.returncode == 2 and "already served" in res.stderr, res.stderr
 
 
 def metric_samples(text: str) -> dict[str, list[str]]:

@@ -248,3 +248,20 @@ def test_deploy_line():
     row = {"running": 1, "up_to_date": 1, "desired": 2, "placement": {"12D3KooWaaaaaaaaBBBBBBBB": "running",
                                                                        "12D3KooWccccccccDDDDDDDD": "starting"}}
     assert deploy_line("web", row) == "web: 1/2 replicas up — BBBBBBBB: running, DDDDDDDD: starting"
+
+
+async def test_connections_bounded_and_idle_ones_time_out(monkeypatch):
+    """One slot: an idle client holds it until its request timeout; the next request then gets in."""
+    monkeypatch.setattr(web, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(web, "SLOT_WAIT_S", 30.0)
+    server = web.WebServer("t", lambda: {}, lambda: ("text/plain", b""), max_connections=1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        idle = await trio.open_tcp_stream("127.0.0.1", port)  # connects, never asks
+        await trio.sleep(0.05)
+        started = trio.current_time()
+        status, _, _ = await http(port, "/api/snapshot?token=t")
+        assert status == 200 and trio.current_time() - started >= 0.3  # waited for the idle one's slot
+        assert await idle.receive_some(10) == b""  # the idle client was closed without an answer
+        await idle.aclose()
+        nursery.cancel_scope.cancel()
