@@ -209,9 +209,11 @@ class NetworkSession:
 
     def gauges_body(self) -> dict:
         """This node's gauges, published in its Latent spore for the others' views and /metrics."""
-        from mycelium.netview.gauges import own_gauges
+        from mycelium.netview.gauges import GaugesPublisher
 
-        return own_gauges(self)
+        if getattr(self, "_gauges", None) is None:
+            self._gauges = GaugesPublisher()
+        return self._gauges.body(self)
 
     def _read_only_config(self):
         """`network set read_only_after_s=…` (read at session start) over the session's own config."""

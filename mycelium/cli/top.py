@@ -35,7 +35,7 @@ def render(snap: dict | None, *, refresh: int, error: str | None = None) -> Grou
 
 
 def _members(snap: dict) -> Panel:
-    t = Table("node", "role", "state", "latency", "epoch", "trust", "report", box=None, pad_edge=False)
+    t = Table("node", "role", "state", "latency", "reported height", "trust", "report", box=None, pad_edge=False)
     for m in snap["members"]:
         role = Text(m["role"] + (" (validator)" if m["validator"] else ""), style=ROLE_STYLE.get(m["role"], ""))
         lat = "-" if m["latency_ms"] is None else f"{m['latency_ms']:.1f} ms"

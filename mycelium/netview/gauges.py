@@ -53,6 +53,39 @@ def own_gauges(session: Any) -> dict:
             "sw": __version__, "links": links}
 
 
+REFRESH_S = 60.0  # gauges that only drift (height, latency, memory) are republished at most this often
+
+
+def worth_publishing(old: dict | None, new: dict, age_s: float) -> bool:
+    """Republish the gauges entry now? At once for what a reader must see soon (membership, peers,
+    read-only, a link appearing, going or getting its first ping time); drift waits REFRESH_S, so
+    the entry does not change with every height (a new version per node per heartbeat otherwise)."""
+    if old is None or age_s >= REFRESH_S:
+        return True
+    if any(old.get(k) != new.get(k) for k in ("members", "peers", "read_only", "sw")):
+        return True
+    old_links, new_links = old.get("links", {}), new.get("links", {})
+    if set(old_links) != set(new_links):
+        return True
+    return any((old_links[p] < 0) != (new_links[p] < 0) for p in new_links)
+
+
+class GaugesPublisher:
+    """The body a session hands its Latent exchange: the last one published until worth_publishing."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._body: dict | None = None
+        self._at = 0.0
+
+    def body(self, session: Any) -> dict:
+        new = own_gauges(session)
+        now = self._clock()
+        if worth_publishing(self._body, new, now - self._at):
+            self._body, self._at = new, now
+        return self._body
+
+
 def _rss_bytes() -> int:
     try:
         with open(f"/proc/{os.getpid()}/statm") as f:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 SNAPSHOT_SCHEMA = 1
 ROUNDS_SHOWN = 12  # last decided heights listed (the chain keeps more; the page needs a few)
-STALE_REPORT_S = 90.0  # a node's gauges report older than this is marked stale (publish interval 15 s)
+STALE_REPORT_S = 150.0  # a gauges report older than this is stale (republished ≤ REFRESH_S + 15 s apart)
 MAX_LINKS = 512  # links drawn at most (a 32-node network has 496 pairs)
 
 

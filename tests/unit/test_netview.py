@@ -265,3 +265,28 @@ async def test_connections_bounded_and_idle_ones_time_out(monkeypatch):
         assert await idle.receive_some(10) == b""  # the idle client was closed without an answer
         await idle.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_gauges_republished_for_changes_that_matter_and_drift_only_after_refresh():
+    body = gauges.own_gauges(fake_session(3))
+    assert gauges.worth_publishing(None, body, 0)
+    drift = {**body, "epoch": body["epoch"] + 5, "rss_bytes": body["rss_bytes"] + (1 << 20),
+             "links": {p: v + 3000 for p, v in body["links"].items()}}
+    assert not gauges.worth_publishing(body, drift, 1.0)
+    assert gauges.worth_publishing(body, drift, gauges.REFRESH_S)
+    assert gauges.worth_publishing(body, {**body, "read_only": 1}, 1.0)
+    assert gauges.worth_publishing(body, {**body, "peers": 2}, 1.0)
+    first = next(iter(body["links"]))
+    assert gauges.worth_publishing(body, {**body, "links": {p: v for p, v in body["links"].items() if p != first}}, 1.0)
+    unknown = {**body, "links": {**body["links"], first: -1}}
+    assert gauges.worth_publishing(unknown, body, 1.0)  # a first ping time is news
+
+    now = [0.0]
+    pub = gauges.GaugesPublisher(clock=lambda: now[0])
+    s = fake_session(3)
+    first_body = pub.body(s)
+    s.ledger.height += 10
+    now[0] = 5.0
+    assert pub.body(s) is first_body  # drift: the same body, so the exchange does not republish
+    now[0] = gauges.REFRESH_S + 1
+    assert pub.body(s)["epoch"] == first_body["epoch"] + 10
