@@ -207,7 +207,7 @@ class NetworkSession:
             await start_storage(self, mesh, nursery)
             task_status.started()
 
-    def gauges_body(self) -> dict:
+    def gauges_body(self) -> dict | None:
         """This node's gauges, published in its Latent spore for the others' views and /metrics."""
         from mycelium.netview.gauges import GaugesPublisher
 

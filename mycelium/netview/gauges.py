@@ -53,37 +53,53 @@ def own_gauges(session: Any) -> dict:
             "sw": __version__, "links": links}
 
 
-REFRESH_S = 60.0  # gauges that only drift (height, latency, memory) are republished at most this often
+# Gauges that only drift (height, latency, memory, uptime) are republished at most this often. Every
+# republish is a new Latent version on every member, and a store that changes all the time never
+# shows one digest network-wide (tests/integration/test_mesh_join.py waits for exactly that).
+REFRESH_S = 300.0
+# What readers must see soon (membership, peers, links appearing or getting their first ping time)
+# is published once it held still this long. Such changes come in bursts while nodes join, and a
+# joiner still catching up drops (and counts) every entry whose author its old Primary does not
+# list yet: waiting for the burst to end keeps those drops away.
+SETTLE_S = 20.0
 
 
-def worth_publishing(old: dict | None, new: dict, age_s: float) -> bool:
-    """Republish the gauges entry now? At once for what a reader must see soon (membership, peers,
-    read-only, a link appearing, going or getting its first ping time); drift waits REFRESH_S, so
-    the entry does not change with every height (a new version per node per heartbeat otherwise)."""
-    if old is None or age_s >= REFRESH_S:
-        return True
-    if any(old.get(k) != new.get(k) for k in ("members", "peers", "read_only", "sw")):
-        return True
-    old_links, new_links = old.get("links", {}), new.get("links", {})
-    if set(old_links) != set(new_links):
-        return True
-    return any((old_links[p] < 0) != (new_links[p] < 0) for p in new_links)
+def signature(body: dict) -> tuple:
+    """The part of a gauges body whose change is news (drift excluded)."""
+    links = body.get("links", {})
+    return (body.get("members"), body.get("peers"), body.get("read_only"), body.get("sw"),
+            tuple(sorted((p, v >= 0) for p, v in links.items())))
 
 
 class GaugesPublisher:
-    """The body a session hands its Latent exchange: the last one published until worth_publishing."""
+    """The body a session hands its Latent exchange (None: nothing to publish yet). Read-only flips
+    go out at once; other news once it held still SETTLE_S; drift every REFRESH_S."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
         self._body: dict | None = None
         self._at = 0.0
+        self._pending: tuple | None = None  # the signature waiting to settle, and since when
+        self._pending_since = 0.0
 
-    def body(self, session: Any) -> dict:
+    def body(self, session: Any) -> dict | None:
         new = own_gauges(session)
         now = self._clock()
-        if worth_publishing(self._body, new, now - self._at):
-            self._body, self._at = new, now
+        if self.decide(new, now):
+            self._body, self._at, self._pending = new, now, None
         return self._body
+
+    def decide(self, new: dict, now: float) -> bool:
+        old = self._body
+        if old is not None and old.get("read_only") != new.get("read_only"):
+            return True
+        sig = signature(new)
+        if old is not None and sig == signature(old):
+            self._pending = None
+            return now - self._at >= REFRESH_S
+        if sig != self._pending:
+            self._pending, self._pending_since = sig, now
+        return now - self._pending_since >= SETTLE_S
 
 
 def _rss_bytes() -> int:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 SNAPSHOT_SCHEMA = 1
 ROUNDS_SHOWN = 12  # last decided heights listed (the chain keeps more; the page needs a few)
-STALE_REPORT_S = 150.0  # a gauges report older than this is stale (republished ≤ REFRESH_S + 15 s apart)
+STALE_REPORT_S = 400.0  # a gauges report older than this is stale (republished ≤ REFRESH_S + 15 s apart)
 MAX_LINKS = 512  # links drawn at most (a 32-node network has 496 pairs)
 
 
@@ -107,8 +107,9 @@ def _links(me: str, peer_rows: dict[str, dict], reports: dict[str, dict], states
 def _consensus(status: dict, rounds: list[Round], validators: list[str], members: dict[str, dict]) -> dict:
     shown = rounds[-ROUNDS_SHOWN:]
     rate = None
-    if len(rounds) >= 2 and rounds[-1].time_s > rounds[0].time_s:
-        rate = round((rounds[-1].height - rounds[0].height) * 60 / (rounds[-1].time_s - rounds[0].time_s), 2)
+    timed = [r for r in rounds if r.time_s > 0]  # genesis carries no Primary time
+    if len(timed) >= 2 and timed[-1].time_s > timed[0].time_s:
+        rate = round((timed[-1].height - timed[0].height) * 60 / (timed[-1].time_s - timed[0].time_s), 2)
     return {
         "height": status["epoch"], "primary_hash": status["primary_hash"], "state": status["consensus"],
         "heights_per_min": rate,

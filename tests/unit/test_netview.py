@@ -69,7 +69,7 @@ def test_links_between_others_come_from_their_reports():
 
 def test_rate_and_rounds():
     a = ids(1)[0]
-    rounds = [Round(h, 100 + 2 * h, 0, (a,), 1) for h in range(1, 31)]
+    rounds = [Round(0, 0, 0, (a,), 1)] + [Round(h, 100 + 2 * h, 0, (a,), 1) for h in range(1, 31)]
     c = pic(a, {a: member("sclerotium")}, rounds=rounds)["consensus"]
     assert c["heights_per_min"] == 30.0  # one height every 2 s
     assert [r["height"] for r in c["rounds"]] == list(range(30, 30 - snapshot.ROUNDS_SHOWN, -1))
@@ -267,26 +267,34 @@ async def test_connections_bounded_and_idle_ones_time_out(monkeypatch):
         nursery.cancel_scope.cancel()
 
 
-def test_gauges_republished_for_changes_that_matter_and_drift_only_after_refresh():
-    body = gauges.own_gauges(fake_session(3))
-    assert gauges.worth_publishing(None, body, 0)
-    drift = {**body, "epoch": body["epoch"] + 5, "rss_bytes": body["rss_bytes"] + (1 << 20),
-             "links": {p: v + 3000 for p, v in body["links"].items()}}
-    assert not gauges.worth_publishing(body, drift, 1.0)
-    assert gauges.worth_publishing(body, drift, gauges.REFRESH_S)
-    assert gauges.worth_publishing(body, {**body, "read_only": 1}, 1.0)
-    assert gauges.worth_publishing(body, {**body, "peers": 2}, 1.0)
-    first = next(iter(body["links"]))
-    assert gauges.worth_publishing(body, {**body, "links": {p: v for p, v in body["links"].items() if p != first}}, 1.0)
-    unknown = {**body, "links": {**body["links"], first: -1}}
-    assert gauges.worth_publishing(unknown, body, 1.0)  # a first ping time is news
-
+def test_gauges_news_after_it_settles_read_only_at_once_drift_after_refresh():
     now = [0.0]
     pub = gauges.GaugesPublisher(clock=lambda: now[0])
     s = fake_session(3)
-    first_body = pub.body(s)
-    s.ledger.height += 10
-    now[0] = 5.0
-    assert pub.body(s) is first_body  # drift: the same body, so the exchange does not republish
-    now[0] = gauges.REFRESH_S + 1
-    assert pub.body(s)["epoch"] == first_body["epoch"] + 10
+    assert pub.body(s) is None  # a fresh member waits for its numbers to settle (joins come in bursts)
+    now[0] = gauges.SETTLE_S - 1
+    assert pub.body(s) is None
+    now[0] = gauges.SETTLE_S
+    first = pub.body(s)
+    assert first is not None and first["peers"] == 3
+    s.ledger.height += 10  # drift: the same body until REFRESH_S, so the exchange does not republish
+    now[0] += 5
+    assert pub.body(s) is first
+    s.mesh.peers()[0].latency_ms = None  # news (a link lost its ping time) waits to settle
+    now[0] += 1
+    assert pub.body(s) is first
+    now[0] += gauges.SETTLE_S
+    second = pub.body(s)
+    assert second is not first and second["links"][s.mesh.peers()[0].node_id] == -1
+    s.node.read_only = lambda: True  # read-only goes out at once
+    now[0] += 0.1
+    assert pub.body(s)["read_only"] == 1
+    s.node.read_only = lambda: False
+    now[0] += 0.1
+    at = now[0]
+    assert pub.body(s)["read_only"] == 0
+    s.ledger.height += 1
+    now[0] = at + gauges.REFRESH_S - 1
+    assert pub.body(s)["epoch"] != s.ledger.height
+    now[0] = at + gauges.REFRESH_S
+    assert pub.body(s)["epoch"] == s.ledger.height
