@@ -119,36 +119,6 @@ def test_page_data_needs_the_token(net):
     assert res.returncode == 2 and "already served" in res.stderr, res.stderr
 
 
-def metric_samples(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            out.setdefault(line.split()[2], [])
-        elif line and not line.startswith("#"):
-            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
-            out.setdefault(name, []).append(line)
-    return out
-
-
-def test_metrics_carry_every_node_and_every_dashboard_metric(net):
-    ids = [d.status()["node_id"] for d in net["nodes"]]
-
-    def all_nodes_reported():
-        status, body = get(net["base"] + "/metrics", net["token"])
-        samples = metric_samples(body.decode())
-        seen = {re.search(r'node="([^"]+)"', s).group(1) for s in samples.get("mycelium_network_epoch", [])}
-        # a joiner's ping time to the founder: measured after its first report, in a later one
-        link = any(f'node="{ids[1]}",peer="{ids[0]}"' in s for s in samples.get("mycelium_network_link_latency_seconds", []))
-        return samples if status == 200 and seen == set(ids) and link else None
-    # members publish their gauges in the Latent spore once admitted, then every 15 s when they change
-    samples = wait_until(all_nodes_reported, timeout=90, interval=1, what="every node's gauges in /metrics")
-    dash = json.loads((REPO / "examples/monitoring/grafana-dashboard.json").read_text())
-    assert dash["panels"] and all(p["targets"] for p in dash["panels"])
-    named = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\bmycelium_[a-z_]+", t["expr"])}
-    missing = sorted(m for m in named if m not in samples)
-    assert not missing, f"the dashboard names metrics /metrics does not export: {missing}"
-
-
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian: apt-get install tmux)")
 def test_top_under_tmux_shows_the_members_and_refreshes(net):
     founder = net["nodes"][0]
@@ -193,6 +163,36 @@ def test_logs_of_a_replica_on_another_node(net):
     page = json.loads(get(net["base"] + "/api/snapshot", net["token"])[1])
     hello = next(r for r in page["services"] if r["name"] == "hello")
     assert hello["desired"] == 3 and len(hello["placement"]) == 3
+
+
+def metric_samples(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            out.setdefault(line.split()[2], [])
+        elif line and not line.startswith("#"):
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+            out.setdefault(name, []).append(line)
+    return out
+
+
+def test_metrics_carry_every_node_and_every_dashboard_metric(net):
+    ids = [d.status()["node_id"] for d in net["nodes"]]
+
+    def all_nodes_reported():
+        status, body = get(net["base"] + "/metrics", net["token"])
+        samples = metric_samples(body.decode())
+        seen = {re.search(r'node="([^"]+)"', s).group(1) for s in samples.get("mycelium_network_epoch", [])}
+        # a joiner's ping time to the founder: measured after its first report, in a later one
+        link = any(f'node="{ids[1]}",peer="{ids[0]}"' in s for s in samples.get("mycelium_network_link_latency_seconds", []))
+        return samples if status == 200 and seen == set(ids) and link else None
+    # members publish their gauges in the Latent spore once admitted, then every 15 s when they change
+    samples = wait_until(all_nodes_reported, timeout=90, interval=1, what="every node's gauges in /metrics")
+    dash = json.loads((REPO / "examples/monitoring/grafana-dashboard.json").read_text())
+    assert dash["panels"] and all(p["targets"] for p in dash["panels"])
+    named = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"\bmycelium_[a-z_]+", t["expr"])}
+    missing = sorted(m for m in named if m not in samples)
+    assert not missing, f"the dashboard names metrics /metrics does not export: {missing}"
 
 
 def artifacts_dir(tmp_path: Path) -> Path:
