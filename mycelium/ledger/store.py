@@ -216,6 +216,12 @@ class Ledger:
         self._committed = candidate
         self._forget_applied(batch)
 
+    def discard_unstored(self) -> None:
+        """A new consensus core starts at height + 1: a decision the old one committed but that was
+        never stored (its write failed: disk full) is decided again, not built upon."""
+        if self._committed is not None and (self.head is None or self._committed.height > self.head.height):
+            self._committed = None
+
     def _forget_applied(self, batch: list[Any]) -> None:
         for raw in batch:
             try:
