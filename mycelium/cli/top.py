@@ -21,6 +21,8 @@ def render(snap: dict | None, *, refresh: int, error: str | None = None) -> Grou
                      Text(f"cannot reach the daemon: {error}", style="red"))
     node, cons = snap["node"], snap["consensus"]
     ro = Text(" READ-ONLY: " + (node.get("read_only_reason") or "no quorum"), style="bold red") if node["read_only"] else Text("")
+    if node.get("unusable"):
+        ro.append(f"  CANNOT RUN: {node['unusable']['reason']} — {node['unusable']['fix']}", style="bold red")
     rate = "-" if cons["heights_per_min"] is None else f"{cons['heights_per_min']}/min"
     head = Text.assemble((f"mycelium top — {node['network_name']}", "bold"),
                          f"   height {cons['height']} ({rate}, {cons['state']})   members {len(snap['members'])}"

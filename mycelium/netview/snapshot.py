@@ -67,8 +67,10 @@ def assemble(*, me: str, status: dict, members: dict[str, dict], alive: dict[str
     return {
         "schema": SNAPSHOT_SCHEMA,
         "generated_s": round(now_s, 3),
-        "node": {k: status[k] for k in ("node_id", "network_name", "network_id", "role", "read_only",
-                                        "read_only_reason", "personal_network", "version", "uptime_s")},
+        "node": {**{k: status[k] for k in ("node_id", "network_name", "network_id", "role", "read_only",
+                                           "read_only_reason", "personal_network", "version", "uptime_s")},
+                 # the node cannot run (disk full, damaged database), and subsystems restarted after failures
+                 "unusable": status.get("unusable"), "subsystems": status.get("subsystems") or {}},
         "members": rows,
         "links": links,
         "consensus": _consensus(status, rounds, validators, members),

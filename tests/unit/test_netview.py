@@ -53,7 +53,15 @@ def test_states_roles_validators_and_links():
     by_b = next(m for m in p["members"] if m["node_id"] == b)
     assert by_b["epoch"] == 7 and by_b["read_only"] is False and by_b["latency_ms"] == 1.5
     assert p["storage"] == {"unavailable": "off"}
+    assert p["node"]["unusable"] is None and p["node"]["subsystems"] == {}
     json.dumps(p)  # JSON-able as it is
+    from mycelium.cli.top import render
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(render({**p, "node": {**p["node"], "unusable": {"reason": "disk full", "fix": "free space"}}}, refresh=3))
+    text = console.export_text()
+    assert "refresh 3" in text and "CANNOT RUN: disk full" in text and b[-8:] in text and "unreachable" in text
 
 
 def test_links_between_others_come_from_their_reports():

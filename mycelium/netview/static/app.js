@@ -135,8 +135,13 @@ function render(snap) {
   document.getElementById("summary").textContent =
     snap.members.length + " members (" + up + " reachable) · height " + c.height + " · validators " + c.validators.length + " · this node " + node.node_id.slice(-8) + " (" + node.role + ")";
   const banner = document.getElementById("banner");
-  banner.hidden = !node.read_only;
-  banner.textContent = node.read_only ? "read-only: " + (node.read_only_reason || "no quorum of validators reachable") : "";
+  const problems = [];
+  if (node.unusable) problems.push("this node cannot run: " + node.unusable.reason + " — " + node.unusable.fix);
+  if (node.read_only) problems.push("read-only: " + (node.read_only_reason || "no quorum of validators reachable"));
+  const restarted = Object.keys(node.subsystems || {});
+  if (restarted.length) problems.push("restarted after failures: " + restarted.join(", ") + " (see `mycelium status`)");
+  banner.hidden = problems.length === 0;
+  banner.textContent = problems.join(" · ");
   drawMap(snap); drawMembers(snap); drawConsensus(c); drawServices(snap); drawStorage(snap.storage);
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
