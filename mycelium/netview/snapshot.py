@@ -50,7 +50,7 @@ def assemble(*, me: str, status: dict, members: dict[str, dict], alive: dict[str
             state = "unreachable"
         else:
             state = "dead"
-        rep = reports.get(nid)
+        rep = None if nid == me else reports.get(nid)  # our own numbers are live, not our last report
         rows.append({
             "node_id": nid, "short": nid[-8:], "role": m["role"], "validator": nid in validators,
             "trust": round(m["trust_ppm"] / 1_000_000, 4), "joined_height": m["joined"],
@@ -60,7 +60,7 @@ def assemble(*, me: str, status: dict, members: dict[str, dict], alive: dict[str
             "epoch": rep["epoch"] if rep else (status["epoch"] if nid == me else None),
             "report_age_s": rep["age_s"] if rep else None,
             "report_stale": bool(rep and rep["age_s"] > STALE_REPORT_S),
-            "software": rep.get("sw") if rep else None,
+            "software": rep.get("sw") if rep else (status["version"] if nid == me else None),
         })
     states = {r["node_id"]: r["state"] for r in rows}
     links = _links(me, peer_rows, reports, states)

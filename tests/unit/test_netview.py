@@ -43,7 +43,10 @@ def test_states_roles_validators_and_links():
              {"node_id": c, "connected": False, "admitted": False, "latency_ms": None}]
     reports = {b: {"epoch": 7, "members": 4, "peers": 2, "read_only": 0, "rss_bytes": 1, "uptime_s": 60, "sw": "0",
                    "links": {a: 2000, c: 3000, d: -1}, "age_s": 3.0}}
-    p = pic(a, members, alive={d: False}, peers=peers, reports=reports)
+    mine = {**reports[b], "epoch": 2, "age_s": 200.0}  # our own last report: older than what we know
+    p = pic(a, members, alive={d: False}, peers=peers, reports={**reports, a: mine})
+    me_row = next(m for m in p["members"] if m["node_id"] == a)
+    assert me_row["epoch"] == STATUS["epoch"] and me_row["report_age_s"] is None
     states = {m["node_id"]: m["state"] for m in p["members"]}
     assert states == {a: "self", b: "up", c: "unreachable", d: "dead"}
     assert [v["node_id"] for v in p["consensus"]["validators"]] == [a]
