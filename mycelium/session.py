@@ -178,8 +178,8 @@ class NetworkSession:
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
-                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes())
-            catchup.on_output = self._on_new_primary
+                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes(),
+                                outputs={NewPrimary: self._on_new_primary, SyncedHead: self._on_synced_head})
             mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
@@ -357,22 +357,20 @@ class NetworkSession:
         return b"ok"
 
     # ------------------------------------------------------------------------------ loops
-    def _on_new_primary(self, effect: Any) -> None:
+    def _on_synced_head(self, effect: SyncedHead) -> None:
+        """After a verified state sync the ledger restarts its chain at the head and the core follows it."""
+        before = self.ledger.height if self.ledger.head else -1
+        if self.ledger.adopt_sync(effect.progress):
+            self.catchup.chain = self.ledger.chain
+            log.info("state sync: started from a recent certified Primary", from_height=before,
+                     to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
+            if self._caught_up_from is None:
+                self._caught_up_from = before
+                self._nursery.start_soon(self._after_catchup)
+
+    def _on_new_primary(self, effect: NewPrimary) -> None:
         """The catch-up core verified and appended a Primary: persist it (fsynced) before anything acts
-        on it; consensus, the watch and the Latent validator follow once per answer. After a verified
-        state sync (SyncedHead) the ledger restarts its chain at the head and the core follows it."""
-        if isinstance(effect, SyncedHead):
-            before = self.ledger.height if self.ledger.head else -1
-            if self.ledger.adopt_sync(effect.progress):
-                self.catchup.chain = self.ledger.chain
-                log.info("state sync: started from a recent certified Primary", from_height=before,
-                         to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
-                if self._caught_up_from is None:
-                    self._caught_up_from = before
-                    self._nursery.start_soon(self._after_catchup)
-            return
-        if not isinstance(effect, NewPrimary):
-            return
+        on it; consensus, the watch and the Latent validator follow once per answer."""
         before = self.ledger.height if self.ledger.head else -1
         self.ledger.record_link(self.catchup.chain, effect.link)
         self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from mycelium.config import HEARTBEAT_S
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId, NodeKey
 from mycelium.observability.logs import bind_identity, get_logger
@@ -62,7 +63,7 @@ class Ledger:
         self.pool: OrderedDict[bytes, Operation] = OrderedDict()
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
-        self.heartbeat_s = 10  # a proposer with nothing to propose still advances the clock this often
+        self.heartbeat_s = HEARTBEAT_S  # a proposer with nothing to propose still advances the clock this often
         self.history_kept = HISTORY_KEPT  # links kept beyond the epoch links (tests make it small)
         if chain is not None:
             self._load_epoch_links(chain)

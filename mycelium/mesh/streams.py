@@ -34,13 +34,13 @@ from mycelium.mesh.protocols import check_name
 from mycelium.mesh.rpc import PeerNotAdmitted, RequestRefused, RequestTimeout
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 StreamHandler = Callable[[NodeId, bytes], Awaitable[Any]]
 
 
 class MessageStreams:
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshContext) -> None:
         self._mesh = mesh
         self._handlers: dict[str, StreamHandler] = {}
         self._out: dict[tuple[NodeId, str], Any] = {}  # open outbound streams (≤ peers × names)

@@ -60,7 +60,7 @@ async def test_concurrent_large_batches_do_not_interleave():
 async def test_a_broken_stream_is_reopened_after_a_reconnect():
     # no maintenance redial: it would reconnect within 0.2 s, so "b is gone" and the lost message
     # below would race it (a CI run on a busy box missed the gap); here only the test reconnects
-    quiet = MeshConfig.for_tests(maintenance_interval_s=3600.0)
+    quiet = MeshConfig.local(maintenance_interval_s=3600.0)
     async with open_meshes(2, f"net-{secrets.token_hex(4)}", secrets.token_bytes(32), config=quiet) as (a, b):
         await a.connect(b.listen_addresses()[0])
         await wait_until(lambda: a.node_id in b.admitted_peers() and b.node_id in a.admitted_peers(), timeout_s=20)
@@ -90,7 +90,7 @@ async def test_an_other_network_node_gets_no_stream():
             got.append(data)
 
         b.register_stream_handler("votes", collect)
-        async with open_mesh(MeshConfig.for_tests(), NodeKey.generate(), "other-net", secrets.token_bytes(32)) as c:
+        async with open_mesh(MeshConfig.local(), NodeKey.generate(), "other-net", secrets.token_bytes(32)) as c:
             try:
                 await c.connect(b.listen_addresses()[0])
             except MeshError:
