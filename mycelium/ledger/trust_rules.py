@@ -57,7 +57,10 @@ def _parsed(op: Operation, prev: PrimarySpore, *, check_hash: bool = True, check
     validators = prev.validators()
     msg = precommit_signing_bytes(prev.network_id, cert.height, cert.round, cert.value)
     agreed = sorted(v for v in cert.signatures if v in validators)
-    if check_signatures and any(not verify(v, msg, cert.signatures[v], prev.network_id) for v in agreed):
+    # each signer's ML-DSA key (post-quantum networks) from the Primary itself, so the verdict depends
+    # on the Primary alone, never on which keys this process happens to have pinned
+    if check_signatures and any(not verify(v, msg, cert.signatures[v], prev.network_id,
+                                           pq_key=prev.members[v].pq_key or None) for v in agreed):
         raise OperationError("participation's certificate has an invalid signature")
     withheld = op.body.get("withheld")
     if not isinstance(withheld, list) or len(withheld) > len(validators):
