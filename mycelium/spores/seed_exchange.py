@@ -34,6 +34,7 @@ SEED_HOLDER_ROLES = frozenset({"sclerotium", "rhizomorph"})
 MAX_SEED_ASKS = 16  # Seed requests a joiner makes before it relies on catch-up and Latent alone
 MAX_ADDRESSES_PER_MEMBER = 16  # addresses listed (and taken) per member, as the mesh keeps
 SEED_TIMEOUT_S = 10.0
+MAX_ADOPTION_ROUNDS = 600  # looks (one per peers interval) at what of a Seed is confirmed, then it stops
 
 
 def seed_observations(key: Any, network_id: str, addresses: dict[NodeId, list[str]], now_ms: int) -> list[Entry]:
@@ -130,7 +131,9 @@ class SeedExchange:
                 if answer and self.accept(peer, answer) is not None:
                     break
             await trio.sleep(s.config.peers_interval_s)
-        while self.seed is not None and (self.checked is None or self._unconfirmed()):
+        rounds = 0
+        while self.seed is not None and (self.checked is None or self._unconfirmed()) and rounds < MAX_ADOPTION_ROUNDS:
+            rounds += 1
             self.adoption = adoptable(self.seed, s.mesh.admitted_peers())
             self.check_head()
             await trio.sleep(s.config.peers_interval_s)

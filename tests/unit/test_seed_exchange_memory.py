@@ -117,3 +117,60 @@ async def test_a_verified_chain_that_contradicts_the_seed_head_is_counted(tmp_pa
             nursery.cancel_scope.cancel()
     finally:
         founder.close()
+
+
+async def test_a_joiner_stops_asking_after_the_bound_and_still_joins(tmp_path: Path, monkeypatch) -> None:
+    """A peer that only ever answers garbage costs the joiner MAX_SEED_ASKS requests, each counted."""
+    from mycelium.spores import seed_exchange
+
+    monkeypatch.setattr(seed_exchange, "MAX_SEED_ASKS", 3)
+    founder = _node(tmp_path / "founder")
+    founder.create_named_network("seed-net")
+    joiner = _node(tmp_path / "joiner", join_token=_token(founder))
+    f, j = founder.key.node_id, joiner.key.node_id
+    net = MemoryNetwork()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(NetworkSession(founder, net.transport(f), LOCAL).run)
+            asked = []
+
+            async def garbage(peer, data):
+                asked.append(peer)
+                return b"\x00garbage"
+
+            net.transports[f].register_handler(RPC_SEED, garbage)
+            joining = NetworkSession(joiner, net.transport(j), LOCAL)
+            await nursery.start(joining.run)
+            await _wait_until(lambda: joining.rejected["seed_invalid"] == 3, "three garbage Seeds were counted")
+            await _wait_until(lambda: joiner.ledger.is_member(j), "the joiner was admitted without a Seed")
+            await _wait_until(lambda: "seed" not in joining.failures.report() and len(asked) == 3
+                              and joining.seeds.seed is None, "the Seed task gave up")
+            await trio.sleep(3 * LOCAL.peers_interval_s)  # it does not ask again
+            assert len(asked) == 3 and joining.rejected["seed_invalid"] == 3
+            assert joining.seeds.status() is None
+            nursery.cancel_scope.cancel()
+    finally:
+        founder.close()
+        joiner.close()
+
+
+async def test_a_seed_lists_at_most_the_bound_of_members(tmp_path: Path, monkeypatch) -> None:
+    from mycelium.spores import seed_exchange
+
+    founder, second, third = _three(tmp_path)
+    net = MemoryNetwork()
+    try:
+        async with trio.open_nursery() as nursery:
+            founding = NetworkSession(founder, net.transport(founder.key.node_id), LOCAL)
+            await nursery.start(founding.run)
+            for node in (second, third):
+                await nursery.start(NetworkSession(node, net.transport(node.key.node_id), LOCAL).run)
+            await _wait_until(lambda: len(founder.ledger.head.members) == 3, "three members")
+            assert len(SeedSpore.from_bytes(founding.seeds.make()).connections) == 2
+            monkeypatch.setattr(seed_exchange, "MAX_SEED_CONNECTIONS", 1)
+            seed = SeedSpore.from_bytes(founding.seeds.make())
+            assert len(seed.connections) == 1 and len(seed.observations) == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        for node in (founder, second, third):
+            node.close()
