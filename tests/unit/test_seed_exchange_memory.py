@@ -1,7 +1,7 @@
 """Seed spores with real NetworkSessions over the in-memory transport (DESIGN "State sync": "Seed spores
 hand it that head quickly"). The network links two nodes only once one learned the other's address
-(`introduced_only`), and the joiner's Latent address learning is slowed past the test, so a joiner
-that knows only the founder reaches the third member through the founder's Seed alone."""
+(`introduced_only`), and the joiner's and the third member's Latent address learning is slowed past the
+test, so a joiner that knows only the founder reaches the third member through the founder's Seed alone."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ async def _run(tmp_path: Path, *, forge: bool) -> None:
         async with trio.open_nursery() as nursery:
             founding = NetworkSession(founder, net.transport(f), LOCAL)
             await nursery.start(founding.run)
-            await nursery.start(NetworkSession(second, net.transport(s), LOCAL).run)
+            await nursery.start(NetworkSession(second, net.transport(s), NO_LATENT_ADDRESSES).run)
             await _wait_until(lambda: founder.ledger.is_member(s) and second.ledger.is_member(s), "the second member joined")
             assert founding.seeds.make() != b""  # the founder is a sclerotium: it holds Seeds
             if forge:
