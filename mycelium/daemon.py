@@ -237,7 +237,10 @@ class Node:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         from mycelium.api.routes import install_routes  # routes see the Node; imported late to keep api/ below us
 
+        from mycelium.netview.service import NetView  # the page, `mycelium top`, network gauges
+
         server = ControlServer(self.cfg.socket_path, self.metrics)
+        self.netview = NetView(self)
         install_routes(server, self)
         self.metrics.up.set(time.time())
         self.metrics.add_source(lambda: self.session)
@@ -246,6 +249,7 @@ class Node:
                 self._root = root.cancel_scope
                 root.start_soon(self._watch_signals)
                 root.start_soon(self._wait_shutdown_request)
+                await root.start(self.netview.run)
                 await root.start(server.serve)
                 first, failures = True, 0
                 while not root.cancel_scope.cancel_called:

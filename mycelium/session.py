@@ -168,6 +168,9 @@ class NetworkSession:
         mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
         self.seeds = SeedExchange(self)
         mesh.register_handler(SeedExchange.RPC, self._heard(self.seeds.handle_rpc))
+        from mycelium.runtime import remote_logs  # `mycelium logs NAME --node ID` from another member
+
+        mesh.register_handler(remote_logs.RPC_LOGS, remote_logs.make_handler(self))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
@@ -212,6 +215,14 @@ class NetworkSession:
 
             await start_storage(self, mesh, nursery)
             task_status.started()
+
+    def gauges_body(self) -> dict | None:
+        """This node's gauges, published in its Latent spore for the others' views and /metrics."""
+        from mycelium.netview.gauges import GaugesPublisher
+
+        if getattr(self, "_gauges", None) is None:
+            self._gauges = GaugesPublisher()
+        return self._gauges.body(self)
 
     def _read_only_config(self):
         """`network set read_only_after_s=…` (read at session start) over the session's own config."""
@@ -439,7 +450,7 @@ class NetworkSession:
                 if answer != b"ok":
                     log.warning("operation refused by validator", op=op.type.value, validator=validator,
                                 answer=answer[:200].decode(errors="replace"))
-            except Exception as exc:  # mesh errors: another validator may take it
+            except self.mesh.request_errors as exc:  # the network failed: another validator may take it
                 log.debug("submit failed", validator=validator, error=repr(exc))
 
     def _reachability(self) -> Reachability:

@@ -21,6 +21,7 @@ def _table() -> dict[type, tuple[int, str, str]]:
     from mycelium.identity import IdentityError, InvalidName, TokenError
     from mycelium.ledger.operations import NotAuthorized, OperationError
     from mycelium.roles.readonly import ReadOnlyMode
+    from mycelium.runtime.remote_logs import NodeNotFound, NodeUnreachable
     from mycelium.runtime.runner import NoSuchReplica, ReplicaElsewhere
 
     return {
@@ -33,7 +34,9 @@ def _table() -> dict[type, tuple[int, str, str]]:
         InvalidName: (400, "refused", ""),
         IdentityError: (409, "refused", ""),
         NoSuchReplica: (404, "no_such_service", "see `mycelium services` for where it runs"),
-        ReplicaElsewhere: (404, "not_here", "run `mycelium logs` on one of those nodes"),
+        ReplicaElsewhere: (404, "not_here", "run `mycelium logs NAME --node ID` with one of those nodes"),
+        NodeNotFound: (404, "no_such_member", ""),
+        NodeUnreachable: (409, "unreachable", ""),
     }
 
 

@@ -162,6 +162,13 @@ def install_routes(server: ControlServer, node: Any) -> None:
         lines = req.query.get("lines", "200")
         if not name or not lines.isdigit():
             raise ApiError(400, "bad_request", "logs needs ?name=SERVICE and a numeric lines", "mycelium logs NAME")
+        where = req.query.get("node", "")
+        if where:  # a replica on another member: asked over the mesh (mycelium.runtime.remote_logs)
+            from mycelium.runtime.remote_logs import fetch
+
+            runner()  # 503 while the session starts
+            node_id, got = await fetch(node.session, where, name, int(lines))
+            return 200, {"service": name, "node_id": node_id, "lines": got}
         return 200, {"service": name, "node_id": node.key.node_id, "lines": await runner().logs(name, int(lines))}
 
     async def resolve(req: Request) -> tuple[int, Any]:
@@ -179,6 +186,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
     from mycelium.api.storage_routes import install_storage_routes
 
     install_storage_routes(server, node)
+    from mycelium.api.netview_routes import install_netview_routes
+
+    install_netview_routes(server, node)
 
     async def primary(_req: Request) -> tuple[int, Any]:
         head = node.ledger.head

@@ -18,7 +18,7 @@ POLL_S = 0.05
 SIGNAL_AFTER_S = 3.0  # `down`: wait this long for a daemon whose answer was lost before sending SIGTERM
 
 
-def run_foreground(cfg: Config, join_token: str | None) -> int:
+def run_foreground(cfg: Config, join_token: str | None, ui_listen: str | None = None) -> int:
     import trio
 
     from mycelium.daemon import Node, StartupError
@@ -27,6 +27,7 @@ def run_foreground(cfg: Config, join_token: str | None) -> int:
 
     configure_logging(cfg.log.level, json=cfg.log.json)
     node = Node(cfg, join_token=join_token)
+    node.ui_listen = ui_listen  # `up --ui`: the daemon serves the page at once and prints its URL
     try:
         node.prepare()
     except (StartupError, StorageError) as exc:

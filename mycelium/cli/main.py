@@ -86,9 +86,13 @@ def cli(click_ctx: click.Context, state_dir: Path | None) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ready-timeout", default=30, show_default=True, envvar="MYCELIUM_READY_TIMEOUT",
               help="With --detach: seconds to wait for ready (env MYCELIUM_READY_TIMEOUT; a slow Pi may need more).")
+@click.option("--wait", is_flag=True, help="With --detach --join: show progress until admitted (up to 120 s).")
+@click.option("--ui", is_flag=True, help="Also serve the network page (`mycelium ui`) and print its URL.")
+@click.option("--ui-listen", metavar="HOST:PORT", help="With --ui: where (default 127.0.0.1, a free port).")
 @click.pass_obj
 def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ...], bootstrap: tuple[str, ...],
-       max_role: str | None, log_level: str | None, ready_timeout: int) -> None:
+       max_role: str | None, log_level: str | None, ready_timeout: int, wait: bool, ui: bool,
+       ui_listen: str | None) -> None:
     """Run the node (foreground unless --detach)."""
     overrides = {"node": {"listen": listen or None, "bootstrap": bootstrap or None, "max_role": max_role},
                  "log": {"level": log_level}}
@@ -113,8 +117,12 @@ def up(ctx: Context, detach: bool, join_token: str | None, listen: tuple[str, ..
         click.echo(message)
         ctx_status = call(ctx, "GET", protocol.STATUS)
         render.status(ctx_status)
+        if ui or ui_listen:
+            _views.print_ui(_views.start_ui(call, ctx, ui_listen))
+        if wait and join_token:
+            _wait_admitted(ctx, 120)
         return
-    sys.exit(run_foreground(cfg, join_token))
+    sys.exit(run_foreground(cfg, join_token, (ui_listen or "127.0.0.1:0") if ui or ui_listen else None))
 
 
 @cli.command()
@@ -185,12 +193,35 @@ def invite(click_ctx: click.Context, ttl: str, uses: int, as_json: bool) -> None
 
 @cli.command()
 @click.argument("token")
+@click.option("--wait", is_flag=True, help="Show progress until this node is admitted (or the timeout).")
+@click.option("--timeout", default=120, show_default=True, help="Seconds to wait with --wait.")
 @click.pass_obj
-def join(ctx: Context, token: str) -> None:
+def join(ctx: Context, token: str, wait: bool, timeout: int) -> None:
     """Join the network TOKEN invites to (the daemon must be running)."""
     res = call(ctx, "POST", protocol.JOIN, {"token": token})
     click.echo(f"joining network {res['network_name']} ({res['network_id'][:16]}); "
-               "watch `mycelium status` for admission")
+               + ("waiting for admission" if wait else "watch `mycelium status` for admission"))
+    if wait:
+        _wait_admitted(ctx, timeout)
+
+
+def _wait_admitted(ctx: Context, timeout: int) -> None:
+    import time
+
+    from mycelium.cli.progress import JOIN_DONE, join_stage
+
+    deadline, shown, line = time.monotonic() + timeout, None, ""
+    while time.monotonic() < deadline:
+        stage, line = join_stage(call(ctx, "GET", protocol.STATUS))
+        if stage != shown:
+            (click.echo if stage == JOIN_DONE else lambda m: click.echo(f"  {m}", err=True))(line)
+            shown = stage
+        if stage == JOIN_DONE:
+            return
+        time.sleep(0.5)
+    fail(f"not admitted after {timeout} s (last: {line})",
+         "the network's validators decide joins: `mycelium status` shows this node's view; "
+         "an expired or revoked invite is refused (ask for a fresh one)", code=4)
 
 
 @cli.command()
@@ -245,12 +276,18 @@ def deploy(ctx: Context, file: Path, wait: bool, timeout: int) -> None:
 def _wait_running(ctx: Context, name: str, timeout: int) -> None:
     import time
 
+    from mycelium.cli.progress import deploy_line
+
     deadline = time.monotonic() + timeout
-    row = None
+    row, shown = None, None
     while time.monotonic() < deadline:
         rows = {r["name"]: r for r in call(ctx, "GET", protocol.SERVICES)["services"]}
         row = rows.get(name)
         ready = row.get("up_to_date", row["running"]) if row else 0  # during an update: the new version
+        line = deploy_line(name, row)
+        if line != shown:
+            click.echo(f"  {line}", err=True)  # progress: replicas coming up, per node
+            shown = line
         if row and row["desired"] and ready >= row["desired"]:
             click.echo(f"{name}: {ready}/{row['desired']} replicas running the deployed version")
             return
@@ -292,14 +329,17 @@ def services(ctx: Context, as_json: bool) -> None:
 @click.argument("name")
 @click.option("-n", "--lines", default=200, show_default=True, help="How many recent lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--node", "node_id", metavar="ID", help="The replica on this member (id, or ≥ 6 of its first or last characters).")
 @click.pass_obj
-def logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
-    """Show the output of this node's replica of service NAME."""
+def logs(ctx: Context, name: str, lines: int, follow: bool, node_id: str | None) -> None:
+    """Show the output of service NAME's replica on this node (or on --node ID)."""
     import time
+    from urllib.parse import quote
 
     seen: list[str] = []
+    where = f"&node={quote(node_id)}" if node_id else ""
     while True:
-        got = call(ctx, "GET", f"{protocol.LOGS}?name={name}&lines={lines}")["lines"]
+        got = call(ctx, "GET", f"{protocol.LOGS}?name={quote(name)}&lines={lines}{where}")["lines"]
         start = _new_lines_start(seen, got)
         for line in got[start:]:
             click.echo(line)
@@ -338,6 +378,9 @@ from mycelium.cli import governance as _governance  # noqa: E402  (registers adm
 _governance.register(cli, network, invite)
 
 from mycelium.cli.storage import storage as _storage  # noqa: E402  (the group uses helpers defined above)
+from mycelium.cli import views as _views  # noqa: E402  (ui, top)
+
+_views.register(cli, call, emit_json)
 
 cli.add_command(_storage)
 

@@ -51,7 +51,7 @@ from mycelium.mesh.ports import advertised_addresses, claim_listen_addresses, in
 from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
 from mycelium.mesh.routing import PeerRouting
-from mycelium.mesh.rpc import Handler, RequestResponse
+from mycelium.mesh.rpc import Handler, RequestError, RequestResponse
 from mycelium.mesh.streams import MessageStreams, StreamHandler
 
 
@@ -74,6 +74,10 @@ class AdmissionFailed(MeshError):
 
 
 class Mesh:
+    # what the network's failures raise from request/send_messages/publish (shell.transport.Transport);
+    # libp2p errors inside are wrapped into these
+    request_errors: tuple[type[Exception], ...] = (RequestError, MeshError)
+
     def __init__(
         self,
         config: MeshConfig,

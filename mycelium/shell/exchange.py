@@ -98,17 +98,25 @@ class PeerQueues:
                 try:
                     await self.mesh.send_messages(peer, self.rpc_name, batch, self.timeout_s)  # type: ignore[attr-defined]
                     continue
-                except Exception as exc:  # any mesh failure: count it, keep the sender
+                except self.mesh.request_errors as exc:  # the network failed: count it, keep the sender
                     if "takes no" in str(exc):  # RequestRefused: no such stream there; rpc from now on
                         self._rpc_only.add(peer)
                     self.dropped["send_failed"] += len(batch)
                     log.debug("stream send failed", stream=self.rpc_name, peer=peer, error=repr(exc))
                     continue
+                except Exception:  # our bug: loud, counted, and the sender goes on (consensus must not stop)
+                    self.dropped["send_bug"] += len(batch)
+                    log.exception("stream send failed: a bug", stream=self.rpc_name, peer=peer)
+                    continue
             try:
                 answer = await self.mesh.request(peer, self.rpc_name, data, timeout_s=self.timeout_s)
-            except Exception as exc:  # any mesh failure (refused, timed out, reset): count it, keep the sender
+            except self.mesh.request_errors as exc:  # refused, timed out, reset: count it, keep the sender
                 self.dropped["send_failed"] += 1
                 log.debug("send failed", rpc=self.rpc_name, peer=peer, error=repr(exc))
+                continue
+            except Exception:  # our bug: loud, counted, and the sender goes on
+                self.dropped["send_bug"] += 1
+                log.exception("send failed: a bug", rpc=self.rpc_name, peer=peer)
                 continue
             if answer and self.on_answer is not None:
                 self.on_answer(peer, answer)
@@ -181,9 +189,12 @@ class CoreShell(CoreLoop):
         async for data in self._published:
             try:
                 await self.mesh.publish(self.topic, data)
-            except Exception as exc:  # gossip is best effort; anti-entropy repairs what is lost
+            except self.mesh.request_errors as exc:  # gossip is best effort; anti-entropy repairs what is lost
                 self.dropped["publish_failed"] += 1
                 log.debug("publish failed", topic=self.topic, error=repr(exc))
+            except Exception:  # our bug: loud and counted; gossip goes on
+                self.dropped["publish_bug"] += 1
+                log.exception("publish failed: a bug", topic=self.topic)
 
     async def _listen_gossip(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with self.mesh.subscribe(self.topic) as messages:

@@ -32,6 +32,9 @@ class Counters(Protocol):
 
 class Transport(Protocol):
     counters: Counters
+    # what request/send_messages/publish raise when the network fails (refused, timed out, reset,
+    # peer gone): expected, counted and logged at debug. Anything else they raise is our bug.
+    request_errors: tuple[type[Exception], ...]
 
     async def run(self, *, task_status: Any = ...) -> None: ...
 

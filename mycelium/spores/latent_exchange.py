@@ -17,13 +17,14 @@ from mycelium import __version__
 from mycelium.shell.exchange import CoreShell
 from mycelium.identity import NodeId
 from mycelium.observability.logs import get_logger
-from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry, next_temporal_version
+from mycelium.spores.entry import MASTER_SCOPE, TEMPORAL_TYPES, Entry, EntryType, make_entry, next_temporal_version
 from mycelium.spores.gossip import GossipConfig, LatentGossip
 from mycelium.spores.latent import LatentLimits, LatentStore
 from mycelium.spores.seed import contradiction_for
 from mycelium.spores.validation import DropReason, EntryValidator
 
 log = get_logger("mycelium.latent")
+OWN_ENTRY_NAMES = {EntryType.USAGE: "gauges"}  # the free part of own entries' keys ("" for the rest)
 
 
 
@@ -111,6 +112,10 @@ class LatentExchange:
             bodies[EntryType.CAPABILITY] = session.profile.to_wire()
         if getattr(session, "k3s", None) is not None:
             bodies[EntryType.OVERLAY] = session.k3s.announcement_body()  # WireGuard key and endpoint
+        gauges = getattr(session, "gauges_body", None)  # the node's gauges for the others (mycelium.netview)
+        body = gauges() if gauges is not None else None
+        if body is not None:
+            bodies[EntryType.USAGE] = body
         return bodies
 
     def publish_own(self) -> int:
@@ -123,7 +128,10 @@ class LatentExchange:
             if self._published.get(type_) == body:
                 continue
             version = next_temporal_version(self._versions.get(type_, 0), now_ms)
-            entry = make_entry(self.key, self.network_id, type_, body, version=version, timestamp_ms=now_ms)
+            # temporal types (the gauges' usage entry) keep version == timestamp, the store's law
+            entry = make_entry(self.key, self.network_id, type_, body, version=version,
+                               timestamp_ms=version if type_ in TEMPORAL_TYPES else now_ms,
+                               name=OWN_ENTRY_NAMES.get(type_, ""))
             self._versions[type_] = version
             self._published[type_] = body
             self.shell.call(lambda now, e=entry: self.core.publish(e, now))

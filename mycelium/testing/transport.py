@@ -84,6 +84,8 @@ class MemoryNetwork:
 
 
 class MemoryTransport:
+    request_errors = (MemoryRequestError,)  # what the network's failures raise (Transport protocol)
+
     def __init__(self, network: MemoryNetwork, node_id: NodeId) -> None:
         self.network = network
         self.node_id = node_id

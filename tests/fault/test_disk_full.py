@@ -58,3 +58,34 @@ def test_full_disk_keeps_the_daemon_up_and_loses_nothing():
         finally:
             d.kill(signal.SIGKILL)
     mount.rmdir()  # unmounted (and empty) again
+
+
+def test_a_full_disk_is_named_in_status_and_the_node_resumes_by_itself():
+    """Issue 14: "only a state that makes the node unusable (disk full, damaged database) stops the
+    session, and `mycelium status` says which and what to do" — and once space is back the node
+    resumes without a restart."""
+    reason = tmpfs_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    mount = Path(tempfile.mkdtemp(prefix="mycdisk-", dir="/tmp"))
+    with small_tmpfs(mount, size_kib=8192):
+        d = NetDaemon(mount / "s", "disk", [], "127.0.0.1", dict(FAST_ENV))
+        try:
+            assert d.up().returncode == 0, d.log()
+            wait_for(lambda: (s := d.status_or_none()) and s["epoch"] >= 2 and s, timeout=30, what="the first heights")
+            filler = fill_disk(mount)
+            st = wait_for(lambda: (s := d.status_or_none()) and s.get("unusable") and s, timeout=120,
+                          what="status to say the node cannot run (disk full)")
+            assert "disk holding the state directory is full" in st["unusable"]["reason"], st
+            assert "free space" in st["unusable"]["fix"]
+            human = d.cli("status")
+            assert human.returncode == 0 and "not running its network" in human.stdout, human.stdout
+            assert d.pid() is not None  # the daemon itself stays up, answering
+
+            filler.unlink()  # no restart: the daemon retries on its own
+            stuck = st["epoch"]
+            wait_for(lambda: (s := d.status_or_none()) and s["unusable"] is None and s["epoch"] > stuck + 1 and s,
+                     timeout=120, what="the node to resume and decide again after space was freed")
+        finally:
+            d.kill(signal.SIGKILL)
+    mount.rmdir()

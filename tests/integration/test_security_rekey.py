@@ -47,18 +47,20 @@ def test_pq_network_removal_rotates_the_secret_and_locks_the_node_out(daemons):
         res = founder.cli("network", "create", "pq-home", "--pq")
         assert res.returncode == 0 and "post-quantum" in res.stdout, res.stderr
         wait_until(lambda: founder.status()["epoch"] >= 1, timeout=60, what="the first PQ height")
-        # One validator: four PQ validators in four processes stalled on this shared 2-core box (load
-        # ~20; see the report) — the parameter is also what `network set` is for.
-        res = founder.cli("network", "set", "max_validators=1")
+        # four nodes, four PQ validators (3f+1 with f = 1): hybrid votes and certificates between
+        # four processes; `network set` is exercised on a parameter that leaves them so
+        res = founder.cli("network", "set", "max_validators=4")
         assert res.returncode == 0, res.stderr
-        wait_until(lambda: _json(founder, "network", "show")["params"]["max_validators"] == 1, timeout=30,
-                   what="max_validators=1 to be decided")
+        wait_until(lambda: _json(founder, "network", "show")["params"]["max_validators"] == 4, timeout=30,
+                   what="max_validators=4 to be decided")
         token = _json(founder, "invite", "--uses", "3")["token"]
         for d in nodes[1:]:
             res = d.up("--join", token, env=FAST)
             assert res.returncode == 0, res.stderr + d.log()
         wait_until(lambda: all(d.status()["admitted"] for d in nodes) and founder.status()["members"] == 4,
                    timeout=120, interval=0.5, what="all four nodes to be admitted into the PQ network")
+        wait_until(lambda: len(founder.status()["validators"]) == 4, timeout=120, interval=0.5,
+                   what="all four nodes to become validators")
         show = _json(founder, "network", "show")
         assert show["post_quantum"] and show["signature_scheme"] == "ed25519+ml-dsa-65"
         assert show["secret_generation"] == 0

@@ -16,6 +16,8 @@ from mycelium.testing.spores import node_id
 
 
 class _SlowMesh:
+    request_errors = (ConnectionError,)
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 

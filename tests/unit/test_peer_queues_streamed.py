@@ -9,6 +9,8 @@ from mycelium.shell.exchange import PeerQueues
 
 
 class FakeTransport:
+    request_errors = (RuntimeError,)  # what this fake's "network" raises (the refused stream below)
+
     def __init__(self, *, refuse_stream: bool = False) -> None:
         self.batches: list[list[bytes]] = []
         self.requests: list[bytes] = []
@@ -73,3 +75,23 @@ async def test_a_transport_without_streams_uses_rpc(autojump_clock):
     t = RpcOnlyTransport()
     await _run(t, [b"x", b"y"])
     assert t.requests == [b"x", b"y"]
+
+
+class BuggyTransport(FakeTransport):
+    async def request(self, node, name, payload, timeout_s=None):
+        raise KeyError("a bug in our own code, not a network failure")
+
+
+async def test_a_bug_in_sending_is_logged_loudly_and_counted_and_the_sender_goes_on():
+    import structlog
+
+    transport = BuggyTransport()
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            queues = PeerQueues(transport, nursery, "consensus")
+            queues.send_nowait("peer", b"one")
+            queues.send_nowait("peer", b"two")
+            await trio.sleep(0.3)
+            nursery.cancel_scope.cancel()
+    assert queues.dropped["send_bug"] == 2 and queues.dropped["send_failed"] == 0
+    assert [e["log_level"] for e in logs if "a bug" in e["event"]] == ["error", "error"]
