@@ -3,7 +3,8 @@
     mesh ─┬─ rpc "consensus"  votes between validators (per-peer outbound queues, never blocking consensus)
           ├─ rpc "chain"      Primary catch-up (spores.chain.PrimaryCatchup in a CoreShell): links after
           │                   a height, each certificate verified on receipt, persisted before use
-          └─ rpc "submit"     operations from nodes that are not validators (joins, profiles)
+          ├─ rpc "submit"     operations from nodes that are not validators (joins, profiles)
+          └─ rpc "seed"       Seed spores: sclerotia/rhizomorphs hand joiners a bootstrap (spores/seed_exchange.py)
     consensus driver          ConsensusCore over the ledger
     admission                 a joiner fetches the chain, then submits its join until it is a member
     profile                   publishes this node's capability profile when it changed enough
@@ -35,6 +36,7 @@ from mycelium.shell.pacing import Backoff, Wakeup
 from mycelium.shell.supervise import Failures, started, supervise, unusable
 from mycelium.shell.transport import Transport
 from mycelium.spores.latent_exchange import LatentExchange, LatentExchangeConfig
+from mycelium.spores.seed_exchange import SeedExchange
 from mycelium.runtime.runner import WorkloadRunner
 from mycelium.ledger.operations import (
     DEAD_AFTER,
@@ -56,7 +58,7 @@ from mycelium.spores.validation import DropReason
 
 log = get_logger("mycelium.session")
 
-RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only
+RPC_CONSENSUS, RPC_CHAIN, RPC_SUBMIT = "consensus", "chain", "submit"  # append only; then SeedExchange.RPC "seed"
 PEERS_SAVE_INTERVAL_S = 30.0  # admitted peers' addresses are written this often (storage/peers.py)
 EVIDENCE_QUEUE = 16  # evidence operations waiting to be submitted; more are dropped and counted
 
@@ -164,6 +166,8 @@ class NetworkSession:
         mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
         self.latent = LatentExchange(self, self.config.latent)
         mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
+        self.seeds = SeedExchange(self)
+        mesh.register_handler(SeedExchange.RPC, self._heard(self.seeds.handle_rpc))
         from mycelium.runtime import remote_logs  # `mycelium logs NAME --node ID` from another member
 
         mesh.register_handler(remote_logs.RPC_LOGS, remote_logs.make_handler(self))
@@ -198,6 +202,7 @@ class NetworkSession:
             await nursery.start(supervise, "evidence", started(self._evidence_loop), failures)
             await nursery.start(supervise, "peer_addresses", started(self._save_peers_loop), failures)
             await nursery.start(supervise, "latent", self.latent.run, failures)
+            await nursery.start(supervise, "seed", self.seeds.run, failures)
             if self.k3s is not None:
                 await nursery.start(supervise, "k3s", self.k3s.run, failures)
             self.workloads = WorkloadRunner(self)

@@ -34,6 +34,8 @@ def status(node: Any) -> dict:
         "admitted": ledger.is_member(me),
         "peers": node.peer_count(),
         "consensus": node.session.consensus_state if node.session else "starting",
+        # the Seed spore this node bootstrapped from: holder, head height, members listed/confirmed
+        "seed": node.session.seeds.status() if node.session and hasattr(node.session, "seeds") else None,
         # subsystems restarted on their own after a failure: name → restarts, last error, when
         "subsystems": node.session.failures.report() if node.session else {},
         # set while the node cannot run at all (disk full, damaged database): what and what to do

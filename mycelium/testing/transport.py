@@ -9,6 +9,10 @@ catch-up or a workload report runs in one trio run, in unit tests, without libp2
 transport of a network is admitted by every other one unless a partition separates them. Gossip is
 delivered to each subscribed peer through a bounded buffer (full: dropped and counted), as the
 mesh's pubsub does. Nothing here is durable: a transport that stops forgets its subscriptions.
+
+`MemoryNetwork(introduced_only=True)` links two nodes only once one was given the other's address
+(`add_addresses(node, ["/memory/<node>"])`, or `introduce(a, b)`): what a joiner that knows only its
+token's bootstrap peer sees, so address discovery (a Seed spore, Latent NODE entries) is observable.
 """
 
 from __future__ import annotations
@@ -42,9 +46,18 @@ class MemoryMessage:
 
 
 class MemoryNetwork:
-    def __init__(self) -> None:
+    def __init__(self, *, introduced_only: bool = False) -> None:
         self.transports: dict[NodeId, MemoryTransport] = {}
         self._cut: set[frozenset[NodeId]] = set()
+        self.introduced_only = introduced_only
+        self._introduced: set[frozenset[NodeId]] = set()
+
+    def introduce(self, a: NodeId, b: NodeId) -> None:
+        """a and b know each other's address (only matters with `introduced_only`)."""
+        self._introduced.add(frozenset((a, b)))
+
+    def introduced(self, a: NodeId, b: NodeId) -> bool:
+        return frozenset((a, b)) in self._introduced
 
     def transport(self, node_id: NodeId) -> "MemoryTransport":
         if node_id in self.transports:
@@ -56,7 +69,8 @@ class MemoryNetwork:
     def linked(self, a: NodeId, b: NodeId) -> bool:
         ta, tb = self.transports.get(a), self.transports.get(b)
         return (a != b and ta is not None and tb is not None and ta.up and tb.up
-                and frozenset((a, b)) not in self._cut)
+                and frozenset((a, b)) not in self._cut
+                and (not self.introduced_only or frozenset((a, b)) in self._introduced))
 
     def partition(self, *sides: Iterable[NodeId]) -> None:
         """Cut every link between nodes of different sides (nodes named nowhere keep their links)."""
@@ -165,6 +179,8 @@ class MemoryTransport:
     def add_addresses(self, node_id: NodeId, addresses: list[str]) -> None:
         hints = self._hints.setdefault(node_id, deque(maxlen=MAX_ADDRESS_HINTS))
         hints.extend(a for a in addresses if a not in hints)
+        if any(a == f"/memory/{node_id}" or a.startswith(f"/memory/{node_id}/") for a in addresses):
+            self.network.introduce(self.node_id, node_id)  # a dialable address: the mesh would connect
 
     def peers(self) -> list[PeerInfo]:
         rows = []
