@@ -23,6 +23,7 @@ from mycelium.mesh.channel import ChannelError, ChannelProvider, DataChannel
 from mycelium.storage import chunks, placement, wire
 from mycelium.storage.catalog import CatalogError, FileEntry, VolumeIndex, VolumeRoot
 from mycelium.storage.chunks import ChunkRef, ShareMismatch
+from mycelium.storage.keyring import KeyringError
 from mycelium.storage.links import PeerUnavailable, StorageLinks
 from mycelium.storage.placement import SchemeConfig
 from mycelium.storage.roots import RootStore
@@ -52,6 +53,14 @@ class MissingRanges(Exception):
         super().__init__(f"{volume}:{path}: bytes {spans} are unreadable now ({len(ranges)} chunk(s) lack k shares)")
 
 
+class KeyUnavailable(MissingRanges):
+    """Chunks sealed under a network secret generation this node cannot recover (storage.keyring)."""
+
+    def __init__(self, volume: str, path: str, ranges: list[tuple[int, int]], reason: str) -> None:
+        super().__init__(volume, path, ranges)
+        self.args = (f"{self.args[0]}: {reason}",)
+
+
 class NoSuchFile(Exception):
     pass
 
@@ -67,6 +76,7 @@ class StorageNode:
         devices: Callable[[], list[str]],
         volume_key: Callable[[str], VolumeKey],
         network_id: str,
+        read_key: Callable[[str, int], VolumeKey] | None = None,
         cfg: StorageConfig = StorageConfig(),
     ) -> None:
         self.key = key
@@ -76,7 +86,8 @@ class StorageNode:
         self.store = store
         self.roots = roots
         self.devices = devices  # storage devices of the Primary (this node included if it stores)
-        self.volume_key = volume_key
+        self.volume_key = volume_key  # the key new chunks are sealed under (the current secret generation)
+        self.read_key = read_key or self._only_write_key  # (volume, generation) → key; KeyringError if not held
         self.cfg = cfg
         self.links = StorageLinks(provider, timeout_s=cfg.request_timeout_s)
         self.stopped = False
@@ -84,6 +95,12 @@ class StorageNode:
         self._indexes: dict[str, VolumeIndex] = {}
         self.recent_errors: deque[str] = deque(maxlen=32)  # last share-transfer failures, for status/debugging
         self.last_commit_s = 0.0  # how long the last root commit took (index put + Primary decision)
+
+    def _only_write_key(self, volume: str, generation: int) -> VolumeKey:
+        key = self.volume_key(volume)
+        if key.generation != generation:
+            raise KeyringError(f"this node holds only the volume key of secret generation {key.generation}")
+        return key
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -241,10 +258,17 @@ class StorageNode:
     async def read_bytes(self, volume: str, refs: tuple[ChunkRef, ...]) -> tuple[bytes, list[tuple[int, int]]]:
         """(data, missing ranges); missing ranges read as zeros in `data` and are always named."""
         devices = self.devices()
-        key = self.volume_key(volume)
+        offsets = [sum(r.size for r in refs[:i]) for i in range(len(refs))]
+        keys: dict[int, VolumeKey] = {}
+        for ref in refs:
+            if ref.gen not in keys:
+                try:
+                    keys[ref.gen] = self.read_key(volume, ref.gen)
+                except KeyringError as exc:
+                    lacking = [(o, r.size) for r, o in zip(refs, offsets) if r.gen == ref.gen]
+                    raise KeyUnavailable(volume, "(chunks)", lacking, str(exc)) from None
         out: list[bytes] = [b""] * len(refs)
         missing: list[tuple[int, int]] = []
-        offsets = [sum(r.size for r in refs[:i]) for i in range(len(refs))]
         limit = trio.Semaphore(self.cfg.chunks_in_flight)
 
         async def one(i: int) -> None:
@@ -254,7 +278,7 @@ class StorageNode:
                     missing.append((offsets[i], refs[i].size))
                     out[i] = b"\0" * refs[i].size
                 else:
-                    out[i] = await trio.to_thread.run_sync(key.open, sealed)
+                    out[i] = await trio.to_thread.run_sync(keys[refs[i].gen].open, sealed)
 
         async with trio.open_nursery() as nursery:
             for i in range(len(refs)):
