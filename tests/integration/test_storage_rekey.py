@@ -2,7 +2,7 @@
 store a file; an admin removes one node, the secret rotates; the remaining members read the file
 back byte-identical (its chunks are under the generation-0 key, recovered from the Primary's sealed
 past), and a file written after the rotation is sealed under a key no secret the removed node holds
-opens."""
+opens; a member restarted after the rotation (only the new secret on disk) still reads the old file."""
 
 from __future__ import annotations
 
@@ -93,6 +93,16 @@ def test_files_written_before_a_rotation_read_back_after_it_and_the_removed_node
                 VolumeKey.derive(victim_secret, net, "vault").open(sealed)
             opened.append(VolumeKey.derive(gen1, net, "vault", generation=1).open(sealed))
         assert after.read_bytes() in opened
+
+        # a restarted member holds only the new secret on disk: the old file still reads back
+        ok(member.cli("down", timeout=60))
+        ok(member.up(env=FAST))
+        again = tmp_path / "again.bin"
+        wait_until(lambda: member.cli("storage", "get", "before.bin", "--volume", "vault", "-o", str(again),
+                                      timeout=120).returncode == 0, timeout=120, interval=1,
+                   what="the restarted member to read the file written before the rotation")
+        assert again.read_bytes() == before.read_bytes()
+        assert js(member, "storage", "status")["key_generations"] == [0, 1]
     finally:
         for d in nodes:
             d.cli("down", timeout=30)
