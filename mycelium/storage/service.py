@@ -30,6 +30,7 @@ from mycelium.storage.node import StorageConfig, StorageNode
 from mycelium.storage.repair import RepairConfig
 from mycelium.storage.repairer import LoopConfig, Repairer
 from mycelium.storage.roots import RootConflict
+from mycelium.storage.gc import GcConfig
 from mycelium.storage.keyring import PARAM as PAST_PARAM
 from mycelium.storage.keyring import Keyring, KeyringError
 from mycelium.storage.shares import ShareStore
@@ -120,7 +121,7 @@ class PrimaryRoots:
 
 class StorageService:
     def __init__(self, session: Any, provider: ChannelProvider, *, cfg: StorageConfig = StorageConfig(),
-                 repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig()) -> None:
+                 repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig(), gc: GcConfig = GcConfig()) -> None:
         self.session = session
         self.roots = PrimaryRoots(session)
         membership = session.membership
@@ -137,7 +138,7 @@ class StorageService:
             network_id=membership.network_id,
             cfg=cfg,
         )
-        self.repairer = Repairer(self.node, repair, loop)
+        self.repairer = Repairer(self.node, repair, loop, gc)
 
     def keyring(self) -> Keyring:
         """The secrets this node holds now: the session's current one (it moves on a rekey) and the
@@ -204,7 +205,7 @@ class StorageService:
         from mycelium.storage.mount import fuse_unavailable
 
         return {"devices": self.devices(), "volumes": out, "repair": {k: rep[k] for k in ("total", "decisions", "scrub", "rounds",
-                "devices_up", "devices_silent")}, "store": {"shares": len(self.node.store.ids()),
+                "devices_up", "devices_silent", "gc")}, "store": {"shares": len(self.node.store.ids()),
                 "used_bytes": self.node.store.used_bytes, "corrupt_found": self.node.store.corrupt_found},
                 "key_generations": self.keyring().generations(),
                 "fuse": fuse_unavailable() or "available"}
@@ -227,5 +228,6 @@ async def start_storage(session: Any, mesh: Any, nursery: trio.Nursery) -> None:
                             burst_bytes=max(2 * sc.repair_mib_per_s, 8) << 20),
         loop=LoopConfig(inventory_interval_s=float(sc.inventory_interval_s), scrub_bytes_per_s=sc.scrub_mib_per_s << 20,
                         scrub_pause_s=float(sc.scrub_pause_s)),
+        gc=GcConfig(grace_s=float(sc.gc_grace_s)),
     )
     await nursery.start(svc.run)
