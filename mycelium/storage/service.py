@@ -171,11 +171,13 @@ class StorageService:
         task_status.started()
         await self.repairer.run()
 
-    async def put(self, volume: str, name: str, data: bytes) -> dict:
+    async def put(self, volume: str, name: str, data: bytes | Path) -> dict:
+        """Put bytes, or a file read chunk by chunk (never held whole in memory)."""
         t0 = trio.current_time()
         await self.roots.ensure_writer(volume)
         t1 = trio.current_time()
-        entry = await self.node.put_file(volume, name, data)
+        entry = await (self.node.put_path(volume, name, data) if isinstance(data, Path)
+                       else self.node.put_file(volume, name, data))
         t2 = trio.current_time()
         log.info("storage put", volume=volume, name=entry.path, size=entry.size, lease_s=round(t1 - t0, 3),
                  data_and_commit_s=round(t2 - t1, 3), commit_s=round(self.node.last_commit_s, 3))
