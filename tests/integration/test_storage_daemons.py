@@ -103,13 +103,21 @@ def test_five_daemons_put_lose_two_holders_repair_and_scrub(daemons, tmp_path):
     ok(survivors[1].cli("storage", "get", "big.bin", "--volume", "data", "-o", str(back2), timeout=600))
     assert sha(back2) == sha(src)
 
+    seen: dict = {}
+
     def fully_redundant():
-        st = storage_status(first)["volumes"].get("data", {})
+        full = storage_status(first)
+        st = full["volumes"].get("data", {})
+        seen.update(volume=st, devices=full["devices"], repair=full["repair"])
         ok_now = st.get("chunks", 0) >= 64 and st["shares_missing"] == 0 and st["shares_waiting"] == 0 \
             and st["shares_healthy"] == st["shares_wanted"]
         return st if ok_now else None
 
-    st = wait_until(fully_redundant, timeout=300, interval=1, what="repair to restore 3 copies on the 3 survivors")
+    try:
+        st = wait_until(fully_redundant, timeout=300, interval=1, what="repair to restore 3 copies on the 3 survivors")
+    except AssertionError as exc:  # name what the founder saw, and what the survivors logged about repair
+        tail = {d.state_dir.name: [ln for ln in d.log().splitlines() if "repair" in ln or "Error" in ln][-5:] for d in survivors}
+        raise AssertionError(f"{exc}; the founder last saw {seen}; survivors' logs: {tail}") from None
     assert st["repairs_done"] >= 1 or any(storage_status(d)["volumes"]["data"].get("repairs_done", 0) for d in survivors)
     total = sum(len(shares_on(d)) for d in survivors)
     assert total >= st["shares_wanted"]  # every share of every chunk on a live device
