@@ -26,6 +26,9 @@ def status(node: Any) -> dict:
         "max_role": node.cfg.node.max_role,
         "epoch": ledger.height,
         "primary_hash": ledger.head_hash.hex() if ledger.head_hash else None,
+        # the oldest certified Primary this node still holds (history_kept prunes older ones; a node
+        # that joined or came back by state sync starts from a recent head)
+        "oldest_height": ledger.chain.oldest_height if ledger.chain is not None else None,
         "validators": ledger.validators(),
         "members": ledger.member_count(),
         "admitted": ledger.is_member(me),

@@ -242,6 +242,7 @@ class Ledger:
         self._candidates = {k: v for k, v in self._candidates.items() if k[0] > height}
         self._forget_applied(batch)
         kept = candidate.params.get("history_kept", self.history_kept)  # `network set history_kept=…` wins
+        self.chain.set_history(kept)  # memory and database keep the same window (peers are served from memory)
         if height % max(1, min(256, kept // 2)) == 0:
             self.db.prune_primaries(kept)  # epoch links stay (meta), see _persist_epoch_link
         bind_identity(epoch=candidate.height)
@@ -258,6 +259,7 @@ class Ledger:
             raise LedgerError("a catch-up link for a chain this ledger does not hold")
         self.db.append_primary(_stored(link))
         self._persist_epoch_link(link)
+        self.chain.set_history(link.primary.params.get("history_kept", self.history_kept))
         observe_sequence(last_sequence(link.primary.params, self.key.node_id))
 
     def adopt_sync(self, progress: Any) -> int:

@@ -68,7 +68,13 @@ class PrimaryChain:
 
     def set_history(self, max_history: int) -> None:
         """Keep only the newest `max_history` links from now on (tests make it small)."""
-        self._links = deque(self._links, maxlen=max(1, max_history))
+        if max(1, max_history) != self._links.maxlen:
+            self._links = deque(self._links, maxlen=max(1, max_history))
+
+    @property
+    def history(self) -> int:
+        """How many links this chain keeps (older ones are dropped as new ones arrive)."""
+        return self._links.maxlen or 0
 
     def note_epoch_link(self, link: CertifiedPrimary) -> bool:
         """Remember `link` if it is the first of its epoch (True when it was new)."""
