@@ -24,7 +24,6 @@ from typing import Any
 from mycelium.envelopes import envelope_size, kem_public_size
 from mycelium.identity import is_node_id, scheme_of
 from mycelium.spores.primary import Member, PrimarySpore
-from mycelium.storage import keyring
 
 ADMINS = "admins"
 REVOKED = "invites_revoked"  # invite id (hex) → Primary time of the revocation
@@ -191,6 +190,8 @@ def _check_rekey(author: str, body: dict, prev: PrimarySpore) -> None:
         raise GovernanceError("a rekey must carry exactly one envelope per member with a key-agreement key")
     if not all(isinstance(e, bytes) and len(e) == size for e in env.values()):
         raise GovernanceError(f"every envelope has {size} bytes in this network")
+    from mycelium.storage import keyring  # the sealed past is storage's (lazy, like the volume rules)
+
     past = body.get("past")
     if past is not None and not (isinstance(past, bytes) and len(past) <= keyring.MAX_PAST_BYTES):
         raise GovernanceError(f"a rekey's sealed past secrets are at most {keyring.MAX_PAST_BYTES} bytes")
@@ -226,6 +227,8 @@ def apply(op_type: str, author: str, body: dict, members: dict[str, Member], par
         params[SECRET] = {"gen": body["gen"], "hash": body["hash"], "h": height}
         params[ENVELOPES] = dict(sorted(body["env"].items()))
         params.pop(REKEY_DUE, None)
+        from mycelium.storage import keyring
+
         params.pop(keyring.PARAM, None)  # sealed under the outgoing secret: useless to the new one
         if body.get("past"):
             params[keyring.PARAM] = body["past"]
