@@ -3,11 +3,11 @@
 Method (in-process; why: a real daemon becomes a validator only after UPTIME_WARMUP_HEIGHTS and the
 role rule picks 4 or 7 validators only from enough capable members, so 4/7 real validators on one
 2-core machine would take minutes of warm-up and give 7 daemons + joiners fighting for 2 cores):
-n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.for_tests, fully connected) in one
+n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.local(), fully connected) in one
 process; each runs the daemon's own consensus stack — ConsensusCore in a ConsensusDriver whose
 transport is PeerQueues over the mesh rpc "consensus" (exactly as mycelium.session wires it), with
-ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the consensus
-package's toy LedgerApp (short string operations, hash-chained candidates) with batches of up to
+ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the
+toy LedgerApp of mycelium.sim.toy_ledger (short string operations, hash-chained candidates) with batches of up to
 MAX_BATCH - 1 operations: it leaves out operation signature checks and the SQLite commit of each
 Primary, so it measures the protocol, not the ledger. Every PersistLock is written and fsynced to
 a file, as the daemon fsyncs its lock.
@@ -38,7 +38,7 @@ import trio
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
-from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
+from mycelium.sim.toy_ledger import GENESIS_HASH, LedgerApp
 from mycelium.shell.exchange import PeerQueues
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
@@ -121,7 +121,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
     out: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
         # n = 1 still gets a second mesh: the round-trip baseline needs two hosts (it runs no consensus)
-        meshes = [await stack.enter_async_context(open_mesh(MeshConfig.for_tests(), k, network_id, secret)) for k in keys]
+        meshes = [await stack.enter_async_context(open_mesh(MeshConfig.local(), k, network_id, secret)) for k in keys]
         for m in meshes:
             m.register_handler(RPC_ECHO, _echo)
         for m in meshes[n:]:  # the baseline's extra host (n = 1) is an observer: it takes votes and drops them

@@ -1,6 +1,6 @@
 """Latent propagation over in-process meshes, with the gossipsub one-hop floor of the same run.
 
-N real `mycelium.mesh.Mesh` hosts (py-libp2p over loopback TCP, MeshConfig.for_tests) run in ONE
+N real `mycelium.mesh.Mesh` hosts (py-libp2p over loopback TCP, MeshConfig.local()) run in ONE
 process and one trio loop — the only way to get 25 or 50 nodes onto 2 cores; every message really
 goes through libp2p, noise, yamux and gossipsub, but all nodes share one CPU core, so the figures
 include queueing behind the other N-1 nodes' work. Each node runs the daemon's Latent stack:
@@ -47,11 +47,11 @@ GIVE_UP_AFTER = 3  # consecutive updates that did not reach every node: stop thi
 
 
 def mesh_config() -> MeshConfig:
-    """Loopback and ephemeral ports from MeshConfig.for_tests, but the daemon's own (default) timers
-    for pings, peer exchange and maintenance: for_tests' 1 s pings and 0.5 s exchanges to every
+    """Loopback and ephemeral ports from MeshConfig.local(), but the daemon's own (default) timers
+    for pings, peer exchange and maintenance: local()'s 1 s pings and 0.5 s exchanges to every
     peer cost more CPU than 25+ hosts sharing one core have, and no real node runs them."""
     d = MeshConfig()
-    return MeshConfig.for_tests(ping_interval_s=d.ping_interval_s, exchange_interval_s=d.exchange_interval_s,
+    return MeshConfig.local(ping_interval_s=d.ping_interval_s, exchange_interval_s=d.exchange_interval_s,
                                 maintenance_interval_s=d.maintenance_interval_s)
 
 
@@ -195,7 +195,7 @@ def measure(*, sizes: tuple[int, ...] = (10, 25, 50), updates: int = 20, floor_r
         base = baseline("gossipsub_one_hop_p50", rounded(percentile(floor, 50), 5), "s")
         params = {"nodes": n, "updates": len(res["spreads"]), "arrived_everywhere": len(ok), "real_daemons": False,
                   "update_timeout_s": UPDATE_TIMEOUT_S, "abandoned_after_misses": res["abandoned_after"],
-                  "method": "in-process: N mycelium.mesh.Mesh (MeshConfig.for_tests with default ping/exchange/maintenance "
+                  "method": "in-process: N mycelium.mesh.Mesh (MeshConfig.local() with default ping/exchange/maintenance "
                             "timers, loopback TCP) in one trio "
                             "loop, LatentGossip via CoreShell; arrival = first merge in each node's store",
                   "latent_gossip": "GossipConfig() defaults (anti-entropy 1 s, fanout 2)",

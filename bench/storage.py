@@ -103,7 +103,7 @@ async def _cluster(mib: int, count: int, tcp: float, floor: dict) -> list[Figure
     members = [k.node_id for k in keys]
     with tempfile.TemporaryDirectory(prefix="myc-bench-storage-") as tmp:
         async with AsyncExitStack() as stack:
-            cfg = MeshConfig.for_tests()
+            cfg = MeshConfig.local()
             meshes = [await stack.enter_async_context(open_mesh(cfg, k, net, secret)) for k in keys]
             from mycelium.mesh.host import MeshError
 

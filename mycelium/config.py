@@ -25,6 +25,11 @@ from typing import Any, Mapping
 DEFAULT_PORT = 4701  # TCP port the mesh listens on; falls back to an ephemeral port (with a warning) if taken
 ROLES = ("sclerotium", "rhizomorph", "hypha")  # strongest first
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The one default of each knob that is a [node] setting, a network parameter (ledger.governance.PARAMS;
+# a founder writes its [node] values into the genesis) and a component's config field at once:
+HEARTBEAT_S = 10  # consensus.config.ConsensusConfig.heartbeat_interval_s
+DEAD_AFTER_S = 30  # the role rule and placement (ledger)
+READ_ONLY_AFTER_S = 30  # roles.readonly.ReadOnlyConfig.enter_after_s
 
 
 class ConfigError(Exception):
@@ -48,12 +53,12 @@ class NodeSection:
     bootstrap: tuple[str, ...] = ()  # extra bootstrap multiaddrs (joined networks also use the token's)
     max_role: str = "sclerotium"  # operator's cap: sclerotium > rhizomorph > hypha
     mdns: bool = True  # find peers of the same network on the LAN by mDNS
-    heartbeat_s: int = 10  # an (empty) height is decided at least this often, keeping liveness current
+    heartbeat_s: int = HEARTBEAT_S  # an (empty) height is decided at least this often, keeping liveness current
     # Network parameter, fixed when this node founds a network: a member silent this long (in the
     # Primary's clock) counts as dead — its validator seat and its replicas move. Shorter reacts
     # faster; longer rides out reboots and flaky Wi-Fi without reshuffling.
-    dead_after_s: int = 30
-    read_only_after_s: int = 30  # no quorum of validators reachable this long → read-only mode
+    dead_after_s: int = DEAD_AFTER_S
+    read_only_after_s: int = READ_ONLY_AFTER_S  # no quorum of validators reachable this long → read-only mode
     ping_interval_s: int = 15  # peers are pinged this often; 3 failures in a row drop an unresponsive one
     labels: tuple[str, ...] = ()  # "key=value" labels that service selectors can match
 

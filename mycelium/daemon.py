@@ -39,6 +39,7 @@ SHUTDOWN_ANSWER_GRACE_S = 0.05
 DRAIN_TIMEOUT_S = 15.0  # clean shutdown: stopping replicas (SIGTERM, SIGKILL after their grace) at most this long
 DRAIN_GOSSIP_S = 0.3  # … then this long for the "stopped" reports to leave  # between `mycelium down` being answered and the tree being cancelled
 SUBSYSTEM_BACKOFF_S = (1, 2, 5, 10, 30)  # restart delays for a failing subsystem, then stay at the last
+UNUSABLE_RETRY_S = 10  # a node that cannot run (disk full) tries again this often: cheap, and resumes soon
 
 
 class StartupError(Exception):
@@ -136,6 +137,7 @@ class Node:
         self._root: trio.CancelScope | None = None
         self._session: trio.CancelScope | None = None
         self.session = None  # the NetworkSession of the current network, while running
+        self.unusable = None  # a NodeUnusable (disk full, damaged database) while the session cannot run
         self._shutdown_requested = trio.Event()
 
     # ---------------------------------------------------------------------------------- startup
@@ -251,18 +253,26 @@ class Node:
                         with trio.CancelScope() as self._session:
                             async with _forgetting_session(self), trio.open_nursery() as session:
                                 await self._start_session(session)
-                                self.ready, failures = True, 0
+                                self.ready, failures, self.unusable = True, 0, None
                                 if first:
                                     log.info("node ready", version=__version__, role=self.ledger.role_of(self.key.node_id),
                                              epoch=self.ledger.height, socket=str(self.cfg.socket_path),
                                              addresses=self.addresses())
                                     task_status.started()
                                     first = False
-                    except Exception:  # a subsystem of the session failed: log it, back off, rebuild the session
-                        delay = SUBSYSTEM_BACKOFF_S[min(failures, len(SUBSYSTEM_BACKOFF_S) - 1)]
+                    except Exception as exc:  # the session could not start, or the node became unusable
+                        from mycelium.shell.supervise import unusable
+
+                        self.unusable = unusable(exc)
+                        if self.unusable is not None:  # disk full, damaged database: status says what to do
+                            delay = UNUSABLE_RETRY_S
+                            log.error("the node cannot run its network session", reason=self.unusable.reason,
+                                      fix=self.unusable.fix, retry_in_s=delay)
+                        else:
+                            delay = SUBSYSTEM_BACKOFF_S[min(failures, len(SUBSYSTEM_BACKOFF_S) - 1)]
+                            log.exception("network session failed; restarting it", in_s=delay, failures=failures + 1)
                         failures += 1
                         self.metrics.subsystem_restarts.labels(subsystem="network_session").inc()
-                        log.exception("network session failed; restarting it", in_s=delay, failures=failures)
                         self.ready = False
                         await trio.sleep(delay)
                     self.ready = False

@@ -32,6 +32,7 @@ from mycelium.ledger.store import ConsensusApp, LedgerError
 from mycelium.observability.logs import get_logger
 from mycelium.shell.exchange import CoreShell, PeerQueues
 from mycelium.shell.pacing import Backoff, Wakeup
+from mycelium.shell.supervise import Failures, started, supervise, unusable
 from mycelium.shell.transport import Transport
 from mycelium.spores.latent_exchange import LatentExchange, LatentExchangeConfig
 from mycelium.runtime.runner import WorkloadRunner
@@ -136,6 +137,9 @@ class NetworkSession:
         self._membership_wakeup = Wakeup()  # the chain changed: look at our membership now
         self._consensus_errors_past: Counter[str] = Counter()  # counts of consensus cores replaced
         self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
+        # each subsystem restarts on its own (shell/supervise.py); what failed is in `mycelium status`
+        self.failures = Failures(on_restart=lambda name: node.metrics.subsystem_restarts.labels(subsystem=name).inc())
+        self._consensus_backoff = Backoff(1.0, 30.0)
 
     # ------------------------------------------------------------------------------------------
     def _build_mesh(self) -> Transport:
@@ -171,8 +175,8 @@ class NetworkSession:
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
-                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes())
-            catchup.on_output = self._on_new_primary
+                                send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes(),
+                                outputs={NewPrimary: self._on_new_primary, SyncedHead: self._on_synced_head})
             mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
@@ -180,25 +184,25 @@ class NetworkSession:
                                      config=self._read_only_config())
             self.ledger.heartbeat_s = self.config.consensus.heartbeat_interval_s  # one heartbeat, two users
             self.catchup.set_peers(mesh.admitted_peers())
-            await nursery.start(catchup.run)
-            nursery.start_soon(self._peers_loop)
-            nursery.start_soon(self._membership_loop)
-            nursery.start_soon(self._watch_loop)
-            nursery.start_soon(self._alive_loop)
+            failures = self.failures
+            await nursery.start(supervise, "catchup", catchup.run, failures)
+            for name, loop in (("peers", self._peers_loop), ("membership", self._membership_loop),
+                               ("quorum_watch", self._watch_loop), ("liveness", self._alive_loop)):
+                await nursery.start(supervise, name, started(loop), failures)
             from mycelium.rekey import SecretKeeper  # rekey on removal: keys, rotations, envelopes
 
-            await nursery.start(SecretKeeper(self).run)
-            nursery.start_soon(self._evidence_loop)
-            nursery.start_soon(self._save_peers_loop)
-            await nursery.start(self.latent.run)
+            await nursery.start(supervise, "rekey", SecretKeeper(self).run, failures)
+            await nursery.start(supervise, "evidence", started(self._evidence_loop), failures)
+            await nursery.start(supervise, "peer_addresses", started(self._save_peers_loop), failures)
+            await nursery.start(supervise, "latent", self.latent.run, failures)
             if self.k3s is not None:
-                await nursery.start(self.k3s.run)
+                await nursery.start(supervise, "k3s", self.k3s.run, failures)
             self.workloads = WorkloadRunner(self)
-            await nursery.start(self.workloads.run)
+            await nursery.start(supervise, "workloads", self.workloads.run, failures)
             from mycelium.ram.runner import EndophyteRunner
 
             self.endophytes = EndophyteRunner(self)
-            await nursery.start(self.endophytes.run)
+            await nursery.start(supervise, "endophytes", self.endophytes.run, failures)
             from mycelium.storage.service import start_storage
 
             await start_storage(self, mesh, nursery)
@@ -238,6 +242,7 @@ class NetworkSession:
             return
         if state is not None and state.get("h") != next_height:
             state = None  # the lock was for a height this node has since seen decided
+        self.ledger.discard_unstored()
         core = ConsensusCore.restore(self.key, self.membership.network_id, ConsensusApp(self.ledger), config,
                                      height=self.ledger.height + 1, prev_hash=self.ledger.head_hash, state=state)
         self.driver = ConsensusDriver(core, self.transport, persist_lock=self.ledger.persist_lock,
@@ -245,10 +250,20 @@ class NetworkSession:
                                       on_behind=self._on_behind)
         scope = trio.CancelScope()
         self._consensus_scope = scope
+        driver = self.driver
 
         async def run_driver() -> None:
             with scope:
-                await self.driver.run()
+                try:
+                    await driver.run()
+                except Exception as exc:  # the consensus subsystem alone restarts, from the ledger's head
+                    if (fatal := unusable(exc)) is not None:
+                        raise fatal from exc
+                    self.failures.failed("consensus", exc)
+                    delay = self._consensus_backoff.next()
+                    log.exception("consensus failed; rebuilding it from the ledger's head", in_s=delay)
+                    await trio.sleep(delay)
+                    self._start_consensus()  # cancels this scope, starts a fresh driver
 
         self._nursery.start_soon(run_driver)
 
@@ -301,6 +316,7 @@ class NetworkSession:
         except (LedgerError, ChainError) as exc:
             log.error("decided Primary could not be stored; resyncing from peers", height=decided.height, error=str(exc))
             return
+        self._consensus_backoff.reset()  # it decides: the next failure restarts it quickly again
         self.node.metrics.epoch.set(primary.height)
         self.node.metrics.members.set(len(primary.members))
         if self.watch:
@@ -330,22 +346,20 @@ class NetworkSession:
         return b"ok"
 
     # ------------------------------------------------------------------------------ loops
-    def _on_new_primary(self, effect: Any) -> None:
+    def _on_synced_head(self, effect: SyncedHead) -> None:
+        """After a verified state sync the ledger restarts its chain at the head and the core follows it."""
+        before = self.ledger.height if self.ledger.head else -1
+        if self.ledger.adopt_sync(effect.progress):
+            self.catchup.chain = self.ledger.chain
+            log.info("state sync: started from a recent certified Primary", from_height=before,
+                     to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
+            if self._caught_up_from is None:
+                self._caught_up_from = before
+                self._nursery.start_soon(self._after_catchup)
+
+    def _on_new_primary(self, effect: NewPrimary) -> None:
         """The catch-up core verified and appended a Primary: persist it (fsynced) before anything acts
-        on it; consensus, the watch and the Latent validator follow once per answer. After a verified
-        state sync (SyncedHead) the ledger restarts its chain at the head and the core follows it."""
-        if isinstance(effect, SyncedHead):
-            before = self.ledger.height if self.ledger.head else -1
-            if self.ledger.adopt_sync(effect.progress):
-                self.catchup.chain = self.ledger.chain
-                log.info("state sync: started from a recent certified Primary", from_height=before,
-                         to_height=self.ledger.height, epochs=len(effect.progress.epoch_links))
-                if self._caught_up_from is None:
-                    self._caught_up_from = before
-                    self._nursery.start_soon(self._after_catchup)
-            return
-        if not isinstance(effect, NewPrimary):
-            return
+        on it; consensus, the watch and the Latent validator follow once per answer."""
         before = self.ledger.height if self.ledger.head else -1
         self.ledger.record_link(self.catchup.chain, effect.link)
         self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain

@@ -34,6 +34,11 @@ def status(node: Any) -> dict:
         "admitted": ledger.is_member(me),
         "peers": node.peer_count(),
         "consensus": node.session.consensus_state if node.session else "starting",
+        # subsystems restarted on their own after a failure: name → restarts, last error, when
+        "subsystems": node.session.failures.report() if node.session else {},
+        # set while the node cannot run at all (disk full, damaged database): what and what to do
+        "unusable": ({"reason": node.unusable.reason, "fix": node.unusable.fix}
+                     if getattr(node, "unusable", None) is not None else None),
         "read_only": node.read_only(),
         "read_only_reason": node.read_only_reason(),
         "runtime": runtime["runtime"],

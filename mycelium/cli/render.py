@@ -55,7 +55,14 @@ def status(st: dict[str, Any]) -> None:
     t.add_row("runtime", runtime)
     t.add_row("addresses", "\n".join(st["addresses"]) or "(not listening)")
     t.add_row("uptime", _duration(st["uptime_s"]))
-    console.print(f"[bold]mycelium {st['version']}[/bold] — running")
+    for name, sub in (st.get("subsystems") or {}).items():  # restarted on their own; the rest ran on
+        t.add_row(f"restarted {name}", f"{sub['restarts']}×, last: {sub['last_error']}")
+    bad = st.get("unusable")
+    if bad:
+        console.print(f"[bold red]mycelium {st['version']} — not running its network: {bad['reason']}[/bold red]\n"
+                      f"  what to do: {bad['fix']}")
+    else:
+        console.print(f"[bold]mycelium {st['version']}[/bold] — running")
     console.print(t)
 
 

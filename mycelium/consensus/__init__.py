@@ -9,5 +9,5 @@
 - application.py the Application protocol the core calls (validators, batches, execute, commit)
 - trust.py       fixed-point trust scores; redundant.py: k-node commit-reveal computations
 - driver.py      the trio shell: runs the core over the mesh, fsyncs PersistLock before sending
-(The in-process test network is mycelium.testing.localnet; the simulator scenario is mycelium.sim.consensus.)
+(The simulator scenario is mycelium.sim.consensus; tests view it per validator through mycelium.testing.localnet.)
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mycelium.config import HEARTBEAT_S
+
 
 @dataclass(frozen=True, slots=True)
 class ConsensusConfig:
@@ -21,7 +23,7 @@ class ConsensusConfig:
     # Heights are produced even when nothing happens: a proposer with an empty batch waits up to this
     # long (from the start of the height) for operations before it proposes the empty batch. Larger =
     # fewer empty heights (cheaper), smaller = fresher liveness and membership data in the Primary.
-    heartbeat_interval_s: float = 10.0
+    heartbeat_interval_s: float = float(HEARTBEAT_S)
     batch_poll_interval_s: float = 0.5  # how often a waiting proposer asks the application for operations
     # Resend our own signed messages of the current round this often: recovers from dropped messages
     # without a gossip layer. Smaller = faster recovery, more traffic.

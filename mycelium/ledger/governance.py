@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mycelium.config import DEAD_AFTER_S, HEARTBEAT_S, READ_ONLY_AFTER_S
 from mycelium.envelopes import envelope_size, kem_public_size
 from mycelium.identity import is_node_id, scheme_of
 from mycelium.spores.primary import Member, PrimarySpore
@@ -46,9 +47,9 @@ class Param:
 
 # Tunable network parameters. Keys are Primary params keys; values are integers.
 PARAMS: dict[str, Param] = {
-    "heartbeat_s": Param(1, 3600, 10, "an (empty) height is decided at least this often"),
-    "dead_after_s": Param(5, 7 * 86400, 30, "silence after which a member counts as dead (role rule, placement)"),
-    "read_only_after_s": Param(5, 86400, 30, "no quorum of validators reachable this long → read-only mode"),
+    "heartbeat_s": Param(1, 3600, HEARTBEAT_S, "an (empty) height is decided at least this often"),
+    "dead_after_s": Param(5, 7 * 86400, DEAD_AFTER_S, "silence after which a member counts as dead (role rule, placement)"),
+    "read_only_after_s": Param(5, 86400, READ_ONLY_AFTER_S, "no quorum of validators reachable this long → read-only mode"),
     "max_validators": Param(1, 31, 7, "upper bound on the validator set (the largest 3f+1 ≤ this)"),
     "history_kept": Param(16, 1_000_000, 4096, "certified Primaries each node keeps in its database"),
 }

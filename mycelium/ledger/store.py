@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from mycelium.config import HEARTBEAT_S
 from mycelium.encoding import EncodingError, canonical, decode
 from mycelium.identity import NodeId, NodeKey
 from mycelium.observability.logs import bind_identity, get_logger
@@ -62,7 +63,7 @@ class Ledger:
         self.pool: OrderedDict[bytes, Operation] = OrderedDict()
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
-        self.heartbeat_s = 10  # a proposer with nothing to propose still advances the clock this often
+        self.heartbeat_s = HEARTBEAT_S  # a proposer with nothing to propose still advances the clock this often
         self.history_kept = HISTORY_KEPT  # links kept beyond the epoch links (tests make it small)
         if chain is not None:
             self._load_epoch_links(chain)
@@ -215,6 +216,12 @@ class Ledger:
             self._candidates[(height, value)] = candidate
         self._committed = candidate
         self._forget_applied(batch)
+
+    def discard_unstored(self) -> None:
+        """A new consensus core starts at height + 1: a decision the old one committed but that was
+        never stored (its write failed: disk full) is decided again, not built upon."""
+        if self._committed is not None and (self.head is None or self._committed.height > self.head.height):
+            self._committed = None
 
     def _forget_applied(self, batch: list[Any]) -> None:
         for raw in batch:

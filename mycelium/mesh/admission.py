@@ -33,7 +33,7 @@ from mycelium.mesh.membership import (
 )
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 # redialled, not blocked (SECRET_AHEAD: the peer rotated the secret before we did; we catch up first)
 TRANSIENT_FAILURES = frozenset({FailureReason.STREAM_ERROR, FailureReason.TIMEOUT, FailureReason.SECRET_AHEAD})
@@ -44,7 +44,7 @@ BLOCKED_GRACE_S = 0.5  # a blocked peer's connection lives this long, so its han
 class ConnectionWatcher:
     """libp2p network notifee: tells the mesh about connections opening and closing."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshContext) -> None:
         self._mesh = mesh
 
     async def connected(self, network: Any, conn: Any) -> None:
@@ -69,7 +69,7 @@ class ConnectionWatcher:
 
 
 class Admission:
-    def __init__(self, mesh: Mesh, secret: bytes, generation: int = 0) -> None:
+    def __init__(self, mesh: MeshContext, secret: bytes, generation: int = 0) -> None:
         self._mesh = mesh
         self._secret = secret
         self._generation = generation  # rotations of the network secret so far (rekey on removal)

@@ -106,7 +106,7 @@ class MeshConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
 
     @classmethod
-    def for_tests(cls, **overrides: object) -> MeshConfig:
+    def local(cls, **overrides: object) -> MeshConfig:
         """Loopback, ephemeral port, fast timers, no mDNS."""
         base = cls(
             listen=("/ip4/127.0.0.1/tcp/0",),

@@ -64,7 +64,7 @@ from mycelium.mesh.rpc import BadRequest, RequestError, RequestTimeout
 from mycelium.mesh.tls_channel import TlsChannel, close_now
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 RPC_CHANNEL = "channel"
 MAX_HANDSHAKING = 16  # inbound TLS handshakes at once; more connections are dropped unread
@@ -89,7 +89,7 @@ class _Pending:
 class DataChannels:
     """The data-channel half of a Mesh: listener, open requests, channels."""
 
-    def __init__(self, mesh: Mesh, node_key: NodeKey) -> None:
+    def __init__(self, mesh: MeshContext, node_key: NodeKey) -> None:
         self._mesh = mesh
         self._node_key = node_key
         self._handlers: dict[str, ChannelHandler] = {}

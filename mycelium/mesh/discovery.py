@@ -24,7 +24,7 @@ from mycelium.mesh.rpc import BadRequest, RequestError
 from mycelium.encoding import decode
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 MAX_ADDRESS_CHARS = 256
 
@@ -80,7 +80,7 @@ def parse_exchange(data: bytes, limit: int) -> list[tuple[NodeId, list[str]]]:
 
 
 class Discovery:
-    def __init__(self, mesh: Mesh, rng: random.Random) -> None:
+    def __init__(self, mesh: MeshContext, rng: random.Random) -> None:
         self._mesh = mesh
         self._rng = rng
         # node id → when the dial in flight started. py-libp2p's TCP dial can outlive our timeout (a

@@ -25,7 +25,7 @@ from mycelium.identity import NodeId
 from mycelium.mesh.config import GossipConfig
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 GOSSIP_OVERHEAD_BYTES = 1024  # signature, key, ids and framing around a published payload
 
@@ -113,7 +113,7 @@ class _DeparturesOnly:
 class Gossip:
     """Admission-gated pubsub: publish, subscribe (fan-out to several local subscribers)."""
 
-    def __init__(self, mesh: Mesh, router: GossipSub, pubsub: Pubsub) -> None:
+    def __init__(self, mesh: MeshContext, router: GossipSub, pubsub: Pubsub) -> None:
         self._mesh = mesh
         self.router = router
         self.pubsub = pubsub

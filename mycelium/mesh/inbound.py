@@ -24,13 +24,13 @@ from libp2p.network.connection.raw_connection import RawConnection
 from mycelium.mesh.membership import RateLimiter
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 CLOSED_CHECK_S = 5.0  # fallback check that a connection is still in the swarm (muxers without events)
 
 
 class InboundGuard:
-    def __init__(self, mesh: Mesh, capacity: int) -> None:
+    def __init__(self, mesh: MeshContext, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("the inbound connection capacity must be at least 1")
         self._mesh = mesh

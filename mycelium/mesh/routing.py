@@ -21,11 +21,11 @@ from libp2p.peer.id import ID
 from mycelium.identity import NodeId
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 
 class PeerRouting:
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshContext) -> None:
         self._mesh = mesh
         host = mesh.libp2p_host
         self.dht = KadDHT(

@@ -23,7 +23,7 @@ from mycelium.mesh.membership import Offense
 from mycelium.mesh.protocols import check_name
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 Handler = Callable[[NodeId, bytes], Awaitable[bytes]]
 
@@ -69,7 +69,7 @@ class RemoteError(RequestError):
 class RequestResponse:
     """The rpc half of a Mesh: handler registry, the serving side and `request()`."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshContext) -> None:
         self._mesh = mesh
         self._handlers: dict[str, Handler] = {}
         self._in_flight = 0

@@ -34,13 +34,13 @@ from mycelium.mesh.protocols import check_name
 from mycelium.mesh.rpc import PeerNotAdmitted, RequestRefused, RequestTimeout
 
 if TYPE_CHECKING:
-    from mycelium.mesh.host import Mesh
+    from mycelium.mesh.context import MeshContext
 
 StreamHandler = Callable[[NodeId, bytes], Awaitable[Any]]
 
 
 class MessageStreams:
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshContext) -> None:
         self._mesh = mesh
         self._handlers: dict[str, StreamHandler] = {}
         self._out: dict[tuple[NodeId, str], Any] = {}  # open outbound streams (≤ peers × names)
@@ -85,21 +85,28 @@ class MessageStreams:
         async with lock:  # one writer per stream (the Yamux hazard above)
             try:
                 with trio.fail_after(timeout_s):
-                    stream = self._out.get(key)
-                    if stream is None:
+                    # A kept stream may have died with a connection we never saw end (a reconnect that
+                    # raced the old connection's close): it is dropped and the batch goes once more on
+                    # a fresh stream. A fresh stream that fails is the peer's failure.
+                    while True:
+                        stream = self._out.get(key)
+                        kept = stream is not None
+                        if stream is None:
+                            try:
+                                stream = await mesh.libp2p_host.new_stream(ID.from_base58(node), [self.protocol(name)])
+                            except BaseLibp2pError as exc:
+                                if _unsupported(exc):  # callers tell this apart: fall back to rpc for this peer
+                                    raise RequestRefused(f"peer {node} takes no {name!r} stream: {exc}") from exc
+                                raise RequestRefused(f"could not open a {name!r} stream to {node}: {exc}") from exc
+                            self._out[key] = stream
                         try:
-                            stream = await mesh.libp2p_host.new_stream(ID.from_base58(node), [self.protocol(name)])
+                            await stream.write(data)
+                            break
                         except BaseLibp2pError as exc:
-                            if _unsupported(exc):  # callers tell this apart: fall back to rpc for this peer
-                                raise RequestRefused(f"peer {node} takes no {name!r} stream: {exc}") from exc
-                            raise RequestRefused(f"could not open a {name!r} stream to {node}: {exc}") from exc
-                        self._out[key] = stream
-                    try:
-                        await stream.write(data)
-                    except BaseLibp2pError as exc:
-                        self._out.pop(key, None)
-                        await _reset(stream)
-                        raise RequestRefused(f"{name!r} stream to {node} broke: {exc}") from exc
+                            self._out.pop(key, None)
+                            await _reset(stream)
+                            if not kept:
+                                raise RequestRefused(f"{name!r} stream to {node} broke: {exc}") from exc
             except trio.TooSlowError as exc:
                 stream = self._out.pop(key, None)
                 if stream is not None:

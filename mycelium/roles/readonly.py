@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from mycelium.config import READ_ONLY_AFTER_S
 from mycelium.identity import NodeId
 from mycelium.spores.certificate import quorum_size
 
@@ -23,7 +24,7 @@ from mycelium.spores.certificate import quorum_size
 class ReadOnlyConfig:
     # How long without a reachable quorum before refusing writes. Shorter refuses sooner in a real
     # partition; longer rides out flaky links and validator restarts without false alarms.
-    enter_after_s: float = 30.0
+    enter_after_s: float = float(READ_ONLY_AFTER_S)
 
     def __post_init__(self) -> None:
         value = self.enter_after_s

@@ -11,7 +11,7 @@ messages are queued to its loop. Nothing here knows what the messages mean.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import trio
 
@@ -120,11 +120,12 @@ class CoreShell(CoreLoop):
 
     def __init__(self, core: Any, mesh: Transport, nursery: trio.Nursery, *, rpc_name: str, topic: str | None,
                  clock: Callable[[], float] | None = None, send_timeout_s: float = SEND_TIMEOUT_S,
-                 empty_answer: bytes = b"") -> None:
+                 empty_answer: bytes = b"", outputs: Mapping[type, Callable[[Any], None]] | None = None) -> None:
         # The core's clock: trio's by default; wall-clock seconds (time.time) for cores that compare
-        # `now` with timestamps signed by other nodes. Timers are set in this clock.
-        super().__init__(core, send=self._send_effect, broadcast=self._broadcast_effect, other=self._output,
-                         clock=clock)
+        # `now` with timestamps signed by other nodes. Timers are set in this clock. `outputs`: the
+        # interpreter's handlers by effect type (e.g. {NewPrimary: persist}); others go to on_output.
+        super().__init__(core, send=self._send_effect, broadcast=self._broadcast_effect, outputs=outputs,
+                         other=self._output, clock=clock)
         self.mesh = mesh
         self.topic = topic
         self.queues = PeerQueues(mesh, nursery, rpc_name, timeout_s=send_timeout_s)

@@ -5,7 +5,9 @@ mycelium.shell.effects) in one process with a virtual clock and ONE seeded `rand
 seed and code give the same run, event for event.
 
 Modules:
-- world      event loop (heap of (time, seq) events), boot/crash/restart, timers, clocks, effects
+- world      event loop (heap of (time, seq) events), boot/crash/restart, timers, clocks, effects:
+             the one in-process network (consensus and spores tests reach it through the small
+             views in mycelium.testing: localnet, spores)
 - network    latency models, loss, duplication, reordering, partitions, slow nodes
 - nemesis    fault plans as data (JSON), generated from the seed or written by hand
 - byzantine  equivocate / copy / withhold / lie / garbage wrappers around any core
@@ -14,6 +16,7 @@ Modules:
 - run        one run: faulty phase, heal, quiet tail, summary; `python -m mycelium.sim`
 - register   the simulator's own toy protocol (max-register gossip)
 - latent     Latent spore gossip from mycelium.spores
+- consensus  commit-reveal BFT validators (boot_validator, consensus_hooks); toy_ledger: their LedgerApp
 
 Adding a protocol: write `scenario(params: ScenarioParams) -> Scenario` (node ids, core factory,
 invariants, Byzantine hooks) and add it to `protocols.PROTOCOLS`, or pass `--protocol module:function`.

@@ -7,13 +7,19 @@ two optional protocol hooks from `ByzantineHooks`:
   `author` (e.g. a re-signed Latent entry with a bumped value). Used by `lie` and `equivocate`.
 - `adopt(author, own, observed, rng) -> message`: pass off `observed` (another node's result) as
   `author`'s own. Used by `copy`; the default re-sends the observed message unchanged.
+- `junk(author, message, rng) -> message`: protocol-shaped junk in place of `message` (broken
+  fields, bad signatures, signed but absurd rounds). Used by `garbage`; the default is random bytes.
+
+Every behaviour takes `types`: only messages whose type (`classify`) is listed are rewritten (all if
+empty); the others go out as the honest core sent them.
 
 Behaviours (names used in fault plans):
 - equivocate: a broadcast goes out as two different versions, each to a random half of the peers;
 - copy:       outgoing messages are replaced by the latest message of the same type seen from others;
-- withhold:   outgoing messages whose type (`classify`) is in `types` (all if empty) are never sent;
+- withhold:   outgoing messages are never sent;
 - lie:        each outgoing message is replaced by `mutate(...)` with probability `probability`;
-- garbage:    each outgoing message is replaced by random bytes with probability `probability`.
+- garbage:    with probability `probability` a message is replaced by junk (or, with `keep`, junk is
+              sent to the same recipients after it: a node that behaves and also sends junk).
 
 All randomness comes from the world's seeded RNG.
 """
@@ -38,9 +44,10 @@ class ByzantineHooks:
 
     mutate: Mutate | None = None  # needed by "lie" and "equivocate"
     adopt: Adopt | None = None  # used by "copy"; None = re-send the observed message as is
-    # names a message's type for "copy" and "withhold" (e.g. decode bytes to "Digest"/"Delta");
+    # names a message's type for the `types` option (e.g. decode bytes to "Digest"/"Delta");
     # None = the Python type name
     classify: Callable[[Any], str] | None = None
+    junk: Mutate | None = None  # used by "garbage"; None = random bytes
 
     def type_of(self, message: Any) -> str:
         return type(message).__name__ if self.classify is None else self.classify(message)
@@ -51,12 +58,14 @@ class ByzantineCore:
 
     behaviour = "honest"
 
-    def __init__(self, inner: Any, node_id: NodeId, peers: list[NodeId], rng: Random, hooks: ByzantineHooks) -> None:
+    def __init__(self, inner: Any, node_id: NodeId, peers: list[NodeId], rng: Random, hooks: ByzantineHooks,
+                 *, types: tuple[str, ...] = ()) -> None:
         self.inner_core = inner
         self.node_id = node_id
         self.peers = peers  # every other node id, in world order
         self.rng = rng
         self.hooks = hooks
+        self.types = frozenset(types)  # message type names to rewrite; empty = every message
 
     def on_message(self, sender: NodeId, message: Any, now: float) -> list:
         self.observe(sender, message)
@@ -76,7 +85,7 @@ class ByzantineCore:
         out: list = []
         for effect in effects:
             kind = type(effect)
-            if kind is Send or kind is Broadcast:
+            if (kind is Send or kind is Broadcast) and (not self.types or self.hooks.type_of(effect.message) in self.types):
                 out.extend(self.rewrite_message(effect))
             else:
                 out.append(effect)
@@ -110,8 +119,8 @@ class Equivocate(ByzantineCore):
 class Copy(ByzantineCore):
     behaviour = "copy"
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.seen: dict[str, Any] = {}  # message type name -> latest such message from another node
 
     def observe(self, sender: NodeId, message: Any) -> None:
@@ -129,21 +138,15 @@ class Copy(ByzantineCore):
 class Withhold(ByzantineCore):
     behaviour = "withhold"
 
-    def __init__(self, *args: Any, types: tuple[str, ...] = ()) -> None:
-        super().__init__(*args)
-        self.types = frozenset(types)  # message type names to drop; empty = drop everything
-
     def rewrite_message(self, effect: Send | Broadcast) -> list:
-        if not self.types or self.hooks.type_of(effect.message) in self.types:
-            return []
-        return [effect]
+        return []
 
 
 class Lie(ByzantineCore):
     behaviour = "lie"
 
-    def __init__(self, *args: Any, probability: float = 1.0) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, probability: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.probability = probability
 
     def rewrite_message(self, effect: Send | Broadcast) -> list:
@@ -157,16 +160,21 @@ class Lie(ByzantineCore):
 class Garbage(ByzantineCore):
     behaviour = "garbage"
 
-    def __init__(self, *args: Any, probability: float = 0.5, max_bytes: int = 64) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, probability: float = 0.5, max_bytes: int = 64, keep: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.probability = probability
         self.max_bytes = max_bytes
+        self.keep = keep  # True = the real message still goes out, the junk follows it
 
     def rewrite_message(self, effect: Send | Broadcast) -> list:
-        if self.rng.random() < self.probability:
+        if self.rng.random() >= self.probability:
+            return [effect]
+        if self.hooks.junk is not None:
+            junk = self.hooks.junk(self.node_id, effect.message, self.rng)
+        else:
             junk = self.rng.randbytes(self.rng.randint(0, self.max_bytes))
-            return [_with_message(effect, junk)]
-        return [effect]
+        return [effect, _with_message(effect, junk)] if self.keep else [_with_message(effect, junk)]
 
 
 BEHAVIOURS: dict[str, type[ByzantineCore]] = {
@@ -189,7 +197,7 @@ def make_wrapper(
         raise SimConfigError(f"unknown Byzantine behaviour {behaviour!r}; use one of {sorted(BEHAVIOURS)}")
     if behaviour in NEEDS_MUTATE and hooks.mutate is None:
         raise SimConfigError(f"behaviour {behaviour!r} needs the protocol's mutate hook, which it does not provide")
-    allowed = {"withhold": {"types"}, "lie": {"probability"}, "garbage": {"probability", "max_bytes"}}.get(behaviour, set())
+    allowed = {"types"} | {"lie": {"probability"}, "garbage": {"probability", "max_bytes", "keep"}}.get(behaviour, set())
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise SimConfigError(f"behaviour {behaviour!r} takes options {sorted(allowed)}, not {unknown}")

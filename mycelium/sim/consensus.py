@@ -22,11 +22,11 @@ from mycelium.identity import NodeId, NodeKey
 from mycelium.sim.byzantine import ByzantineHooks
 from mycelium.sim.invariants import LIVENESS, SAFETY
 from mycelium.sim.protocols import Scenario, ScenarioParams
+from mycelium.sim.toy_ledger import LedgerApp
 from mycelium.spores.certificate import CertificateError
 
 from mycelium.consensus.config import ConsensusConfig
 from mycelium.consensus.core import ConsensusCore
-from mycelium.testing.localnet import GENESIS_HASH, LedgerApp
 from mycelium.consensus.messages import (
     Commitment, MessageError, MessageType, Precommit, Proposal, Reveal, parse_message, sign,
 )
@@ -58,24 +58,29 @@ class Ledger:
         self.problems: list[str] = []
         self.syncs: dict[str, int] = {"done": 0, "refused": 0, "nothing_new": 0}
 
-    def on_output(self, world: Any, node: Any, effect: Any) -> None:
-        if isinstance(effect, PersistLock):
-            self.locks[node.id] = effect.state
-        elif isinstance(effect, Decided):
-            self.chains[node.id][effect.height] = (effect.value, effect.batch)
-            self.last_decided_at[node.id] = world.now
-            try:
-                effect.certificate.verify(NETWORK_ID, sorted(self.keys), expect_value=effect.value)
-            except CertificateError as exc:
-                self.problems.append(f"node {node.id} decided height {effect.height} on a bad certificate: {exc}")
-        elif isinstance(effect, Behind):
-            index, peer = node.index, effect.peer
-            world.schedule(world.now + STATE_SYNC_DELAY_S, lambda w: self.state_sync(w, index, peer))
-        elif isinstance(effect, Evidence):
-            accused = world.nodes[world.index[effect.validator]]
-            if accused.honest or not verify_evidence(effect, NETWORK_ID):
-                self.problems.append(f"node {node.id} produced evidence against honest {effect.validator}")
+    def outputs(self) -> dict[type, Any]:
+        """The world's per-type handlers (carried out by the shell's one interpreter)."""
+        return {PersistLock: self.on_lock, Decided: self.on_decided, Behind: self.on_behind, Evidence: self.on_evidence}
 
+    def on_lock(self, world: Any, node: Any, effect: PersistLock) -> None:
+        self.locks[node.id] = effect.state
+
+    def on_decided(self, world: Any, node: Any, effect: Decided) -> None:
+        self.chains[node.id][effect.height] = (effect.value, effect.batch)
+        self.last_decided_at[node.id] = world.now
+        try:
+            effect.certificate.verify(NETWORK_ID, sorted(self.keys), expect_value=effect.value)
+        except CertificateError as exc:
+            self.problems.append(f"node {node.id} decided height {effect.height} on a bad certificate: {exc}")
+
+    def on_behind(self, world: Any, node: Any, effect: Behind) -> None:
+        index, peer = node.index, effect.peer
+        world.schedule(world.now + STATE_SYNC_DELAY_S, lambda w: self.state_sync(w, index, peer))
+
+    def on_evidence(self, world: Any, node: Any, effect: Evidence) -> None:
+        accused = world.nodes[world.index[effect.validator]]
+        if accused.honest or not verify_evidence(effect, NETWORK_ID):
+            self.problems.append(f"node {node.id} produced evidence against honest {effect.validator}")
 
     def state_sync(self, world: Any, index: int, peer: NodeId) -> None:
         """What the daemon's chain catch-up does for a Behind node: take the peer's certified links
@@ -96,6 +101,16 @@ class Ledger:
         mine.update(new)
         self.syncs["done"] += 1
         world.boot(index)  # the core restarts at the new head, as Session._start_consensus does
+
+
+def boot_validator(key: NodeKey, network_id: str, app: LedgerApp, config: ConsensusConfig,
+                   lock: dict | None) -> ConsensusCore:
+    """A validator booted from its disk: the decided heights in `app` and its last PersistLock state
+    (ignored when it is for a height the node has since seen decided, e.g. after a state sync)."""
+    height, prev_hash = app.head()
+    if lock is not None and lock.get("h") != height:
+        lock = None
+    return ConsensusCore.restore(key, network_id, app, config, height=height, prev_hash=prev_hash, state=lock)
 
 
 def forge(key: NodeKey, message: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
@@ -131,6 +146,30 @@ def adopt(key: NodeKey, own: Any, observed: Any, rng: Any, network_id: str = NET
     return own
 
 
+def junk(key: NodeKey, message: Any, rng: Any, network_id: str = NETWORK_ID) -> Any:
+    """One piece of consensus-shaped junk about `message`'s step: random bytes, a map with broken
+    fields, a bad signature, a well-signed commitment a thousand rounds ahead, a reveal that opens
+    nothing, or not a map at all."""
+    try:
+        m = parse_message(message)
+    except MessageError:
+        m = None
+    h, r = getattr(m, "height", 0), getattr(m, "round", 0)
+    me = key.node_id
+    kind = rng.randrange(7)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(0, 64))
+    if kind == 1:
+        return {"v": 1, "t": rng.randrange(0, 9), "h": h, "r": "x"}
+    if kind == 2:
+        return {"v": 1, "t": 4, "h": h, "r": r, "hash": b"\0" * 32, "from": me, "sig": b"\1" * 64}
+    if kind == 3:
+        return sign(Commitment(h, r + 1000, rng.randbytes(32), me), key, network_id).to_wire()
+    if kind == 4:
+        return sign(Reveal(h, r, rng.randbytes(32), rng.randbytes(32), me), key, network_id).to_wire()
+    return [1, 2, 3] if kind == 5 else None
+
+
 def classify(message: Any) -> str:
     if isinstance(message, bytes):
         try:
@@ -143,11 +182,13 @@ def classify(message: Any) -> str:
 
 def consensus_hooks(keys: dict[NodeId, NodeKey], network_id: str) -> ByzantineHooks:
     """The generic Byzantine behaviours (mycelium.sim.byzantine) made consensus-aware: a liar or an
-    equivocator signs a conflicting message for the same step, a copier re-signs another's vote."""
+    equivocator signs a conflicting message for the same step, a copier re-signs another's vote, a
+    garbage sender sends consensus-shaped junk."""
     return ByzantineHooks(
         mutate=lambda author, message, rng: forge(keys[author], message, rng, network_id),
         adopt=lambda author, own, observed, rng: adopt(keys[author], own, observed, rng, network_id),
         classify=classify,
+        junk=lambda author, message, rng: junk(keys[author], message, rng, network_id),
     )
 
 
@@ -159,15 +200,8 @@ def scenario(params: ScenarioParams) -> Scenario:
     config = ConsensusConfig.local()
 
     def make_core(node_id: NodeId, persisted: Any) -> ConsensusCore:
-        chain = ledger.chains[node_id]
-        app = LedgerApp({0: ids}, decided=dict(chain))
-        height = max(chain, default=0) + 1
-        prev_hash = chain[height - 1][0] if height > 1 else GENESIS_HASH
-        state = ledger.locks.get(node_id)
-        if state is not None and state.get("h") != height:
-            state = None  # a lock for a height the node has since seen decided (after a state sync)
-        return ConsensusCore.restore(keys[node_id], NETWORK_ID, app, config, height=height, prev_hash=prev_hash,
-                                     state=state)
+        return boot_validator(keys[node_id], NETWORK_ID, LedgerApp({0: ids}, decided=dict(ledger.chains[node_id])),
+                              config, ledger.locks.get(node_id))
 
     def agreement(world: Any) -> str | None:
         if ledger.problems:
@@ -199,7 +233,7 @@ def scenario(params: ScenarioParams) -> Scenario:
         invariants=[_Check("agreement", SAFETY, agreement), _Check("progress", LIVENESS, progress)],
         hooks=consensus_hooks(keys, NETWORK_ID),
         codec=WireCodec(),
-        on_output=ledger.on_output,
+        outputs=ledger.outputs(),
         report=lambda world: {f"state_sync_{k}": v for k, v in ledger.syncs.items()},
     )
 

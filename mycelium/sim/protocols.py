@@ -36,7 +36,8 @@ class Scenario:
     hooks: ByzantineHooks = field(default_factory=ByzantineHooks)
     codec: Codec | None = None  # used only when ScenarioParams.wire is True
     network: NetworkConfig | None = None  # None = NetworkConfig() defaults
-    on_output: Callable[[Any, Any, Any], None] | None = None  # (world, node, effect) for protocol outputs
+    # protocol outputs by effect type: {Decided: fn(world, node, effect), …} (the interpreter's table)
+    outputs: dict[type, Callable[[Any, Any, Any], None]] = field(default_factory=dict)
     # protocol counters for the summary, e.g. messages dropped by reason (must be deterministic)
     report: Callable[[Any], dict] | None = None
     clock_origin_s: float = 0.0  # every node's clock starts here (e.g. a unix time for signed timestamps)

@@ -97,7 +97,7 @@ def _build(config: RunConfig) -> tuple[World, Monitor, Nemesis, Scenario]:
     network = scenario.network if config.network == "default" and scenario.network else NETWORKS[config.network]()
     world = World(
         scenario.node_ids, scenario.make_core, rng=rng, network=network,
-        codec=scenario.codec if config.wire else None, on_output=scenario.on_output,
+        codec=scenario.codec if config.wire else None, outputs=scenario.outputs,
         clock_origin_s=scenario.clock_origin_s, check_every=config.check_every,
     )
     if config.faults is None:

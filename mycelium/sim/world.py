@@ -14,8 +14,14 @@ How cores are driven (any object with `on_message(sender, message, now)` / `on_t
   the virtual wire: `Send` / `Broadcast` go through the network model; `Broadcast` reaches every other node;
 - `SetTimer(name, at)` calls `on_tick` at the node's local time `at` (a later timer with the same
   name replaces the earlier one; a clock jump re-schedules pending timers on the new local clock);
-- any other effect is protocol output: it is counted by type name and handed to `on_output(world,
-  node, effect)` if given (e.g. a decided Primary for a consensus invariant).
+- any other effect is protocol output: it is counted by type name and handed to the handler
+  registered for its type in `outputs` ({Decided: fn(world, node, effect), …}, passed to the
+  interpreter as its per-type table), else to `on_output(world, node, effect)` if given.
+
+Tests can also act as the wire's adversary or observer: `tap(src, dst, message)` sees every message
+put on the wire; `in_flight()` / `deliver_one(k, drop=)` take the k-th message in flight out of
+order (a model checker's choice; with a large latency nothing arrives unless the test delivers
+it); `apply(i, effects)` carries out effects a test obtained from node i's core directly.
 
 A node's `now` is virtual time + its clock offset: the offset starts at `clock_origin_s` (e.g. a
 unix time, for protocols that sign timestamps) and clock-jump faults change it.
@@ -37,7 +43,7 @@ from __future__ import annotations
 import heapq
 from itertools import count
 from random import Random
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 from mycelium.identity import NodeId
 from mycelium.shell.interpreter import Interpreter
@@ -63,6 +69,7 @@ class Codec(Protocol):
 
 
 MakeCore = Callable[[NodeId, Any], Any]
+OutputHandler = Callable[["World", "SimNode", Any], None]  # (world, node, effect)
 Wrapper = Callable[[Any], Any]  # core -> core (a Byzantine behaviour)
 
 
@@ -127,7 +134,9 @@ class World:
         rng: Random,
         network: NetworkConfig | None = None,
         codec: Codec | None = None,
-        on_output: Callable[[World, SimNode, Any], None] | None = None,
+        on_output: OutputHandler | None = None,
+        outputs: Mapping[type, OutputHandler] | None = None,
+        tap: Callable[[int, int, Any], None] | None = None,
         boot_jitter_s: float = 1.0,
         clock_origin_s: float = 0.0,
         check_every: int = 100,
@@ -139,6 +148,8 @@ class World:
         self.make_core = make_core
         self.codec = codec
         self.on_output = on_output
+        self.outputs = dict(outputs or {})
+        self.tap = tap
         self.boot_jitter_s = boot_jitter_s
         self.nodes = [SimNode(i, nid) for i, nid in enumerate(ids)]
         for node in self.nodes:
@@ -233,19 +244,7 @@ class World:
             self.now = t
             stats.events += 1
             if kind == _DELIVER:
-                node = nodes[a]
-                if not node.up:
-                    stats.dropped_down += 1
-                    continue
-                message = c
-                if self.codec is not None:
-                    try:
-                        message = self.codec.decode(c)
-                    except ValueError:  # a peer's junk: dropped and counted, as a shell would
-                        stats.undecodable += 1
-                        continue
-                stats.delivered += 1
-                self._apply(node, node.core.on_message(nodes[b].id, message, t + node.offset))
+                self._deliver(t, a, b, c)
             elif kind == _TIMER:
                 node = nodes[a]
                 pending = node.timers.get(b)
@@ -266,6 +265,21 @@ class World:
         if t_end > self.now:
             self.now = t_end
 
+    def _deliver(self, t: float, dst: int, src: int, payload: Any) -> None:
+        node = self.nodes[dst]
+        if not node.up:
+            self.stats.dropped_down += 1
+            return
+        message = payload
+        if self.codec is not None:
+            try:
+                message = self.codec.decode(payload)
+            except ValueError:  # a peer's junk: dropped and counted, as a shell would
+                self.stats.undecodable += 1
+                return
+        self.stats.delivered += 1
+        self._apply(node, node.core.on_message(self.nodes[src].id, message, t + node.offset))
+
     def check(self) -> None:
         for checker in self.checkers:
             checker(self)
@@ -275,9 +289,14 @@ class World:
     def _apply(self, node: SimNode, effects: Iterable[Any]) -> None:
         node.interpret(effects)
 
+    def apply(self, i: int, effects: Iterable[Any]) -> None:
+        """Carry out effects a test got from node i's core directly (e.g. `core.publish(...)`)."""
+        self._apply(self.nodes[i], effects)
+
     def _interpreter(self, node: SimNode) -> Interpreter:
         """The shell's interpreter with the world as its wire: Send/Broadcast through the network
-        model, SetTimer on the node's local clock, anything else counted and handed to on_output."""
+        model, SetTimer on the node's local clock, anything else counted and handed to its handler in
+        `outputs`, else to on_output."""
         src = node.index
 
         def send(to: NodeId, message: Any) -> None:
@@ -293,14 +312,17 @@ class World:
                 if dst != src:
                     self.send(src, dst, payload)
 
-        def output(effect: Any) -> None:
-            name = type(effect).__name__
-            self.stats.outputs[name] = self.stats.outputs.get(name, 0) + 1
-            if self.on_output is not None:
-                self.on_output(self, node, effect)
+        def counted(handler: OutputHandler | None) -> Callable[[Any], None]:
+            def output(effect: Any) -> None:
+                name = type(effect).__name__
+                self.stats.outputs[name] = self.stats.outputs.get(name, 0) + 1
+                if handler is not None:
+                    handler(self, node, effect)
+            return output
 
         return Interpreter(send=send, broadcast=broadcast, set_timer=lambda name, at: self._set_timer(node, name, at),
-                           other=output)
+                           outputs={kind: counted(fn) for kind, fn in self.outputs.items()},
+                           other=counted(self.on_output))
 
     def _encode(self, message: Any) -> Any:
         if self.codec is None or isinstance(message, (bytes, bytearray)):
@@ -320,6 +342,8 @@ class World:
         net = self.net
         stats = self.stats
         stats.sent += 1
+        if self.tap is not None:
+            self.tap(src, dst, payload)
         if not net.masks[src] & net.masks[dst]:
             stats.dropped_partition += 1
             return
@@ -335,3 +359,19 @@ class World:
             heapq.heappush(
                 self._heap, (self.now + net.delay(rng, src, dst), next(self._seq), _DELIVER, dst, src, payload)
             )
+
+    def in_flight(self) -> int:
+        """How many messages are on the wire (sent, not yet delivered or dropped)."""
+        return sum(1 for ev in self._heap if ev[2] == _DELIVER)
+
+    def deliver_one(self, k: int, *, drop: bool = False) -> None:
+        """Take the k-th message in flight (in arrival order) off the wire now and deliver it, or
+        lose it: a test choosing the order (Hypothesis' rule machines) rather than the latency model."""
+        flight = sorted(ev for ev in self._heap if ev[2] == _DELIVER)
+        chosen = flight[k]
+        self._heap.remove(chosen)
+        heapq.heapify(self._heap)
+        if drop:
+            self.stats.dropped_loss += 1
+        else:
+            self._deliver(self.now, chosen[3], chosen[4], chosen[5])

@@ -25,7 +25,7 @@ async def open_meshes(
     count: int, network_id: str, secret: bytes, *, config: MeshConfig | None = None, **overrides: Any
 ) -> AsyncIterator[list[Mesh]]:
     """`count` meshes of one network on 127.0.0.1 (ephemeral ports), all closed on exit."""
-    cfg = config or MeshConfig.for_tests(**overrides)
+    cfg = config or MeshConfig.local(**overrides)
     async with AsyncExitStack() as stack:
         meshes = [
             await stack.enter_async_context(open_mesh(cfg, NodeKey.generate(), network_id, secret))

@@ -1,18 +1,20 @@
-"""Test helpers for spores (like trio.testing): deterministic keys, signed entries, a loopback net.
+"""Test helpers for spores (like trio.testing): deterministic keys, signed entries, and the
+simulator's World set up as a loopback network over cores a test built.
 
 Used by tests/unit/test_spores_*.py, tests/property/test_spores_*.py and the simulator's tests.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from functools import lru_cache
-from typing import Callable, Iterable
+from random import Random
+from typing import Any, Callable
 
-from mycelium.shell.effects import Core, SetTimer
-from mycelium.shell.interpreter import Interpreter
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId, NodeKey
+from mycelium.shell.effects import Core
+from mycelium.sim.network import FixedLatency, NetworkConfig
+from mycelium.sim.world import SimNode, World
 from mycelium.spores.entry import MASTER_SCOPE, TEMPORAL_TYPES, Entry, EntryType
 
 NETWORK_ID = "5a" * 32  # a fixed network id for tests
@@ -65,39 +67,33 @@ def _signed(author, type_, version, name, subject, body_bytes, timestamp_ms, sco
     return entry.signed_by(key, network_id)
 
 
-class LoopbackNet:
-    """Delivers Send/Broadcast effects between cores in this process, in FIFO order (or in the
-    order `pick` chooses). Other effects (timers) are collected in `other`."""
+def loopback(cores: dict[NodeId, Core], *, latency_s: float = 0.0,
+             on_output: Callable[[World, SimNode, Any], None] | None = None) -> World:
+    """The simulator's World (the one in-process network) over cores a test already built, in
+    node-id order: every message takes `latency_s` (0 = delivered in FIFO order at the instant it
+    was sent; a huge value = held until the test picks it with `world.deliver_one`), no boot jitter,
+    and every node booted (its first on_tick runs at time 0)."""
+    ids = sorted(cores)
+    world = World(ids, lambda node_id, persisted: cores[node_id], rng=Random(0), boot_jitter_s=0.0,
+                  network=NetworkConfig(latency=FixedLatency(latency_s)), on_output=on_output)
+    world.start()
+    return world
 
-    def __init__(self, cores: dict[NodeId, Core], *, pick: Callable[[int], int] | None = None) -> None:
-        self.cores = cores
-        self.queue: deque[tuple[NodeId, NodeId, object]] = deque()
-        self.pick = pick
-        self.delivered = 0
-        self.other: list[object] = []
 
-    def absorb(self, sender: NodeId, effects: Iterable[object]) -> None:
-        def broadcast(message: object) -> None:
-            self.queue.extend((sender, peer, message) for peer in sorted(self.cores) if peer != sender)
+def deliver_all(world: World, *, max_steps: int = 100_000) -> int:
+    """Deliver every message in flight, and the ones they cause, in FIFO order, however far off
+    their arrival time; the number delivered."""
+    steps = 0
+    while world.in_flight():
+        if steps >= max_steps:
+            raise RuntimeError(f"network still busy after {max_steps} deliveries")
+        world.deliver_one(0)
+        steps += 1
+    return steps
 
-        Interpreter(send=lambda to, message: self.queue.append((sender, to, message)), broadcast=broadcast,
-                    set_timer=lambda name, at: self.other.append(SetTimer(name, at)), other=self.other.append)(effects)
 
-    def tick_all(self, now: float) -> None:
-        for nid in sorted(self.cores):
-            self.absorb(nid, self.cores[nid].on_tick(now))
-
-    def run_until_idle(self, now: float, *, max_steps: int = 100_000) -> int:
-        steps = 0
-        while self.queue:
-            if steps >= max_steps:
-                raise RuntimeError(f"loopback network still busy after {max_steps} deliveries")
-            index = self.pick(len(self.queue)) if self.pick else 0
-            self.queue.rotate(-index)
-            sender, to, message = self.queue.popleft()
-            self.queue.rotate(index)
-            if to in self.cores:
-                self.absorb(to, self.cores[to].on_message(sender, message, now))
-            steps += 1
-        self.delivered += steps
-        return steps
+def tick_all(world: World, now: float) -> None:
+    """Move the clock to `now` (due timers fire) and tick every core once more."""
+    world.run_until(now)
+    for node in world.nodes:
+        world.apply(node.index, node.core.on_tick(world.local_now(node.index)))

@@ -63,7 +63,7 @@ async def run(args: argparse.Namespace) -> dict:
     def count(table: str, key: str) -> None:
         summary[table][key] = summary[table].get(key, 0) + 1
 
-    cfg = MeshConfig.for_tests(listen=(f"/ip4/{args.listen}/tcp/0",))
+    cfg = MeshConfig.local(listen=(f"/ip4/{args.listen}/tcp/0",))
     async with open_mesh(cfg, me, net, membership.secret) as mesh:
         mesh.register_handler("consensus", on_consensus)
         mesh.register_handler("latent", on_latent)

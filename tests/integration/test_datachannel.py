@@ -54,7 +54,7 @@ async def _tamper_proxy(target: tuple[str, int], offset: int, *, task_status: tr
 
 @asynccontextmanager
 async def tls_pair(**overrides: object) -> AsyncIterator[ChannelPair]:
-    cfg = MeshConfig.for_tests(**overrides)
+    cfg = MeshConfig.local(**overrides)
     network_id, secret = f"net-{secrets.token_hex(4)}", secrets.token_bytes(32)
     scopes: dict[str, trio.CancelScope] = {}
     stopped: dict[str, trio.Event] = {}

@@ -41,7 +41,7 @@ async def test_garbage_frames_are_counted_and_the_sender_blocked() -> None:
 
 
 async def test_flooding_peer_is_rate_limited_then_blocked_while_another_is_served() -> None:
-    cfg = MeshConfig.for_tests(
+    cfg = MeshConfig.local(
         inbound_rate=RateLimitConfig(rate_per_s=20, burst=20),
         gate=GateConfig(strike_limit=10, rate_limited_strikes=1, first_block_s=30),
     )

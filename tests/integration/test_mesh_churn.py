@@ -47,7 +47,7 @@ async def _no_auto_connect() -> None:
 
 async def test_200_inbound_cycles_by_a_non_member_then_a_fresh_member_is_admitted() -> None:
     # 8 slots: the old limiter (never given back) refused everything after the 8th connection
-    cfg = MeshConfig.for_tests(
+    cfg = MeshConfig.local(
         max_connections=8, inbound_connection_rate=RateLimitConfig(rate_per_s=1000, burst=1000)
     )
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as member:
@@ -80,7 +80,7 @@ async def test_200_inbound_cycles_by_a_non_member_then_a_fresh_member_is_admitte
 
 
 async def test_a_peer_that_never_starts_the_handshake_is_disconnected() -> None:
-    cfg = MeshConfig.for_tests(handshake_timeout_s=1.0)
+    cfg = MeshConfig.local(handshake_timeout_s=1.0)
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as member:
         plain = plain_libp2p_host()
         member_id = ID.from_base58(member.node_id)
@@ -94,7 +94,7 @@ async def test_a_peer_that_never_starts_the_handshake_is_disconnected() -> None:
 
 
 async def test_a_connection_flood_from_one_address_is_refused_and_counted() -> None:
-    cfg = MeshConfig.for_tests(inbound_connection_rate=RateLimitConfig(rate_per_s=0.5, burst=3))
+    cfg = MeshConfig.local(inbound_connection_rate=RateLimitConfig(rate_per_s=0.5, burst=3))
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as member:
         target = info_from_p2p_addr(multiaddr.Multiaddr(member.listen_addresses()[0]))
         plain = plain_libp2p_host()

@@ -21,7 +21,7 @@ def full_mesh(meshes) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_five_nodes_from_one_bootstrap_address_see_each_other() -> None:
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as seed:
         joiner_cfg = dataclasses.replace(cfg, bootstrap=(seed.listen_addresses()[0],))
         async with open_mesh(joiner_cfg, NodeKey.generate(), NET, SECRET) as n1, open_mesh(
@@ -38,7 +38,7 @@ async def test_five_nodes_from_one_bootstrap_address_see_each_other() -> None:
 
 
 async def test_addresses_from_elsewhere_are_dialled_and_lost_peers_redialled() -> None:
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     b_key = NodeKey.generate()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a:
         async with open_mesh(cfg, b_key, NET, SECRET) as b:
@@ -55,7 +55,7 @@ async def test_addresses_from_elsewhere_are_dialled_and_lost_peers_redialled() -
 
 
 async def test_dht_finds_a_member_known_only_to_a_neighbour() -> None:
-    cfg = MeshConfig.for_tests(dht=True, peer_exchange=False)
+    cfg = MeshConfig.local(dht=True, peer_exchange=False)
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, NodeKey.generate(), NET, SECRET
     ) as b, open_mesh(cfg, NodeKey.generate(), NET, SECRET) as c:
@@ -80,7 +80,7 @@ async def test_peers_found_by_mdns_are_dialled() -> None:
     from libp2p.peer.id import ID
     from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
 
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, NodeKey.generate(), NET, SECRET
     ) as b:

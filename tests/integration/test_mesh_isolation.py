@@ -33,7 +33,7 @@ SECRET = b"\x07" * 32
 
 
 async def test_wrong_secret_is_refused_and_blocked() -> None:
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     intruder_key = NodeKey.generate()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, intruder_key, NET, b"\x08" * 32
@@ -65,7 +65,7 @@ def seen_connected(mesh, node_id: str) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_other_network_is_refused() -> None:
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, NodeKey.generate(), OTHER_NET, SECRET
     ) as other:
@@ -82,7 +82,7 @@ def plain_libp2p_host():  # type: ignore[no-untyped-def]
 
 
 async def test_plain_libp2p_peer_may_ping_but_gets_no_mycelium_service() -> None:
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a:
         plain = plain_libp2p_host()
         async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
@@ -112,7 +112,7 @@ async def test_gossip_from_a_plain_libp2p_peer_never_reaches_subscribers() -> No
     from mycelium.mesh.gossip import build_pubsub
     from mycelium.mesh.protocols import TOPIC_LATENT
 
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a:
         plain = plain_libp2p_host()
         router, pubsub = build_pubsub(plain, cfg.gossip)  # speaks gossipsub, knows the topic name
@@ -142,7 +142,7 @@ async def test_a_node_of_another_network_is_not_blocked_and_may_join_later() -> 
     net_a, net_b = "aa" * 32, "bb" * 32
     secret_a, secret_b = os.urandom(32), os.urandom(32)
     member_key, neighbour_key = NodeKey.generate(), NodeKey.generate()
-    cfg = MeshConfig.for_tests()
+    cfg = MeshConfig.local()
     async with open_mesh(cfg, member_key, net_a, secret_a) as member:
         async with open_mesh(cfg, neighbour_key, net_b, secret_b) as neighbour:
             with pytest.raises(AdmissionFailed):

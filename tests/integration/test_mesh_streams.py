@@ -58,9 +58,10 @@ async def test_concurrent_large_batches_do_not_interleave():
 
 
 async def test_a_broken_stream_is_reopened_after_a_reconnect():
-    # no maintenance redial: it would reconnect within 0.2 s, so "b is gone" and the lost message
-    # below would race it (a CI run on a busy box missed the gap); here only the test reconnects
-    quiet = MeshConfig.for_tests(maintenance_interval_s=3600.0)
+    # no maintenance redial; the test reconnects itself. (Anything that opens a stream to b — a
+    # ping, a peer exchange — may still redial it at once, so "b is gone" is not polled for: CI on
+    # a busy box never saw the gap. The connection's end is counted, which cannot be missed.)
+    quiet = MeshConfig.local(maintenance_interval_s=3600.0)
     async with open_meshes(2, f"net-{secrets.token_hex(4)}", secrets.token_bytes(32), config=quiet) as (a, b):
         await a.connect(b.listen_addresses()[0])
         await wait_until(lambda: a.node_id in b.admitted_peers() and b.node_id in a.admitted_peers(), timeout_s=20)
@@ -72,13 +73,12 @@ async def test_a_broken_stream_is_reopened_after_a_reconnect():
         b.register_stream_handler("votes", collect)
         await a.send_messages(b.node_id, "votes", [b"one"])
         await wait_until(lambda: got == [b"one"], timeout_s=20)
+        closed = a.counters.connections_closed
         await a.admission.disconnect(b.node_id)
-        await wait_until(lambda: b.node_id not in a.admitted_peers(), timeout_s=20)
-        with pytest.raises(RequestError):
-            await a.send_messages(b.node_id, "votes", [b"lost"])
-        await a.connect(b.listen_addresses()[0])
+        await wait_until(lambda: a.counters.connections_closed > closed, timeout_s=20)  # the stream's connection is gone
+        await a.connect(b.listen_addresses()[0])  # returns at once if something redialled b already
         await wait_until(lambda: b.node_id in a.admitted_peers(), timeout_s=20)
-        await a.send_messages(b.node_id, "votes", [b"two"])
+        await a.send_messages(b.node_id, "votes", [b"two"])  # on a new stream: the broken one was dropped
         await wait_until(lambda: got == [b"one", b"two"], timeout_s=20)
 
 
@@ -90,7 +90,7 @@ async def test_an_other_network_node_gets_no_stream():
             got.append(data)
 
         b.register_stream_handler("votes", collect)
-        async with open_mesh(MeshConfig.for_tests(), NodeKey.generate(), "other-net", secrets.token_bytes(32)) as c:
+        async with open_mesh(MeshConfig.local(), NodeKey.generate(), "other-net", secrets.token_bytes(32)) as c:
             try:
                 await c.connect(b.listen_addresses()[0])
             except MeshError:

@@ -52,7 +52,7 @@ def hostile(draw, net: LocalNet):
                      draw(st.integers(-1, max(r - 1, -1))), key.node_id),
         ]))
         return sign(message, key, net.network_id).to_wire()
-    sent = [e.message for out in net.outputs for e in out if isinstance(e, Broadcast)]
+    sent = [m for m in net.sent if isinstance(m, dict)]
     base = dict(draw(st.sampled_from(sent))) if sent else {"v": 1, "t": 2}
     for _ in range(draw(st.integers(1, 3))):
         base[draw(st.sampled_from(sorted(base) + ["extra"]))] = draw(field_values)
@@ -60,11 +60,12 @@ def hostile(draw, net: LocalNet):
 
 
 class Recorder(LocalNet):
-    """A LocalNet that also keeps every broadcast, as material for mutations."""
+    """A LocalNet that also keeps every message put on the wire, as material for mutations."""
 
-    def _handle(self, node, effects):
-        self.outputs[node].extend(e for e in effects if isinstance(e, Broadcast))
-        super()._handle(node, effects)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = []
+        self.world.tap = lambda src, dst, message: self.sent.append(message)
 
 
 @SETTINGS

@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mycelium.spores.entry import TEMPORAL_TYPES, EntryType
 from mycelium.spores.gossip import Delta, GossipConfig, LatentGossip, MessageError, decode_message, encode_message
 from mycelium.spores.latent import LatentLimits, LatentStore, prune
-from mycelium.testing.spores import NETWORK_ID, LoopbackNet, node_id, signed_entry
+from mycelium.testing.spores import NETWORK_ID, deliver_all, loopback, node_id, signed_entry, tick_all
 from mycelium.spores.validation import DropReason, EntryValidator
 
 # tight limits so that pruning happens in almost every example
@@ -130,6 +130,7 @@ def test_limits_are_never_exceeded(xs, cap_endpoint, cap_health, window_ms, max_
 
 
 REPLICAS = 4
+HELD = 1e9  # the wire's latency: a message arrives only when a rule delivers it
 
 
 def garbage_decodes(data):
@@ -153,29 +154,27 @@ class ReplicasConverge(RuleBasedStateMachine):
             self.cores[node_id(i)] = core
         for core in self.cores.values():
             core.set_peers(self.cores)
-        self.net = LoopbackNet(self.cores)
         self.now = 10.0
+        self.world = loopback(self.cores, latency_s=HELD)  # nothing arrives unless a rule delivers it
+        self.world.run_until(self.now)
         self.all_entries = []
         self.injected = 0
 
     @rule(replica=st.integers(0, REPLICAS - 1), entry=entries())
     def publish(self, replica, entry):
         self.all_entries.append(entry)
-        self.net.absorb(node_id(replica), self.cores[node_id(replica)].publish(entry, self.now))
+        self.world.apply(self.world.index[node_id(replica)], self.cores[node_id(replica)].publish(entry, self.now))
 
     @rule(replica=st.integers(0, REPLICAS - 1))
     def tick(self, replica):
         self.now += 1.0
-        self.net.absorb(node_id(replica), self.cores[node_id(replica)].on_tick(self.now))
+        self.world.run_until(self.now)  # the replicas' own timers fire too
+        self.world.apply(self.world.index[node_id(replica)], self.cores[node_id(replica)].on_tick(self.now))
 
-    @precondition(lambda self: self.net.queue)
+    @precondition(lambda self: self.world.in_flight())
     @rule(index=st.integers(0, 1000), drop=st.booleans())
     def deliver_one(self, index, drop):
-        q = self.net.queue
-        q.rotate(-(index % len(q)))
-        sender, to, message = q.popleft()
-        if not drop:
-            self.net.absorb(to, self.cores[to].on_message(sender, message, self.now))
+        self.world.deliver_one(index % self.world.in_flight(), drop=drop)
 
     @rule(replica=st.integers(0, REPLICAS - 1), entry=entries(), garbage=st.binary(max_size=40))
     def inject_forgery_and_garbage(self, replica, entry, garbage):
@@ -196,13 +195,13 @@ class ReplicasConverge(RuleBasedStateMachine):
 
     @rule()
     def heal_and_converge(self):
-        self.net.run_until_idle(self.now)
+        deliver_all(self.world)
         for _ in range(8):
             if len({c.store.digest() for c in self.cores.values()}) == 1:
                 break
             self.now += 2.0
-            self.net.tick_all(self.now)
-            self.net.run_until_idle(self.now)
+            tick_all(self.world, self.now)
+            deliver_all(self.world)
         digests = {c.store.digest() for c in self.cores.values()}
         assert len(digests) == 1, "replicas did not converge after 8 healed anti-entropy rounds"
         expected = prune(self.all_entries, LIMITS)

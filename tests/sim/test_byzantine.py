@@ -80,3 +80,21 @@ def test_unknown_behaviour_option_or_missing_hook_is_rejected():
     with pytest.raises(SimConfigError, match="mutate hook"):
         make_wrapper("equivocate", "me", PEERS, Random(1), ByzantineHooks(), {})
     assert available_behaviours(ByzantineHooks()) == ["copy", "withhold", "garbage"]
+
+
+def test_types_limit_any_behaviour_to_the_listed_messages():
+    hooks = ByzantineHooks(mutate=HOOKS.mutate, classify=lambda m: "Proposal" if m.startswith("P") else "Vote")
+    core, _ = wrapped("equivocate", {"types": ["Proposal"]}, hooks, [Broadcast("P1"), Broadcast("V1")])
+    out = core.on_tick(0.0)
+    assert out[-1] == Broadcast("V1")  # the vote went out as the honest core sent it
+    assert sorted(e.to for e in out[:-1]) == sorted(PEERS) and {e.message for e in out[:-1]} == {"P1", ("lie", "me", "P1")}
+
+
+def test_garbage_with_keep_sends_the_real_message_then_protocol_junk():
+    hooks = ByzantineHooks(junk=lambda author, m, rng: ("junk", author, m))
+    core, _ = wrapped("garbage", {"probability": 1.0, "keep": True}, hooks, [Send("p1", "s"), Broadcast("b")])
+    assert core.on_tick(0.0) == [Send("p1", "s"), Send("p1", ("junk", "me", "s")), Broadcast("b"),
+                                 Broadcast(("junk", "me", "b"))]
+    core, _ = wrapped("garbage", {"probability": 1.0}, effects=[Send("p1", "s")])
+    [only] = core.on_tick(0.0)
+    assert only.to == "p1" and isinstance(only.message, bytes)  # no hook: random bytes instead

@@ -132,6 +132,40 @@ def test_protocol_outputs_are_counted_and_handed_over():
     assert seen == [("n0", Decided(7))] and w.stats.outputs == {"Decided": 1}
 
 
+def test_outputs_by_type_go_to_their_handler_and_the_rest_to_on_output():
+    @dataclass(frozen=True)
+    class Decided:
+        value: int
+
+    @dataclass(frozen=True)
+    class Other:
+        pass
+
+    decided, rest = [], []
+    w = world_of(lambda nid, p: Recorder(nid), n=1, outputs={Decided: lambda w, node, e: decided.append(e.value)},
+                 on_output=lambda w, node, e: rest.append(e))
+    w.start()
+    w.nodes[0].core.script = [[Decided(1), Other(), Decided(2)]]
+    w.run_until(1.0)
+    assert decided == [1, 2] and rest == [Other()] and w.stats.outputs == {"Decided": 2, "Other": 1}
+
+
+def test_a_test_can_tap_the_wire_and_deliver_held_messages_in_its_own_order():
+    held = NetworkConfig(latency=FixedLatency(1e9))  # nothing arrives on its own
+    tapped = []
+    w = world_of(lambda nid, p: Sender(nid, "n1" if nid == "n0" else None, 3 if nid == "n0" else 0), n=2,
+                 network=held, tap=lambda src, dst, m: tapped.append((src, dst, m)))
+    w.start()
+    w.run_until(1.0)
+    assert tapped == [(0, 1, 0), (0, 1, 1), (0, 1, 2)] and w.in_flight() == 3 and w.nodes[1].core.received == []
+    w.deliver_one(2)
+    w.deliver_one(0, drop=True)
+    assert [m for _, m, _ in w.nodes[1].core.received] == [2] and w.in_flight() == 1
+    assert w.stats.dropped_loss == 1
+    w.apply(1, [Send("n0", "hi")])  # effects a test got from a core directly, through the same wire
+    assert w.in_flight() == 2
+
+
 class IntCodec:
     def encode(self, message):
         return str(message).encode()

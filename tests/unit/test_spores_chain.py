@@ -18,7 +18,7 @@ from mycelium.spores.chain import (
     decode_catchup,
 )
 from mycelium.spores.primary import CertifiedPrimary, ChainError, Member, PrimarySpore, certify_genesis, genesis_primary
-from mycelium.testing.spores import LoopbackNet, node_id, node_key
+from mycelium.testing.spores import loopback, node_id, node_key
 from mycelium.spores.validation import DropReason
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)
@@ -132,12 +132,11 @@ def test_a_behind_node_catches_up_in_pages():
     behind = make_core(5, chain_with(1, max_links_per_message=4))
     ahead.set_peers([node_id(5)])
     behind.set_peers([node_id(1)])
-    net = LoopbackNet({node_id(1): ahead, node_id(5): behind})
-    net.absorb(node_id(5), behind.on_tick(0.0))
-    net.run_until_idle(0.0)
+    seen = []
+    loopback({node_id(1): ahead, node_id(5): behind}, on_output=lambda w, node, e: seen.append(e)).run_until(0.0)
     assert behind.chain.height == 11
     assert behind.chain.primary.hash() == ahead.chain.primary.hash()
-    assert [e.link.primary.height for e in net.other if isinstance(e, NewPrimary)] == list(range(1, 12))
+    assert [e.link.primary.height for e in seen if isinstance(e, NewPrimary)] == list(range(1, 12))
 
 
 def test_tampered_answer_is_refused_and_reported():

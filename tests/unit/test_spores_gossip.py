@@ -1,4 +1,4 @@
-"""Latent anti-entropy core: convergence over a loopback net, garbage dropped and counted."""
+"""Latent anti-entropy core: convergence over the simulator's World as a loopback, garbage dropped and counted."""
 
 import random
 
@@ -20,7 +20,7 @@ from mycelium.spores.gossip import (
 )
 from mycelium.spores.latent import LatentStore
 from mycelium.spores.validation import DropReason, EntryValidator
-from mycelium.testing.spores import NETWORK_ID, LoopbackNet, node_id, signed_entry
+from mycelium.testing.spores import NETWORK_ID, loopback, node_id, signed_entry
 
 
 def make_cores(n, **config):
@@ -64,10 +64,8 @@ def test_replicas_converge_after_anti_entropy():
     for i, nid in enumerate(sorted(cores)):
         for v in range(3):
             cores[nid].store.merge_entry(signed_entry(i, EntryType.ENDPOINT, v + 1, name=f"ep{v}"))
-    net = LoopbackNet(cores)
-    for r in range(12):
-        net.tick_all(float(r * 2))
-        net.run_until_idle(float(r * 2) + 1)
+    world = loopback(cores)
+    world.run_until(24.0)  # every core's own anti-entropy timer, once a second
     digests = {c.store.digest() for c in cores.values()}
     assert len(digests) == 1
     assert len(next(iter(cores.values())).store) == 15
@@ -76,9 +74,10 @@ def test_replicas_converge_after_anti_entropy():
 
 def test_broadcast_publish_reaches_everyone_without_anti_entropy():
     cores = make_cores(3, fanout=0)
-    net = LoopbackNet(cores)
-    net.absorb(node_id(1), cores[node_id(1)].publish(signed_entry(1, EntryType.NODE, 1), 1.0))
-    net.run_until_idle(1.0)
+    world = loopback(cores)
+    world.run_until(1.0)
+    world.apply(world.index[node_id(1)], cores[node_id(1)].publish(signed_entry(1, EntryType.NODE, 1), 1.0))
+    world.run_until(1.0)
     assert len({c.store.digest() for c in cores.values()}) == 1
 
 
