@@ -79,6 +79,7 @@ class StorageSection:
     scrub_mib_per_s: int = 8  # local re-hash rate of the scrub
     scrub_pause_s: int = 600  # rest between two full scrub passes
     ack_extra: int = 1  # a put waits for k + ack_extra fsynced shares per chunk on distinct devices
+    gc_grace_s: int = 3600  # a share no volume references is deleted after this long (longer than any put)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ from mycelium.identity import scheme_of
 from mycelium.ledger import governance
 from mycelium.ledger.operations import OpType, sign_operation
 from mycelium.observability.logs import get_logger
+from mycelium.storage.keyring import PARAM as PAST_PARAM
+from mycelium.storage.keyring import past_for_rotation
 from mycelium.storage.network import save_membership
 
 log = get_logger("mycelium.rekey")
@@ -73,7 +75,12 @@ class SecretKeeper:
         secret = secrets.token_bytes(32)
         envelopes = {n: seal(secret, head.members[n].caps["kem"], network_id=net, generation=gen, node_id=n, pq=pq)
                      for n in governance.envelope_recipients(head)}
-        body = {"gen": gen, "hash": secret_hash(secret, net, gen), "env": envelopes}
+        body = {"gen": gen, "hash": secret_hash(secret, net, gen), "env": envelopes,
+                "past": past_for_rotation(net, held_generation=self.node.membership.secret_generation,
+                                          held_secret=self.node.membership.secret,
+                                          primary_past=head.params.get(PAST_PARAM),
+                                          primary_generation=governance.secret_generation(head),
+                                          new_secret=secret, new_generation=gen)}
         self._rekey_sent = (gen, head.height)
         log.info("rekey.submitted", generation=gen, recipients=len(envelopes),
                  removed=len(head.params[governance.REKEY_DUE].get("removed", [])))

@@ -116,6 +116,14 @@ def install_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400, "invalid_manifest", str(exc), "fix the fields named above and deploy again") from None
         except ValueError as exc:  # e.g. "Endophyte is not supported yet"
             raise ApiError(400, "not_deployable", str(exc)) from None
+        if spec is not None and spec.volumes:
+            from mycelium.storage.workload_mounts import deploy_refusal
+
+            session = node.session
+            why = deploy_refusal(spec.volumes, node.ledger.head, getattr(session, "storage", None),
+                                 getattr(session, "storage_unavailable", None))
+            if why is not None:
+                raise ApiError(409, "volume_unavailable", *why)
         if spec is None:
             await node.submit_operation("endophyte", {"action": "deploy", "name": parsed.name, "spec": parsed.spec})
             return 202, {"service": parsed.name, "status": "submitted", "kind": "Endophyte", "version": parsed.version()}

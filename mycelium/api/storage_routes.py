@@ -12,7 +12,7 @@ import trio
 from mycelium.api import protocol
 from mycelium.api.server import ApiError, ControlServer, Request
 
-MAX_PUT_BYTES = 4 << 30  # one put is held in memory whole (streaming puts are not done yet)
+MAX_PUT_BYTES = 64 << 30  # = catalog.MAX_CHUNKS_PER_FILE × chunks.CHUNK_BYTES; puts are streamed, not held whole
 
 
 def install_storage_routes(server: ControlServer, node: Any) -> None:
@@ -59,8 +59,7 @@ def install_storage_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400, "bad_request", f"{path} is not an absolute path to a readable file")
         if p.stat().st_size > MAX_PUT_BYTES:
             raise ApiError(400, "too_large", f"{path} is over {MAX_PUT_BYTES} bytes, the limit of one put")
-        data = await trio.to_thread.run_sync(p.read_bytes)
-        return 200, await guarded(storage().put(volume, name, data))
+        return 200, await guarded(storage().put(volume, name, p))  # streamed: read chunk by chunk
 
     async def get(req: Request) -> tuple[int, Any]:
         body = req.body if isinstance(req.body, dict) else {}

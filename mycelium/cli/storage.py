@@ -111,6 +111,10 @@ def status(ctx: Any, as_json: bool) -> None:
     click.echo(f"devices: {len(res['devices'])}   FUSE: {res['fuse']}")
     st = res["store"]
     click.echo(f"this node: {st['shares']} shares, {st['used_bytes']} bytes, {st['corrupt_found']} corrupt found by scrub")
+    gc = res["repair"].get("gc")
+    if gc:
+        click.echo(f"garbage: {gc['collected']} unreferenced shares deleted, {gc['candidates']} waiting out "
+                   f"the {gc['grace_s']:.0f} s grace; key generations held: {res.get('key_generations')}")
     for name, v in res["volumes"].items():
         lease = (v["lease"] or "none")[:16]
         click.echo(f"volume {name}: seq {v['seq']}, writer lease {lease}")

@@ -6,7 +6,8 @@ member, key-agreement keys, and rotation of the network secret (rekey). Pure and
     invite_revoke  an admin: {"id": 32 hex}; a join with that invite is refused from then on
     remove         an admin: {"node": id}; the member is dropped and the secret rotates
     keys           a member, about itself: {"kem": its key-agreement public key (envelopes)}
-    rekey          a validator, while a rotation is due: {"gen", "hash", "env": {member: envelope}}
+    rekey          a validator, while a rotation is due: {"gen", "hash", "env": {member: envelope},
+                   "past": the earlier secrets sealed under the new one (storage.keyring; optional)}
 
 Rekey: a `leave` or a `remove` marks a rotation due (params["rekey_due"]). A validator (the one
 `rekeyer(primary)` names; any validator's valid `rekey` is accepted, the first in a batch wins)
@@ -190,6 +191,11 @@ def _check_rekey(author: str, body: dict, prev: PrimarySpore) -> None:
         raise GovernanceError("a rekey must carry exactly one envelope per member with a key-agreement key")
     if not all(isinstance(e, bytes) and len(e) == size for e in env.values()):
         raise GovernanceError(f"every envelope has {size} bytes in this network")
+    from mycelium.storage import keyring  # the sealed past is storage's (lazy, like the volume rules)
+
+    past = body.get("past")
+    if past is not None and not (isinstance(past, bytes) and len(past) <= keyring.MAX_PAST_BYTES):
+        raise GovernanceError(f"a rekey's sealed past secrets are at most {keyring.MAX_PAST_BYTES} bytes")
 
 
 def _live_revocations(revoked: dict, prev: PrimarySpore) -> dict:
@@ -222,6 +228,11 @@ def apply(op_type: str, author: str, body: dict, members: dict[str, Member], par
         params[SECRET] = {"gen": body["gen"], "hash": body["hash"], "h": height}
         params[ENVELOPES] = dict(sorted(body["env"].items()))
         params.pop(REKEY_DUE, None)
+        from mycelium.storage import keyring
+
+        params.pop(keyring.PARAM, None)  # sealed under the outgoing secret: useless to the new one
+        if body.get("past"):
+            params[keyring.PARAM] = body["past"]
 
 
 def removed(node: str, members: dict[str, Member], params: dict, height: int) -> None:

@@ -29,7 +29,7 @@ import yaml
 
 from mycelium.runtime.spec import (
     EndophyteSpec, FileSpec, HealthCheck, PortSpec, Resources, RestartPolicy, Selector, ServiceSpec,
-    SpecError, UpdateStrategy, parse_cpu, parse_duration_ms, parse_memory,
+    SpecError, UpdateStrategy, VolumeMount, parse_cpu, parse_duration_ms, parse_memory, volume_path_ok,
 )
 
 Path_ = tuple[str | int, ...]
@@ -243,13 +243,16 @@ def _spec_from_doc(doc: dict[str, Any], loc: _Located) -> ServiceSpec:
         loc.problem(at + ("resources",), str(exc))
         resources_ = Resources()
     command = s.get("command", ())
+    files = _files(s.get("files", []), loc)
+    volumes = _volumes(s.get("volumes", []), files, loc)
     return ServiceSpec(
         name=doc["name"],
         labels=tuple(sorted(doc.get("labels", {}).items())),
         command=(command,) if isinstance(command, str) else tuple(command),
         args=tuple(s.get("args", ())),
         env=tuple(sorted(s.get("env", {}).items())),
-        files=_files(s.get("files", []), loc),
+        files=files,
+        volumes=volumes,
         image=s.get("image"),
         replicas=s.get("replicas", 1),
         selector=Selector(tuple(sorted(set(sel.get("roles", ())))),
@@ -261,6 +264,21 @@ def _spec_from_doc(doc: dict[str, Any], loc: _Located) -> ServiceSpec:
         restart=restart,
         update=UpdateStrategy("rolling", update.get("maxUnavailable", 1)),
     )
+
+
+def _volumes(vols: list[dict[str, Any]], files: tuple[FileSpec, ...], loc: _Located) -> tuple[VolumeMount, ...]:
+    out = []
+    for i, v in enumerate(vols):
+        at = ("spec", "volumes", i)
+        if not volume_path_ok(v["path"]):
+            loc.problem(at + ("path",), f"mount path {v['path']!r} has an empty, '.' or '..' part; expected a "
+                        "relative directory such as \"data\"")
+        clash = [f.path for f in files if f.path == v["path"] or f.path.startswith(v["path"] + "/")]
+        if clash:
+            loc.problem(at + ("path",), f"spec.files writes {clash[0]!r} inside the mount path {v['path']!r}; "
+                        "put working files outside the volume (or put them into the volume with `mycelium storage put`)")
+        out.append(VolumeMount(v["name"], v["path"]))
+    return tuple(out)
 
 
 MAX_FILE_BYTES = 256 * 1024  # a working file travels inside consensus operations: keep it small

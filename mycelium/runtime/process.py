@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -86,6 +87,7 @@ class ProcessDriver:
         self.reaped: list[str] = []  # what reap_leftovers() found, for the daemon's log
         self._nursery = nursery
         self._instances: dict[str, _Instance] = {}
+        self.volumes: Any = None  # attach/detach of spec.volumes (storage.workload_mounts), set by the runner
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -149,6 +151,7 @@ class ProcessDriver:
         inst = _Instance(spec, instance_dir, ports, {}, plan_limits(spec.instance_id, service.resources,
                                                                     self.config.cgroup_root), log)
         inst.env = self._environment(inst)
+        await self._attach_volumes(inst)
         self._instances[spec.instance_id] = inst
         await self._nursery.start(self._supervise, inst)
         return InstanceHandle(self.name, spec.instance_id)
@@ -172,7 +175,27 @@ class ProcessDriver:
                 await inst.done.wait()
         final = self._status(inst)
         self._forget(inst)
+        await self._detach_volumes(inst)
         return final
+
+    async def _attach_volumes(self, inst: _Instance) -> None:
+        for i, v in enumerate(inst.spec.service.volumes):
+            try:
+                if self.volumes is None:
+                    raise DriverError("this node's runtime has no distributed store to mount volumes from")
+                await self.volumes.attach(v.name, inst.workdir / v.path, self._nursery)
+            except (DriverError, OSError, RuntimeError) as exc:  # storage's VolumeMountError is a RuntimeError
+                for done in inst.spec.service.volumes[:i]:
+                    await self.volumes.detach(done.name, inst.workdir / done.path)
+                if isinstance(exc, DriverError):
+                    raise
+                raise DriverError(f"cannot mount volume {v.name!r} at {v.path} for {inst.spec.instance_id}: {exc}") from exc
+
+    async def _detach_volumes(self, inst: _Instance) -> None:
+        if self.volumes is not None:
+            with trio.CancelScope(shield=True):
+                for v in inst.spec.service.volumes:
+                    await self.volumes.detach(v.name, inst.workdir / v.path)
 
     async def status(self, handle: InstanceHandle) -> InstanceStatus:
         return self._status(self._get(handle))

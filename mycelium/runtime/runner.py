@@ -29,6 +29,7 @@ import trio
 from mycelium.observability.logs import get_logger
 from mycelium.runtime.driver import INSTANCE_ID, DriverError, InstanceHandle, InstanceSpec, InstanceStatus, UnknownInstance
 from mycelium.runtime.process import ProcessDriver, ProcessDriverConfig
+from mycelium.storage.workload_mounts import WorkloadVolumes
 from mycelium.runtime.reconciler import ObservedInstance, Restart, Start, Stop, desired_here, reconcile
 from mycelium.runtime.spec import ServiceSpec, SpecError
 from mycelium.spores.entry import EntryType
@@ -115,6 +116,7 @@ class WorkloadRunner:
             for message in driver.reaped:
                 log.warning("killed a leftover of a previous daemon", detail=message)
             self.driver = driver
+            driver.volumes = WorkloadVolumes(self.session, self.session.cfg.state_dir / "volumes")
             task_status.started()
             try:
                 while True:

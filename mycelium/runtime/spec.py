@@ -101,6 +101,12 @@ class FileSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class VolumeMount:
+    name: str  # a volume of the distributed store (storage/volumes.py names)
+    path: str  # a directory relative to the instance's working directory
+
+
+@dataclass(frozen=True, slots=True)
 class PortSpec:
     name: str
     port: int  # 0 = the runtime picks a free port and passes it as $PORT / $MYCELIUM_PORT_<NAME>
@@ -172,10 +178,12 @@ class ServiceSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     update: UpdateStrategy = field(default_factory=UpdateStrategy)
     labels: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()  # FUSE-mounted store volumes (storage/workload_mounts.py)
 
     def to_wire(self) -> dict[str, Any]:
         """Plain data with integers only; canonical-encodable."""
-        return {
+        volumes = {"volumes": [{"name": v.name, "path": v.path} for v in self.volumes]} if self.volumes else {}
+        return {**volumes,
             "v": WIRE_VERSION,
             "kind": "Endomycete",
             "name": self.name,
@@ -279,6 +287,11 @@ def _from_wire(w: Any) -> ServiceSpec:
         path = _typed(f["path"], str, "files.path")
         if path.startswith("/") or ".." in path.split("/"):
             raise SpecError(f"malformed service spec on the wire: file path {path!r} leaves the working directory")
+    volumes = tuple(VolumeMount(_typed(v["name"], str, "volumes.name"), _typed(v["path"], str, "volumes.path"))
+                    for v in _typed(w.get("volumes", []), list, "volumes"))
+    for v in volumes:
+        if not VOLUME_NAME.fullmatch(v.name) or not volume_path_ok(v.path):
+            raise SpecError(f"malformed service spec on the wire: volume {v.name!r} at {v.path!r}")
     return ServiceSpec(
         name=_typed(w["name"], str, "name"),
         labels=_str_map(w["labels"], "labels"),
@@ -303,7 +316,16 @@ def _from_wire(w: Any) -> ServiceSpec:
                               _nat(r["crash_loop_after"], "restart.crash_loop_after", 1),
                               _nat(r["min_uptime_ms"], "restart.min_uptime_ms")),
         update=UpdateStrategy("rolling", _nat(u["max_unavailable"], "update.max_unavailable", 1)),
+        volumes=volumes,
     )
+
+
+VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # = storage.volumes' rule
+
+
+def volume_path_ok(path: str) -> bool:
+    """A mount directory inside the working directory: relative, no empty, '.' or '..' parts."""
+    return bool(path) and len(path) <= 255 and all(p not in ("", ".", "..") for p in path.split("/"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class ChunkRef:
     k: int
     n: int
     shares: tuple[bytes, ...]  # share id per index, len n
+    gen: int = 0  # network secret generation whose volume key sealed it (storage.keyring)
 
     @property
     def scheme(self) -> Scheme:
@@ -43,13 +44,17 @@ class ChunkRef:
         return erasure.block_size(self.sealed, self.k)
 
     def to_wire(self) -> list:
-        return [self.id, self.size, self.sealed, self.k, self.n, list(self.shares)]
+        out = [self.id, self.size, self.sealed, self.k, self.n, list(self.shares)]
+        return [*out, self.gen] if self.gen else out  # refs written before rotations existed have 6 items
 
     @classmethod
     def from_wire(cls, obj: object) -> ChunkRef:
-        if not (isinstance(obj, list) and len(obj) == 6):
-            raise ValueError("chunk reference must be a 6-item list")
-        cid, size, sealed, k, n, shares = obj
+        if not (isinstance(obj, list) and len(obj) in (6, 7)):
+            raise ValueError("chunk reference must be a 6- or 7-item list")
+        cid, size, sealed, k, n, shares = obj[:6]
+        gen = obj[6] if len(obj) == 7 else 0
+        if not (isinstance(gen, int) and not isinstance(gen, bool) and gen > 0 or len(obj) == 6):
+            raise ValueError("chunk secret generation must be a positive integer")
         if not (isinstance(cid, bytes) and len(cid) == 32):
             raise ValueError("chunk id must be 32 bytes")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (size, sealed, k, n)):
@@ -57,7 +62,7 @@ class ChunkRef:
         Scheme(k, n)
         if not (isinstance(shares, list) and len(shares) == n and all(isinstance(s, bytes) and len(s) == 32 for s in shares)):
             raise ValueError("chunk reference must name n 32-byte share ids")
-        return cls(cid, size, sealed, k, n, tuple(shares))
+        return cls(cid, size, sealed, k, n, tuple(shares), gen)
 
 
 def split(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -76,7 +81,7 @@ def prepare(key: VolumeKey, plaintext: bytes, scheme: Scheme) -> tuple[ChunkRef,
     cid = chunk_id(sealed)
     shares = erasure.encode(sealed, scheme)
     ids = tuple(share_id(cid, i, shares[i]) for i in range(scheme.n))
-    return ChunkRef(cid, len(plaintext), len(sealed), scheme.k, scheme.n, ids), shares
+    return ChunkRef(cid, len(plaintext), len(sealed), scheme.k, scheme.n, ids, key.generation), shares
 
 
 def verify_share(ref: ChunkRef, index: int, data: bytes) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from pathlib import Path
 from dataclasses import dataclass
 
 import trio
@@ -23,6 +25,7 @@ from mycelium.mesh.channel import ChannelError, ChannelProvider, DataChannel
 from mycelium.storage import chunks, placement, wire
 from mycelium.storage.catalog import CatalogError, FileEntry, VolumeIndex, VolumeRoot
 from mycelium.storage.chunks import ChunkRef, ShareMismatch
+from mycelium.storage.keyring import KeyringError
 from mycelium.storage.links import PeerUnavailable, StorageLinks
 from mycelium.storage.placement import SchemeConfig
 from mycelium.storage.roots import RootStore
@@ -52,6 +55,14 @@ class MissingRanges(Exception):
         super().__init__(f"{volume}:{path}: bytes {spans} are unreadable now ({len(ranges)} chunk(s) lack k shares)")
 
 
+class KeyUnavailable(MissingRanges):
+    """Chunks sealed under a network secret generation this node cannot recover (storage.keyring)."""
+
+    def __init__(self, volume: str, path: str, ranges: list[tuple[int, int]], reason: str) -> None:
+        super().__init__(volume, path, ranges)
+        self.args = (f"{self.args[0]}: {reason}",)
+
+
 class NoSuchFile(Exception):
     pass
 
@@ -67,6 +78,7 @@ class StorageNode:
         devices: Callable[[], list[str]],
         volume_key: Callable[[str], VolumeKey],
         network_id: str,
+        read_key: Callable[[str, int], VolumeKey] | None = None,
         cfg: StorageConfig = StorageConfig(),
     ) -> None:
         self.key = key
@@ -76,7 +88,8 @@ class StorageNode:
         self.store = store
         self.roots = roots
         self.devices = devices  # storage devices of the Primary (this node included if it stores)
-        self.volume_key = volume_key
+        self.volume_key = volume_key  # the key new chunks are sealed under (the current secret generation)
+        self.read_key = read_key or self._only_write_key  # (volume, generation) → key; KeyringError if not held
         self.cfg = cfg
         self.links = StorageLinks(provider, timeout_s=cfg.request_timeout_s)
         self.stopped = False
@@ -84,6 +97,13 @@ class StorageNode:
         self._indexes: dict[str, VolumeIndex] = {}
         self.recent_errors: deque[str] = deque(maxlen=32)  # last share-transfer failures, for status/debugging
         self.last_commit_s = 0.0  # how long the last root commit took (index put + Primary decision)
+        self.peak_pieces_held = 0  # most plaintext chunks one put held in memory at once (status)
+
+    def _only_write_key(self, volume: str, generation: int) -> VolumeKey:
+        key = self.volume_key(volume)
+        if key.generation != generation:
+            raise KeyringError(f"this node holds only the volume key of secret generation {key.generation}")
+        return key
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -211,40 +231,67 @@ class StorageNode:
     # -- files ------------------------------------------------------------------------------------
 
     async def put_bytes(self, volume: str, data: bytes) -> tuple[ChunkRef, ...]:
+        async def pieces() -> AsyncGenerator[bytes, None]:
+            for piece in chunks.split(data, self.cfg.chunk_bytes):
+                yield piece
+        return await self.put_stream(volume, pieces())
+
+    async def put_stream(self, volume: str, pieces: AsyncGenerator[bytes, None]) -> tuple[ChunkRef, ...]:
+        """Seal, code and place pieces as they come: at most chunks_in_flight are written at once and
+        one more is read ahead, so a put holds ~(chunks_in_flight + 1) chunks in memory, not the file."""
         devices = self.devices()
         scheme = placement.choose_scheme(len(devices), self.cfg.scheme)
         key = self.volume_key(volume)
-        pieces = list(chunks.split(data, self.cfg.chunk_bytes))
-        refs: list[ChunkRef | None] = [None] * len(pieces)
+        refs: dict[int, ChunkRef] = {}
         limit = trio.Semaphore(self.cfg.chunks_in_flight)
         failure: list[PutFailed] = []
+        held = 0
 
-        async def one(i: int) -> None:
-            async with limit:
+        async def one(i: int, piece: bytes) -> None:
+            nonlocal held
+            try:
                 if failure:
                     return
-                ref, shares = await trio.to_thread.run_sync(chunks.prepare, key, pieces[i], scheme)
+                ref, shares = await trio.to_thread.run_sync(chunks.prepare, key, piece, scheme)
                 try:
                     await self.write_chunk(ref, shares, devices)
                 except PutFailed as exc:
                     failure.append(exc)
                     return
                 refs[i] = ref
+            finally:
+                held -= 1
+                limit.release()
 
-        async with trio.open_nursery() as nursery:
-            for i in range(len(pieces)):
-                nursery.start_soon(one, i)
+        async with trio.open_nursery() as nursery, aclosing(pieces) as stream:
+            i = 0
+            async for piece in stream:
+                held += 1
+                self.peak_pieces_held = max(self.peak_pieces_held, held)
+                await limit.acquire()
+                if failure:
+                    limit.release()
+                    break
+                nursery.start_soon(one, i, piece)
+                i += 1
         if failure:
             raise failure[0]
-        return tuple(r for r in refs if r is not None)
+        return tuple(refs[j] for j in range(len(refs)))
 
     async def read_bytes(self, volume: str, refs: tuple[ChunkRef, ...]) -> tuple[bytes, list[tuple[int, int]]]:
         """(data, missing ranges); missing ranges read as zeros in `data` and are always named."""
         devices = self.devices()
-        key = self.volume_key(volume)
+        offsets = [sum(r.size for r in refs[:i]) for i in range(len(refs))]
+        keys: dict[int, VolumeKey] = {}
+        for ref in refs:
+            if ref.gen not in keys:
+                try:
+                    keys[ref.gen] = self.read_key(volume, ref.gen)
+                except KeyringError as exc:
+                    lacking = [(o, r.size) for r, o in zip(refs, offsets) if r.gen == ref.gen]
+                    raise KeyUnavailable(volume, "(chunks)", lacking, str(exc)) from None
         out: list[bytes] = [b""] * len(refs)
         missing: list[tuple[int, int]] = []
-        offsets = [sum(r.size for r in refs[:i]) for i in range(len(refs))]
         limit = trio.Semaphore(self.cfg.chunks_in_flight)
 
         async def one(i: int) -> None:
@@ -254,7 +301,7 @@ class StorageNode:
                     missing.append((offsets[i], refs[i].size))
                     out[i] = b"\0" * refs[i].size
                 else:
-                    out[i] = await trio.to_thread.run_sync(key.open, sealed)
+                    out[i] = await trio.to_thread.run_sync(keys[refs[i].gen].open, sealed)
 
         async with trio.open_nursery() as nursery:
             for i in range(len(refs)):
@@ -286,9 +333,15 @@ class StorageNode:
         return signed
 
     async def put_file(self, volume: str, path: str, data: bytes) -> FileEntry:
-        refs = await self.put_bytes(volume, data)
+        return await self._commit_file(volume, path, await self.put_bytes(volume, data))
+
+    async def put_path(self, volume: str, path: str, source: Path) -> FileEntry:
+        """Like put_file, reading `source` chunk by chunk (the file is never held whole)."""
+        return await self._commit_file(volume, path, await self.put_stream(volume, read_pieces(source, self.cfg.chunk_bytes)))
+
+    async def _commit_file(self, volume: str, path: str, refs: tuple[ChunkRef, ...]) -> FileEntry:
         before = await self.index(volume)
-        after = before.with_file(path, len(data), refs, int(time.time() * 1000))
+        after = before.with_file(path, sum(r.size for r in refs), refs, int(time.time() * 1000))
         committed = await self._commit(volume, before, after)
         return committed.files[after.files[path].path]
 
@@ -315,3 +368,19 @@ class StorageNode:
 
     async def list_files(self, volume: str) -> list[FileEntry]:
         return sorted((await self.index(volume)).live().values(), key=lambda e: e.path)
+
+
+async def read_pieces(source: Path, chunk_bytes: int) -> AsyncGenerator[bytes, None]:
+    """`source` in chunk_bytes pieces, read in a worker thread; an empty file is one empty piece."""
+    f = await trio.to_thread.run_sync(open, source, "rb")
+    try:
+        first = True
+        while True:
+            piece = await trio.to_thread.run_sync(f.read, chunk_bytes)
+            if piece or first:
+                yield piece
+            first = False
+            if len(piece) < chunk_bytes:
+                return
+    finally:
+        f.close()

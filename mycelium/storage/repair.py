@@ -71,6 +71,16 @@ class ChunkHealth:
         return len(self.healthy) - self.ref.k
 
 
+def _occupied(h: ChunkHealth) -> set[str]:
+    """Devices that may not take another share of this chunk: each index's keeper (the first of its
+    healthy holders) and every silent holder. A device whose every share is a second copy of an
+    index kept elsewhere adds no redundancy and may take a missing index — so a duplicate left by a
+    put's fallback or two racing repairers (index 0 on A and B, 1 on C, 2 missing, 3 devices up) is
+    not stuck for ever; losing any set of devices still loses at most one kept index per device."""
+    keepers = {sorted(ds)[0] for ds in h.healthy.values()}
+    return keepers | {d for ds in h.waiting.values() for d in ds}
+
+
 @dataclass
 class RepairPlanner:
     cfg: RepairConfig = field(default_factory=RepairConfig)
@@ -180,7 +190,7 @@ class RepairPlanner:
             if margin < 0:
                 self._decide(now, "lost", ref, f"{len(h.healthy)} of {ref.k} shares needed are readable")
                 continue
-            occupied = {d for ds in (*h.healthy.values(), *h.waiting.values()) for d in ds}
+            occupied = _occupied(h)
             live = [d for d in self.devices if self.is_up(d, now)]
             targets = placement.repair_targets(ref.id, live, ref.n, occupied, len(h.missing))
             if not targets:

@@ -6,6 +6,9 @@ the planner returns: fetch k shares, rebuild the missing ones, put them on their
 is repaired by one node only — the first *up* device in the chunk's rendezvous ranking — so a
 network repairs each loss once, and the work spreads over the nodes.
 
+Shares no volume references any more (old versions, removed files, previous indexes, failed puts)
+are deleted from this device by `gc.ShareCollector` after its grace period, from complete views only.
+
 The scrub re-reads and hashes this device's own shares at `scrub_bytes_per_s` (Garage's
 "tranquility"): a share that rotted is removed, drops out of the inventory, and is rebuilt like a lost one.
 """
@@ -20,6 +23,7 @@ from mycelium.storage import chunks, placement
 from mycelium.storage.catalog import CatalogError
 from mycelium.storage.chunks import ChunkRef, ShareMismatch
 from mycelium.storage.erasure import ErasureError
+from mycelium.storage.gc import GcConfig, ShareCollector
 from mycelium.storage.links import PeerUnavailable
 from mycelium.storage.node import MissingRanges, StorageNode
 from mycelium.storage.repair import RepairConfig, RepairPlanner, RepairTask
@@ -42,12 +46,15 @@ class RepairStats:
 
 
 class Repairer:
-    def __init__(self, node: StorageNode, repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig()) -> None:
+    def __init__(self, node: StorageNode, repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig(),
+                 gc: GcConfig = GcConfig()) -> None:
         self.node = node
+        self.collector = ShareCollector(gc)
         self.planner = RepairPlanner(repair)
         self.loop = loop
         self.stats = RepairStats()
         self.rounds = 0
+        self._referenced: set[bytes] = set()  # share ids the last complete view referenced
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -66,7 +73,9 @@ class Repairer:
         devices = set(self.node.devices())
         self.planner.set_devices(devices)
         await self._gather_inventories(devices, now)
-        await self._gather_chunks()
+        complete = await self._gather_chunks()
+        # only a storage device of the Primary collects (no head yet, or removed: keep everything)
+        await self._collect(complete and self.node.node_id in devices, now)
         up = [d for d in devices if self.planner.is_up(d, now)]
         tasks = self.planner.plan(now, accept=lambda ref: self._mine(ref, up))
         async with trio.open_nursery() as nursery:
@@ -99,8 +108,10 @@ class Repairer:
             for d in devices:
                 nursery.start_soon(one, d)
 
-    async def _gather_chunks(self) -> None:
+    async def _gather_chunks(self) -> bool:
+        """Tell the planner every referenced chunk; False if some volume's index was unreadable."""
         wanted: dict[bytes, ChunkRef] = {}
+        complete = True
         for volume in await self.node.roots.volumes():
             root = await self.node.roots.root(volume)
             if root is None:
@@ -111,9 +122,18 @@ class Repairer:
                 refs.update(idx.chunk_refs())
             except (MissingRanges, CatalogError):
                 self.stats.index_errors += 1  # the index chunks themselves are still repaired
+                complete = False
             self.stats.volumes[volume] = refs
             wanted.update(refs)
         self.planner.expect(wanted)
+        self._referenced = {sid for ref in wanted.values() for sid in ref.shares}
+        return complete
+
+    async def _collect(self, complete: bool, now: float) -> None:
+        store = self.node.store
+        for sid in self.collector.round(store.ids(), self._referenced if complete else None, now):
+            await trio.to_thread.run_sync(store.delete, sid)
+            self.collector.deleted(sid)
 
     async def _run_task(self, task: RepairTask) -> None:
         now = trio.current_time
@@ -178,4 +198,5 @@ class Repairer:
             "decisions": [d.to_wire() for d in list(self.planner.decisions)[-20:]],
             "scrub": {"passes": self.stats.scrub_passes, "shares": self.stats.scrubbed_shares, "corrupt_local": self.node.store.corrupt_found},
             "rounds": self.rounds,
+            "gc": self.collector.status(),
         }

@@ -1,8 +1,8 @@
 """Chunk encryption: ChaCha20-Poly1305 under a per-chunk key from the volume key, chunk id = hash of
 the ciphertext.
 
-The volume key comes from HKDF-SHA256 over the network secret (salt = network id, info names the
-volume), or is a 32-byte key the service's admins hold (`VolumeKey.from_admin_key`): then no member
+The volume key comes from HKDF-SHA256 over the network secret of one generation (salt = network id,
+info names the volume; storage.keyring keeps earlier generations readable after a rotation), or is a 32-byte key the service's admins hold (`VolumeKey.from_admin_key`): then no member
 that lacks it can read the volume, even though every holder stores its shares.
 
 The IV is synthetic: BLAKE2b keyed with a separate nonce key over the plaintext (an SIV-style
@@ -53,11 +53,14 @@ class VolumeKey:
     volume: str
     aead_key: bytes  # keys the per-chunk AEAD keys (never used to encrypt directly)
     nonce_key: bytes  # keys the synthetic nonce; never used for encryption
+    generation: int = 0  # the network secret generation it comes from (recorded in each ChunkRef)
 
     @classmethod
-    def derive(cls, network_secret: bytes, network_id: str, volume: str) -> VolumeKey:
-        """The key every member can compute: HKDF-SHA256(secret, salt=network id, info=volume)."""
-        return cls._expand(network_secret, network_id.encode(), volume, b"network")
+    def derive(cls, network_secret: bytes, network_id: str, volume: str, generation: int = 0) -> VolumeKey:
+        """The key every member can compute: HKDF-SHA256(secret, salt=network id, info=volume).
+        `generation` only labels which secret it is (storage.keyring keeps them across rotations)."""
+        key = cls._expand(network_secret, network_id.encode(), volume, b"network")
+        return cls(key.volume, key.aead_key, key.nonce_key, generation)
 
     @classmethod
     def from_admin_key(cls, admin_key: bytes, volume: str) -> VolumeKey:
@@ -96,4 +99,4 @@ class VolumeKey:
         return b"mycelium-volume|" + self.volume.encode()
 
     def __repr__(self) -> str:  # never print key material
-        return f"VolumeKey(volume={self.volume!r})"
+        return f"VolumeKey(volume={self.volume!r}, generation={self.generation})"

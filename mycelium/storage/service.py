@@ -8,7 +8,8 @@ The session starts it with the mesh as the data-channel provider:
 - Storage devices are the Primary's live sclerotia and rhizomorphs (hyphae store nothing).
 - Volume roots and leases are the Primary's params["volumes"] (`PrimaryRoots`); a commit is a
   signed `volume` operation, acknowledged once a decided Primary shows it.
-- Volume keys: HKDF from the network secret. (A volume declared with an admin-held key needs that key
+- Volume keys: HKDF from the network secret of the generation that sealed each chunk; earlier
+  generations come from the Primary's sealed past secrets after a rotation (`storage.keyring`). (A volume declared with an admin-held key needs that key
   handed to the daemon; not wired yet: such volumes are refused with that reason.)
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import trio
 
+from mycelium.ledger.governance import secret_generation
 from mycelium.ledger.operations import TIME, OpType, last_sequence, liveness, sign_operation
 from mycelium.mesh.channel import ChannelProvider
 from mycelium.observability.logs import get_logger
@@ -28,7 +30,9 @@ from mycelium.storage.node import StorageConfig, StorageNode
 from mycelium.storage.repair import RepairConfig
 from mycelium.storage.repairer import LoopConfig, Repairer
 from mycelium.storage.roots import RootConflict
-from mycelium.storage.sealing import VolumeKey
+from mycelium.storage.gc import GcConfig
+from mycelium.storage.keyring import PARAM as PAST_PARAM
+from mycelium.storage.keyring import Keyring, KeyringError
 from mycelium.storage.shares import ShareStore
 from mycelium.storage.volumes import LEASE_S, VOLUMES, check_name
 
@@ -117,21 +121,43 @@ class PrimaryRoots:
 
 class StorageService:
     def __init__(self, session: Any, provider: ChannelProvider, *, cfg: StorageConfig = StorageConfig(),
-                 repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig()) -> None:
+                 repair: RepairConfig = RepairConfig(), loop: LoopConfig = LoopConfig(), gc: GcConfig = GcConfig()) -> None:
         self.session = session
         self.roots = PrimaryRoots(session)
         membership = session.membership
+        self._ring: Keyring | None = None
+        self._learned: bytes | None = None  # the sealed past we last opened
         self.node = StorageNode(
             session.key,
             provider,
             ShareStore(Path(session.cfg.state_dir) / "shares"),
             self.roots,
             devices=self.devices,
-            volume_key=lambda v: VolumeKey.derive(membership.secret, membership.network_id, v),
+            volume_key=lambda v: self.keyring().write(v),
+            read_key=lambda v, gen: self.keyring().read(v, gen),
             network_id=membership.network_id,
             cfg=cfg,
         )
-        self.repairer = Repairer(self.node, repair, loop)
+        self.repairer = Repairer(self.node, repair, loop, gc)
+
+    def keyring(self) -> Keyring:
+        """The secrets this node holds now: the session's current one (it moves on a rekey) and the
+        earlier ones the Primary's sealed past gives (so chunks from before a rotation stay readable)."""
+        m = self.session.membership
+        if self._ring is None:
+            self._ring = Keyring(m.network_id, m.secret_generation, m.secret)
+        elif m.secret_generation > self._ring.generation:
+            self._ring.advance(m.secret_generation, m.secret)
+        head = self.session.ledger.head
+        blob = head.params.get(PAST_PARAM) if head is not None else None
+        if blob and blob != self._learned and secret_generation(head) in self._ring.generations():
+            self._learned = blob
+            try:
+                self._ring.learn(blob, secret_generation(head))
+            except KeyringError as exc:
+                log.error("storage.past_secrets_unusable", error=str(exc),
+                          hint="chunks written before the last rotation may be unreadable here")
+        return self._ring
 
     def devices(self) -> list[str]:
         head = self.session.ledger.head
@@ -145,11 +171,13 @@ class StorageService:
         task_status.started()
         await self.repairer.run()
 
-    async def put(self, volume: str, name: str, data: bytes) -> dict:
+    async def put(self, volume: str, name: str, data: bytes | Path) -> dict:
+        """Put bytes, or a file read chunk by chunk (never held whole in memory)."""
         t0 = trio.current_time()
         await self.roots.ensure_writer(volume)
         t1 = trio.current_time()
-        entry = await self.node.put_file(volume, name, data)
+        entry = await (self.node.put_path(volume, name, data) if isinstance(data, Path)
+                       else self.node.put_file(volume, name, data))
         t2 = trio.current_time()
         log.info("storage put", volume=volume, name=entry.path, size=entry.size, lease_s=round(t1 - t0, 3),
                  data_and_commit_s=round(t2 - t1, 3), commit_s=round(self.node.last_commit_s, 3))
@@ -179,8 +207,9 @@ class StorageService:
         from mycelium.storage.mount import fuse_unavailable
 
         return {"devices": self.devices(), "volumes": out, "repair": {k: rep[k] for k in ("total", "decisions", "scrub", "rounds",
-                "devices_up", "devices_silent")}, "store": {"shares": len(self.node.store.ids()),
+                "devices_up", "devices_silent", "gc")}, "store": {"shares": len(self.node.store.ids()),
                 "used_bytes": self.node.store.used_bytes, "corrupt_found": self.node.store.corrupt_found},
+                "key_generations": self.keyring().generations(),
                 "fuse": fuse_unavailable() or "available"}
 
 
@@ -201,5 +230,6 @@ async def start_storage(session: Any, mesh: Any, nursery: trio.Nursery) -> None:
                             burst_bytes=max(2 * sc.repair_mib_per_s, 8) << 20),
         loop=LoopConfig(inventory_interval_s=float(sc.inventory_interval_s), scrub_bytes_per_s=sc.scrub_mib_per_s << 20,
                         scrub_pause_s=float(sc.scrub_pause_s)),
+        gc=GcConfig(grace_s=float(sc.gc_grace_s)),
     )
     await nursery.start(svc.run)

@@ -243,9 +243,8 @@ class VolumeFS(pyfuse3.Operations):
     async def _upload(self, h: Handle) -> None:
         if not h.dirty:
             return
-        data = await trio.to_thread.run_sync(h.staging.read_bytes)
         try:
-            await self.node.put_file(self.volume, h.path, data)
+            await self.node.put_path(self.volume, h.path, h.staging)  # streamed from the staging copy
         except (PutFailed, RootConflict, CatalogError, MissingRanges) as exc:
             self.upload_errors += 1
             raise pyfuse3.FUSEError(errno.EIO) from exc

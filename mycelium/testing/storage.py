@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from mycelium.identity import NodeKey
+from mycelium.storage.gc import GcConfig
 from mycelium.storage.node import StorageConfig, StorageNode
 from mycelium.storage.repair import RepairConfig
 from mycelium.storage.repairer import LoopConfig, Repairer
@@ -88,6 +89,7 @@ async def storage_cluster(
     repair: RepairConfig = FAST_REPAIR,
     loop: LoopConfig = FAST_LOOP,
     run_repair: bool = True,
+    gc: GcConfig = GcConfig(),
 ) -> AsyncIterator[StorageCluster]:
     async with trio.open_nursery() as nursery:
         network = MemoryChannelNetwork(nursery)
@@ -106,7 +108,7 @@ async def storage_cluster(
             )
             node.serve()
             cluster.nodes.append(node)
-            rep = Repairer(node, repair, loop)
+            rep = Repairer(node, repair, loop, gc)
             cluster.repairers.append(rep)
             scope = trio.CancelScope()
             cluster.scopes[key.node_id] = scope

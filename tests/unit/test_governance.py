@@ -129,6 +129,29 @@ def test_remove_makes_a_rotation_due_and_rekey_hands_the_secret_to_the_rest():
     refused(op(B, OpType.REKEY, {"gen": 1, "hash": b"x" * 32, "env": env}), p1, "only a validator")
 
 
+def test_a_rekey_carries_the_sealed_past_secrets_into_the_primary_bounded():
+    from mycelium.storage import keyring
+
+    p = _with_kems(_primary())
+    p1 = apply_batch(p, [op(A, OpType.REMOVE, {"node": C.node_id}).to_wire()])
+    s0, s1 = bytes(32), bytes(range(32))
+    env = {n: seal(s1, p1.members[n].caps["kem"], network_id=NET, generation=1, node_id=n, pq=False)
+           for n in governance.envelope_recipients(p1)}
+    body = {"gen": 1, "hash": secret_hash(s1, NET, 1), "env": env}
+    too_big = op(A, OpType.REKEY, {**body, "past": b"x" * (keyring.MAX_PAST_BYTES + 1)})
+    refused(too_big, p1, "sealed past secrets are at most")
+    refused(op(A, OpType.REKEY, {**body, "past": "not bytes"}), p1, "sealed past secrets")
+    past = keyring.seal_past({0: s0}, s1, NET, 1)
+    p2 = apply_batch(p1, [op(A, OpType.REKEY, {**body, "past": past}).to_wire()])
+    assert p2.params[keyring.PARAM] == past and keyring.open_past(past, s1, NET, 1) == {0: s0}
+    # a later rekey without a past drops the old one (it is sealed under a secret the new one replaced)
+    p3 = apply_batch(p2, [op(A, OpType.REMOVE, {"node": B.node_id}).to_wire()])
+    env2 = {n: seal(s0, p3.members[n].caps["kem"], network_id=NET, generation=2, node_id=n, pq=False)
+            for n in governance.envelope_recipients(p3)}
+    p4 = apply_batch(p3, [op(A, OpType.REKEY, {"gen": 2, "hash": secret_hash(s0, NET, 2), "env": env2}).to_wire()])
+    assert governance.secret_generation(p4) == 2 and keyring.PARAM not in p4.params
+
+
 def test_leave_also_makes_a_rotation_due():
     p = _primary()
     p1 = apply_batch(p, [op(B, OpType.LEAVE, {}).to_wire()])

@@ -107,3 +107,27 @@ def test_replicated_chunk_repairs_from_one_copy():
     (task,) = p.plan(0)
     assert len(task.sources) == 1 and sorted(task.targets) == [1, 2]
     assert len(set(task.targets.values()) | {"dev0"}) == 3
+
+
+def test_a_duplicate_copy_does_not_block_the_last_free_device():
+    """Replication over 3 devices: index 0 on dev0 and dev1 (a put's fallback, or two racing
+    repairers), index 1 on dev2, index 2 nowhere. Before, every device counted as occupied and the
+    chunk waited for ever ("no device without a share of this chunk is up")."""
+    ref = _chunk(b"dup", Scheme(1, 3))
+    p = RepairPlanner(RepairConfig(grace_s=30))
+    p.set_devices({"dev0", "dev1", "dev2"})
+    p.expect({ref.id: ref})
+    layout = {"dev0": {ref.shares[0]}, "dev1": {ref.shares[0]}, "dev2": {ref.shares[1]}}
+    for d, held in layout.items():
+        p.observe_inventory(d, held, 0)
+    (task,) = p.plan(1)
+    assert task.targets == {2: "dev1"}  # dev0 keeps index 0; dev1's copy of it was redundant
+    p.task_done(task, True, 2)
+    assert p.summary(2)["shares_missing"] == 0
+    # a device that keeps an index is never a target, even when nothing else is free
+    p2 = RepairPlanner(RepairConfig(grace_s=30))
+    p2.set_devices({"dev0", "dev1"})
+    p2.expect({ref.id: ref})
+    p2.observe_inventory("dev0", {ref.shares[0]}, 0)
+    p2.observe_inventory("dev1", {ref.shares[1]}, 0)
+    assert p2.plan(1) == []
