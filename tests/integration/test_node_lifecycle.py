@@ -146,7 +146,9 @@ def test_tampered_primary_on_disk_is_dropped_with_the_reason_and_redecided_ident
     height, original, body = conn.execute(
         "SELECT height, hash, body FROM primaries ORDER BY height DESC LIMIT 1").fetchone()
     tampered = bytearray(body)
-    tampered[tampered.find(b"trust") + 6] ^= 0x01  # one bit inside a member's trust value
+    at = tampered.find(b"\xa5trust")  # a member's "trust" key (msgpack fixstr 5), not params' "trust_h"
+    assert at >= 0, "no member trust value in the stored Primary"
+    tampered[at + 7] ^= 0x01  # one bit inside that member's trust value
     conn.execute("UPDATE primaries SET body = ? WHERE height = ?", (bytes(tampered), height))
     conn.commit()
     conn.close()
