@@ -56,21 +56,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("sim_seed", seeds, ids=[f"seed={s}" for s in seeds])
 
 
-SERIAL_DIRS = ("tests/integration/", "tests/fault/")  # real daemons, namespaces, QEMU, FUSE …
+REAL_DIRS = ("tests/integration/", "tests/fault/")  # real daemons, namespaces, QEMU, FUSE …
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """With `-n 2` (what scripts/test uses for the whole suite) the tests that start real processes
-    run one at a time on one worker, as without xdist, so their timing is what a single-process run
-    sees; pure tests (unit, property, sim) run beside them on the other worker. (xdist's own
-    `xdist_group` mark no longer works with pytest 9, whose node ids cannot be rewritten.)"""
+    run one at a time per directory: tests/integration on one worker, tests/fault (a 4-validator
+    testnet in namespaces) on the other, followed there by the pure tests (unit, property, sim).
+    So at most two real-daemon tests run at once, and no two of one directory. (xdist's own
+    `xdist_group` mark does nothing with pytest 9, whose node ids cannot be rewritten.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class RealProcessesTogether(LoadScopeScheduling):
+    class RealProcessesByDirectory(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "real-processes" if nodeid.startswith(SERIAL_DIRS) else nodeid
+            return next((d for d in REAL_DIRS if nodeid.startswith(d)), nodeid)
 
-    return RealProcessesTogether(config, log)
+    return RealProcessesByDirectory(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
