@@ -61,9 +61,12 @@ def test_a_deployed_workload_writes_into_its_volume_and_the_cli_reads_it(daemons
         manifest.write_text(MANIFEST.format(name="writer", volume="app"))
         ok(d.cli("deploy", str(manifest)))
         out = tmp_path / "out.txt"
-        wait_until(lambda: d.cli("storage", "get", "out.txt", "--volume", "app", "-o", str(out)).returncode == 0,
-                   timeout=120, interval=1, what="the workload's file to be committed to the volume")
-        assert out.read_text() == "written by writer\n"
+        # the shell's `>` creates the file (committed empty, as any created file) before it writes and
+        # closes it (committed with its content: close-to-open); CI once read the empty version
+        def committed():
+            res = d.cli("storage", "get", "out.txt", "--volume", "app", "-o", str(out))
+            return res.returncode == 0 and out.read_text() == "written by writer\n"
+        wait_until(committed, timeout=120, interval=1, what="the workload's file to be committed with its content")
         copy = tmp_path / "copy.txt"
         ok(d.cli("storage", "get", "copy.txt", "--volume", "app", "-o", str(copy)))
         assert copy.read_text() == seed.read_text()
