@@ -9,7 +9,7 @@ member, key-agreement keys, and rotation of the network secret (rekey). Pure and
     rekey          a validator, while a rotation is due: {"gen", "hash", "env": {member: envelope},
                    "past": the earlier secrets sealed under the new one (storage.keyring; optional)}
 
-Rekey: a `leave` or a `remove` marks a rotation due (params["rekey_due"]). A validator (the one
+Rekey: a `leave`, a `remove` or a slashing (evidence, membership_rules) marks a rotation due (params["rekey_due"]). A validator (the one
 `rekeyer(primary)` names; any validator's valid `rekey` is accepted, the first in a batch wins)
 draws a fresh secret and submits one envelope per remaining member with a key, plus the secret's
 hash. Apply records {gen, hash, height} and the envelopes (latest rotation only: bounded). The
@@ -236,7 +236,7 @@ def apply(op_type: str, author: str, body: dict, members: dict[str, Member], par
 
 
 def removed(node: str, members: dict[str, Member], params: dict, height: int) -> None:
-    """`node` leaves the membership (leave, remove): drop it, its admin right, and make a rotation due."""
+    """`node` leaves the membership (leave, remove, slashed): drop it, its admin right, and make a rotation due."""
     members.pop(node, None)
     if node in params.get(ADMINS, ()):
         params[ADMINS] = [a for a in params[ADMINS] if a != node]

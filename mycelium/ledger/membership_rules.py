@@ -12,7 +12,7 @@ from mycelium.ledger.operation import (
 )
 from mycelium.ledger.rule import Draft, require_member, require_profile
 from mycelium.signatures import ML_DSA_65_PUBLIC_SIZE
-from mycelium.spores.primary import Member, PrimarySpore
+from mycelium.spores.primary import VALIDATOR_ROLE, Member, PrimarySpore
 
 
 def _check_member(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
@@ -39,6 +39,9 @@ def _check_join(op: Operation, prev: PrimarySpore, now_s: int | None) -> None:
     require_profile(op)
     if op.author in prev.members:
         raise OperationError(f"{op.author[:16]} is already a member")
+    if any(e.get("validator") == op.author for e in prev.evidence):
+        raise OperationError(f"{op.author[:16]} was slashed for misbehaviour (its evidence is in the Primary) and "
+                             "cannot rejoin; a replacement device needs its own node key and a new invite")
     try:
         invite = Invite.from_wire(op.body.get("invite"))
     except TokenError as exc:
@@ -96,9 +99,16 @@ def _check_evidence(op: Operation, prev: PrimarySpore, now_s: int | None) -> Non
 
 
 def _apply_evidence(op: Operation, draft: Draft) -> None:
+    """Slashing: the proof is kept and the offender is removed exactly as by `remove` (its admin right
+    goes, a secret rotation becomes due), so it holds only a dead secret and cannot rejoin (_check_join).
+    The one exception is a network it is the only validator of: removing it would leave no one to
+    decide the next height, so it stays, at trust 0, until the role rule can replace it."""
     offender, record = _evidence(op.body, draft.network_id)
-    draft.members[offender] = replace(draft.members[offender], trust_ppm=0)  # slashed: replaced as soon as possible
     draft.evidence.append(record)
+    if any(m.role == VALIDATOR_ROLE for n, m in draft.members.items() if n != offender):
+        governance.removed(offender, draft.members, draft.params, draft.height)
+    else:
+        draft.members[offender] = replace(draft.members[offender], trust_ppm=0)
 
 
 def _join_kem(body: dict, network_id: str) -> dict:

@@ -24,7 +24,8 @@ Operation types are append-only. Who may author what:
     alive    a member, about itself: "I am up" (sent every dead_after_s / 4)
     evidence any member: proof that a validator signed two conflicting consensus messages (or a
              reveal that does not open its commitment). Every validator checks the signatures
-             itself; the offender's trust drops to zero and the proof is kept in the Primary.
+             itself; the proof is kept in the Primary and the offender is removed as by `remove`
+             (the secret rotates, it cannot rejoin), unless it is the only validator (trust 0).
 
 Liveness: a member whose last operation is older than params["dead_after_s"] of Primary time
 counts as dead for the role rule (its seat goes to a promotable node) and for placement (its

@@ -158,6 +158,56 @@ def test_leave_also_makes_a_rotation_due():
     assert B.node_id not in p1.members and p1.params[governance.REKEY_DUE]["removed"] == [B.node_id]
 
 
+def _evidence_against(key, height=5, network_id=NET):
+    from mycelium.consensus.messages import Precommit, sign
+    from mycelium.consensus.outcomes import equivocation
+
+    a = sign(Precommit(height, 0, b"\x01" * 32, key.node_id), key, network_id)
+    b = sign(Precommit(height, 0, b"\x02" * 32, key.node_id), key, network_id)
+    return equivocation(a, b).to_wire()
+
+
+def test_slashing_removes_the_member_like_remove_and_the_secret_rotates_without_it():
+    from mycelium.ledger.operations import evidence_operation, join_operation
+    from tests.profiles import make_profile
+
+    p = _with_kems(_primary())
+    p = apply_batch(p, [op(A, OpType.ADMIN, {"action": "add", "node": C.node_id}).to_wire()])
+    inv = make_invite(C, NET, ttl_s=3600, uses=5, now_s=NOW)  # an invite the offender issued earlier
+    p1 = apply_batch(p, [evidence_operation(B, NET, _evidence_against(C), now_s=NOW).to_wire()])
+    assert C.node_id not in p1.members and C.node_id not in p1.params["admins"]
+    assert p1.evidence[-1]["validator"] == C.node_id
+    assert p1.params[governance.REKEY_DUE] == {"gen": 1, "since_h": p1.height, "removed": [C.node_id]}
+    assert governance.envelope_recipients(p1) == sorted([A.node_id, B.node_id])
+    # the rotation leaves it out: an envelope set that includes it is refused
+    secret = bytes(range(32))
+    env = {n: seal(secret, KemKey(k.seed()).public(False), network_id=NET, generation=1, node_id=n, pq=False)
+           for n, k in ((A.node_id, A), (B.node_id, B), (C.node_id, C))}
+    refused(op(A, OpType.REKEY, {"gen": 1, "hash": secret_hash(secret, NET, 1), "env": env}), p1,
+            "exactly one envelope per member")
+    kept = {n: e for n, e in env.items() if n != C.node_id}
+    p2 = apply_batch(p1, [op(A, OpType.REKEY, {"gen": 1, "hash": secret_hash(secret, NET, 1), "env": kept}).to_wire()])
+    assert governance.secret_generation(p2) == 1 and C.node_id not in p2.params[governance.ENVELOPES]
+    # its invites die with its membership, it cannot rejoin with a member's fresh one, and the same
+    # or new evidence about it changes nothing more
+    rejoin = join_operation(C, NET, make_invite(A, NET, ttl_s=3600, uses=1, now_s=NOW), make_profile(), "hypha",
+                            now_s=NOW)
+    refused(rejoin, p2, "was slashed for misbehaviour")
+    friend = join_operation(node_key(13), NET, inv, make_profile(), "hypha", now_s=NOW)
+    refused(friend, p2, "not a member")
+    refused(evidence_operation(A, NET, _evidence_against(C, height=6), now_s=NOW), p2, "not a member")
+
+
+def test_the_only_validator_slashed_stays_at_zero_trust_and_nothing_rotates():
+    from mycelium.ledger.operations import evidence_operation
+
+    p = _with_kems(_primary())
+    assert p.validators() == [A.node_id]
+    p1 = apply_batch(p, [evidence_operation(B, NET, _evidence_against(A), now_s=NOW).to_wire()])
+    assert p1.members[A.node_id].trust_ppm == 0 and p1.evidence[-1]["validator"] == A.node_id
+    assert governance.REKEY_DUE not in p1.params and p1.validators() == [A.node_id]
+
+
 def test_remove_refusals():
     p = _primary()
     refused(op(A, OpType.REMOVE, {"node": node_key(55).node_id}), p, "not a member")
