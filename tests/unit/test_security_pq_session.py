@@ -59,10 +59,24 @@ async def test_a_joiner_is_admitted_into_a_pq_network(tmp_path: Path) -> None:
         joiner.close()
 
 
-async def test_a_removal_rotates_the_secret_for_the_remaining_members_only(tmp_path: Path) -> None:
+def _equivocation(key, network_id: str) -> dict:
+    from mycelium.consensus.messages import Precommit, sign
+    from mycelium.consensus.outcomes import equivocation
+
+    a, b = (sign(Precommit(3, 0, bytes([i]) * 32, key.node_id), key, network_id) for i in (1, 2))
+    return equivocation(a, b).to_wire()
+
+
+@pytest.mark.parametrize("how", ["remove", "slash"])
+async def test_a_removal_rotates_the_secret_for_the_remaining_members_only(tmp_path: Path, how: str) -> None:
+    """An admin's `remove`, or hybrid-signed evidence that the node equivocated (slashing): the same
+    rotation follows, and the node keeps only the old secret."""
     from mycelium.ledger import governance
-    from mycelium.ledger.operations import OpType, sign_operation
+    from mycelium.ledger.operations import (
+        OperationError, OpType, check_operation, evidence_operation, join_operation, sign_operation,
+    )
     from mycelium.storage.network import load_membership
+    from tests.profiles import make_profile
 
     founder = _node(tmp_path / "founder")
     founder.create_named_network("pq-rekey", pq=True)
@@ -81,8 +95,12 @@ async def test_a_removal_rotates_the_secret_for_the_remaining_members_only(tmp_p
             await _wait_until(lambda: all(i in founder.ledger.head.members for i in ids), "both joined")
             await _wait_until(lambda: all(founder.ledger.head.members[i].caps.get("kem") for i in ids),
                               "every member's key-agreement key is recorded (the founder's by a keys op)")
-            await sessions[0].submit(sign_operation(founder.key, net_id, OpType.REMOVE, {"node": leave.key.node_id},
-                                                    now_s=int(time.time())))
+            if how == "remove":
+                out = sign_operation(founder.key, net_id, OpType.REMOVE, {"node": leave.key.node_id},
+                                     now_s=int(time.time()))
+            else:  # reported by a member that is no admin: slashing needs no admin
+                out = evidence_operation(stay.key, net_id, _equivocation(leave.key, net_id), now_s=int(time.time()))
+            await sessions[1 if how == "slash" else 0].submit(out)
             await _wait_until(lambda: governance.secret_generation(founder.ledger.head) == 1, "the rekey was decided")
             await _wait_until(lambda: founder.membership.secret_generation == stay.membership.secret_generation == 1,
                               "the remaining members adopted generation 1")
@@ -92,6 +110,12 @@ async def test_a_removal_rotates_the_secret_for_the_remaining_members_only(tmp_p
             head = founder.ledger.head
             assert leave.key.node_id not in head.members and leave.key.node_id not in head.params[governance.ENVELOPES]
             assert len(head.params[governance.ENVELOPES]) == 2  # bounded: one per remaining member
+            if how == "slash":
+                assert head.evidence[-1]["validator"] == leave.key.node_id
+                fresh = make_invite(founder.key, net_id, ttl_s=600, uses=1, now_s=int(time.time()))
+                rejoin = join_operation(leave.key, net_id, fresh, make_profile(), "hypha", now_s=int(time.time()))
+                with pytest.raises(OperationError, match="slashed"):
+                    check_operation(rejoin, head, now_s=int(time.time()))
             nursery.cancel_scope.cancel()
     finally:
         for n in (founder, stay, leave):
