@@ -59,3 +59,11 @@ def test_percentile(values, q, expected):
     from bench.report import percentile
 
     assert percentile(values, q) == expected
+
+
+def test_pq_bench_interleaves_the_schemes_abba():
+    from bench.pq import order
+
+    assert order(1) == ["classic", "pq"]
+    assert order(4) == ["classic", "pq", "pq", "classic"] * 2
+    assert all(order(5).count(s) == 5 for s in ("classic", "pq"))
