@@ -4,7 +4,7 @@
 Run inside a spare namespace of the testnet (it prints one JSON summary line on stdout):
 
     ip netns exec NS python -m tests.fault.injector --network-key n0/network.key --listen 10.77.0.5 \
-        --peer /ip4/10.77.0.1/tcp/P/p2p/ID ... [--validator-key n3/node.key] [--seconds 8]
+        --peer /ip4/10.77.0.1/tcp/P/p2p/ID ... [--validator-key n3/node.key [--equivocate-only]] [--seconds 8]
 
 What it sends to every daemon:
 - garbage payloads on each mycelium rpc (consensus, chain, submit, latent);
@@ -12,7 +12,7 @@ What it sends to every daemon:
 - tampered Latent entries (a real entry with its body changed: bad signature) and forged ones
   (signed by itself, a non-member: unknown member), in a well-formed Delta;
 - with --validator-key (a Byzantine validator: the key of a real one): two conflicting signed
-  precommits for the current height and round (equivocation).
+  precommits for the current height and round (equivocation); with --equivocate-only nothing else.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace) -> dict:
     me = NodeKey.generate()
     captured: list[bytes] = []
     deltas: list[Delta] = []
-    summary: dict = {"node_id": me.node_id, "answers": {}, "errors": {}, "sent": {}}
+    summary: dict = {"node_id": me.node_id, "answers": {}, "errors": {}, "sent": {}, "skipped": {}}
 
     async def on_consensus(peer: str, data: bytes) -> bytes:
         captured.append(data)
@@ -138,6 +138,8 @@ async def run(args: argparse.Namespace) -> dict:
                     for peer in peers:
                         nursery.start_soon(send_all, peer, [canonical(m.to_wire()) for m in pair])
             summary["equivocated"] = {"validator": key.node_id, "heights": heights_sent}
+            if args.equivocate_only:
+                return summary
         # 3. tampered and forged Latent entries, in a well-formed Delta (before the floods below, which
         #    the per-peer rate limit may rightly cut short)
         real = [Entry.from_wire(e) for d in deltas for e in d.entries][:4]
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", required=True, help="the address to listen on (ours in the namespace)")
     parser.add_argument("--peer", action="append", required=True, help="a daemon's full multiaddr")
     parser.add_argument("--validator-key")
+    parser.add_argument("--equivocate-only", action="store_true",
+                        help="with --validator-key: stop after equivocating (the slashing that follows "
+                             "rotates the network secret and cuts this process off)")
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(argv)
     summary = trio.run(run, args)
