@@ -37,7 +37,8 @@ def networks(draw):
     members = {KEYS[i].node_id: Member(roles[i], 500_000, {}, 0) for i in range(n)}
     accused = draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n))
     reporter = draw(st.integers(0, n - 1))
-    return replace(p, members=members, params={**p.params, "admins": admins}), [KEYS[i] for i in accused], KEYS[reporter]
+    network = replace(p, members=members, params={**p.params, "admins": admins})
+    return network, [KEYS[i] for i in accused], KEYS[reporter]
 
 
 def _model(p, accused, reporter):
