@@ -115,7 +115,8 @@ def apply(op: Operation, draft: Draft) -> None:
     if body["action"] == "publish":
         state["published"][body["version"]] = {
             "sha256": body["sha256"], "size": body["size"], "min_from": body["min_from"], "notes": body["notes"],
-            "protocols": body["protocols"], "author": op.author, "t": draft.now}
+            "protocols": body["protocols"], "author": op.author, "t": draft.now,
+            "op": op.to_wire()}  # the admin's signed operation: every node checks it again before installing
         kept = sorted(state["published"], key=version_key)[-MAX_RELEASES:]
         state["published"] = {v: state["published"][v] for v in sorted(kept)}
     else:
