@@ -87,7 +87,9 @@ class ReleaseAgent:
                 switch.write_json(switch.record_path(self.state_dir), {**record, "state": "healthy"})
         mine = state_of(head.params)["nodes"].get(me)
         rollout = plan(head)
-        turn = (rollout.action_of(me) == "upgrade" and self.why_not() is None and not on_trial
+        rolled_back = (record is not None and record.get("state") == "rolled_back"
+                       and record.get("version") == rollout.target)  # this node already tried it and failed
+        turn = (rollout.action_of(me) == "upgrade" and self.why_not() is None and not on_trial and not rolled_back
                 and rollout.target is not None and newer(rollout.target, __version__))
         desired = self._desired(record, on_trial, mine, rollout.target if turn else None)
         if desired is not None:

@@ -96,6 +96,8 @@ def plan(primary: PrimarySpore) -> Rollout:
         else:
             candidates.append(node)
     canary = _canary(candidates, validators, target, nodes)
+    if canary is None and failed:  # the one that tried it and rolled back
+        canary = next((n for n, r in sorted(reports.items()) if r["state"] == "rolled_back" and r["target"] == target), None)
     switching = {n for n in candidates if reports[n]["state"] == "switching" and reports[n]["target"] == target}
     canary_done = canary is not None and nodes.get(canary, NodePlan(None, "", "")).action == "done"
     followers = [n for n in candidates if n not in validators]

@@ -113,6 +113,7 @@ def test_a_rolled_back_canary_fails_the_release_and_stops_the_rollout():
     r = plan(p)
     assert r.failed == f"{canary[:16]} rolled back: health check failed within 30 s"
     assert all(x.action == "held" and "failed" in x.reason for x in r.nodes.values())
+    assert r.canary == canary  # still named: status shows who rolled back
     # the next release starts a new rollout
     p = apply_batch(p, [publish("0.1.2").to_wire()])
     assert plan(p).failed is None and plan(p).action_of(plan(p).canary) == "upgrade"
