@@ -8,9 +8,10 @@ dependencies so installing one takes seconds.
   default  a broken release (its health check never passes) is published: the canary switches,
            fails its check, goes back to the previous version by itself, the release is marked
            failed network-wide and nobody else moves; bad publishes are refused and install nothing.
-  slow     four nodes on the first wheel, a service deployed, the second wheel published: all four
-           end on it, one validator at a time, the heights never stall longer than a restart, the
-           service keeps its replica.
+  slow     five nodes (four validators, one hypha) on the first wheel, a service deployed, the
+           second wheel published: the hypha first (the canary), then the validators one at a time;
+           all five end on it, the heights never stall longer than a restart, the service keeps
+           its replica.
 """
 
 from __future__ import annotations
@@ -164,12 +165,12 @@ def test_a_broken_release_rolls_the_canary_back_and_stops_the_rollout(daemons, w
 
 
 @pytest.mark.slow
-def test_four_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemons, wheels):
+def test_five_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemons, wheels):
     env = {**FAST, "MYCELIUM__RELEASE__HEALTH_TIMEOUT_S": "120"}
-    nodes = _network(daemons, wheels, 4, env, {3: "hypha"})
-    wait_until(lambda: len(nodes[0].status()["validators"]) == 3, timeout=120, interval=0.5,
-               what="three validators (the joiners warm up first)")
-    wait_until(lambda: _reports(nodes[0], "0.1.0", 4), timeout=120, interval=0.5, what="every node to report 0.1.0")
+    nodes = _network(daemons, wheels, 5, env, {4: "hypha"})
+    wait_until(lambda: len(nodes[0].status()["validators"]) == 4, timeout=180, interval=0.5,
+               what="four validators (the joiners warm up first)")
+    wait_until(lambda: _reports(nodes[0], "0.1.0", 5), timeout=120, interval=0.5, what="every node to report 0.1.0")
     assert nodes[0].cli("deploy", EXAMPLE).returncode == 0
 
     def running():
@@ -204,10 +205,14 @@ def test_four_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemo
         down = [n for n, r in rows.items() if r["state"] == "switching" and n in validators]
         if len(down) > 1:
             concurrent.append(down)
-        return tuple(sorted((n, r["version"], r["state"]) for n, r in rows.items()))
+        return tuple(sorted((n, r["version"], r["state"], r["action"], r["reason"]) for n, r in rows.items()))
 
-    wait_moving(observe, lambda rows: rows and all(v == "0.1.1" for _, v, _ in rows), stall_s=120,
-                what="every node to switch to 0.1.1")
+    try:
+        wait_moving(observe, lambda rows: rows and all(r[1] == "0.1.1" for r in rows), stall_s=120,
+                    what="every node to switch to 0.1.1")
+    except AssertionError as exc:
+        here = [(d.state_dir.name, (d.release() or {}).get("node")) for d in nodes]
+        raise AssertionError(f"{exc}\n{here}\n{_logs(nodes)}") from None
     assert not concurrent, f"two validators switched at once: {concurrent}"
     assert all(d.node_version() == "0.1.1" for d in nodes)
     assert all(os.path.realpath(d.root / "current") == str(d.root / "venvs" / "0.1.1") for d in nodes)
