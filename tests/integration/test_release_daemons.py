@@ -123,7 +123,7 @@ def _by_id(nodes: list[VenvDaemon]) -> dict[str, VenvDaemon]:
 
 
 def test_a_broken_release_rolls_the_canary_back_and_stops_the_rollout(daemons, wheels, tmp_path):
-    env = {**FAST, "MYCELIUM__RELEASE__HEALTH_TIMEOUT_S": "15"}
+    env = {**FAST, "MYCELIUM__RELEASE__HEALTH_TIMEOUT_S": "10"}
     t0 = time.monotonic()
     nodes = _network(daemons, wheels, 3, env, {2: "hypha"})
     wait_until(lambda: _reports(nodes[0], "0.1.0", 3), timeout=120, interval=0.5, what="every node to report version 0.1.0")
@@ -162,7 +162,7 @@ def test_a_broken_release_rolls_the_canary_back_and_stops_the_rollout(daemons, w
     canary = rollout["canary"]
     assert canary not in nodes[0].status()["validators"], "a non-validator is the canary (the less risky node)"
     canary_node = ids[canary]
-    assert f"{canary[:16]} rolled back" in rollout["failed"] and "health check did not pass within 15 s" in rollout["failed"]
+    assert f"{canary[:16]} rolled back" in rollout["failed"] and "health check did not pass within 10 s" in rollout["failed"]
     others = [n for n in rollout["nodes"] if n != canary]
     assert all(rollout["nodes"][n]["action"] == "held" and "failed" in rollout["nodes"][n]["reason"] for n in others)
     # the canary runs the previous version again, by itself; nobody else ever switched
@@ -172,7 +172,7 @@ def test_a_broken_release_rolls_the_canary_back_and_stops_the_rollout(daemons, w
     assert all(d.node_version() == "0.1.0" and not (d.root / "venvs").exists() for d in rest)
     human = nodes[1].cli("release", "status")
     assert "FAILED, rollout stopped" in human.stdout and "rolled back" in human.stdout
-    time.sleep(3)  # the rollout stays stopped
+    time.sleep(2)  # the rollout stays stopped
     assert nodes[0].release()["rollout"]["failed"] and not any((d.root / "venvs").exists() for d in rest)
 
 
