@@ -146,7 +146,6 @@ class ReleaseAgent:
             log.info("release installed", version=target, venv=str(venv))
         if not (mine is not None and mine["state"] == "switching" and mine["target"] == target):
             self.activity = f"reporting the switch to {target}"
-            self._sent = None
             await self._report(("switching", target, ""), mine)
             return  # switch once the network has decided it (one validator at a time)
         self._switch(target, self._installed[target])
