@@ -190,7 +190,7 @@ def test_five_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemo
         rows = {r["name"]: r for r in json.loads(res.stdout)["services"]} if res.returncode == 0 else {}
         return rows.get("static-web", {}).get("running") == 1 and rows["static-web"]
 
-    placed = wait_until(running, timeout=60, interval=0.5, what="the service to run")["placement"]
+    placed = wait_until(running, timeout=180, interval=0.5, what="the service to run")["placement"]
     validators = set(nodes[0].status()["validators"])
     res = nodes[0].cli("release", "publish", str(wheels["good"]), "--notes", "the second wheel")
     assert res.returncode == 0, res.stderr
@@ -235,5 +235,5 @@ def test_five_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemo
         longest = max(longest, run)
     print(f"longest stall of the heights: {longest:.1f} s over {heights[-1][0] - heights[0][0]:.0f} s")
     assert longest < 90, f"the heights stalled {longest:.0f} s (longer than one validator restart)"
-    after = wait_until(running, timeout=60, interval=0.5, what="the service to run after the rollout")
+    after = wait_until(running, timeout=180, interval=0.5, what="the service to run after the rollout")
     assert after["placement"] == placed, "a restart that keeps identity and state keeps the placement"
