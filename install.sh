@@ -149,8 +149,11 @@ target="$here"; [ "$k3s" = 1 ] && target="$here[k3s]"   # the k3s extra: the kub
 find_links=(); [ -d "$wheels" ] && find_links=(--find-links "$wheels")
 pip install -q --upgrade "${find_links[@]}" "$target" \
   || die "pip could not install mycelium" "check network access to the package index; if a dependency failed to build: sudo apt-get install $build_pkgs; then re-run ./install.sh"
+# self-upgrade's layout (mycelium/release/switch.py): `current` names the venv in use — this one
+# after an install by hand; releases go to $prefix/venvs/VERSION and move the link
+ln -sfn "$venv" "$prefix/current"
 mkdir -p "$bin_dir"
-ln -sf "$mycelium" "$bin_dir/mycelium"
+ln -sf "$prefix/current/bin/mycelium" "$bin_dir/mycelium"
 
 # ---- K3s: check what it needs, record the choice in config.toml ------------------------------
 if [ "$k3s" = 1 ]; then
@@ -181,7 +184,7 @@ if [ "$service" = 1 ]; then
     mkdir -p "$unit_dir"
     [ -n "$join_token" ] && "$mycelium" --state-dir "$state_dir" up --detach --join "$join_token" >/dev/null && "$mycelium" --state-dir "$state_dir" down >/dev/null
     target=multi-user.target; [ "$(id -u)" = 0 ] || target=default.target
-    sed -e "s|@MYCELIUM@|$mycelium|g" -e "s|@STATE_DIR@|$state_dir|g" -e "s|multi-user.target|$target|" \
+    sed -e "s|@MYCELIUM@|$prefix/current/bin/mycelium|g" -e "s|@STATE_DIR@|$state_dir|g" -e "s|multi-user.target|$target|" \
       "$here/packaging/mycelium.service" > "$unit_dir/mycelium.service"
     $sctl daemon-reload
     $sctl enable --now mycelium.service

@@ -97,12 +97,22 @@ class K3sSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseSection:
+    # self-upgrade (mycelium.release): false = this node never switches by itself (upgrade by hand)
+    auto_upgrade: bool = True
+    # after switching, the new version must pass its health check within this long, or the node
+    # goes back to the previous version by itself and the release is marked failed network-wide
+    health_timeout_s: int = 120
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     node: NodeSection = field(default_factory=NodeSection)
     log: LogSection = field(default_factory=LogSection)
     storage: StorageSection = field(default_factory=StorageSection)
     k3s: K3sSection = field(default_factory=K3sSection)
+    release: ReleaseSection = field(default_factory=ReleaseSection)
 
     # -- derived paths (all inside the state dir, so several nodes can run side by side) ---------
     @property
@@ -134,7 +144,8 @@ class Config:
         return self.state_dir / "config.toml"
 
 
-_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection, "k3s": K3sSection}
+_SECTIONS: dict[str, type] = {"node": NodeSection, "log": LogSection, "storage": StorageSection, "k3s": K3sSection,
+                             "release": ReleaseSection}
 
 
 def _coerce(section: str, name: str, raw: Any, ftype: Any, origin: str) -> Any:
@@ -245,6 +256,7 @@ def load_config(
         log=LogSection(**sections["log"]),
         storage=StorageSection(**sections["storage"]),
         k3s=K3sSection(**sections["k3s"]),
+        release=ReleaseSection(**sections["release"]),
     )
     _validate(cfg)
     return cfg

@@ -87,7 +87,8 @@ def acquire_state_lock(path: Path) -> int:
         os.close(fd)
         raise LockHeld(path, pid) from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    # under a release supervisor (mycelium.release.supervise) the lock names it: signals reach both
+    os.pwrite(fd, f"{os.environ.get('MYCELIUM_SUPERVISOR_PID') or os.getpid()}\n".encode(), 0)
     os.fsync(fd)
     return fd
 
@@ -139,6 +140,7 @@ class Node:
         self.session = None  # the NetworkSession of the current network, while running
         self.unusable = None  # a NodeUnusable (disk full, damaged database) while the session cannot run
         self._shutdown_requested = trio.Event()
+        self.release_switch = False  # set by the release agent: after stopping, switch versions (release/switch.py)
 
     # ---------------------------------------------------------------------------------- startup
     def prepare(self) -> None:

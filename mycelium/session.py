@@ -171,6 +171,10 @@ class NetworkSession:
         from mycelium.runtime import remote_logs  # `mycelium logs NAME --node ID` from another member
 
         mesh.register_handler(remote_logs.RPC_LOGS, remote_logs.make_handler(self))
+        from mycelium.release.agent import ReleaseAgent  # self-upgrade: reports, rollout, the wheel (rpc "release")
+
+        self.release = ReleaseAgent(self)
+        mesh.register_handler("release", self._heard(self.release.exchange.handle_rpc))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
@@ -203,6 +207,7 @@ class NetworkSession:
             await nursery.start(supervise, "peer_addresses", started(self._save_peers_loop), failures)
             await nursery.start(supervise, "latent", self.latent.run, failures)
             await nursery.start(supervise, "seed", self.seeds.run, failures)
+            await nursery.start(supervise, "release", self.release.run, failures)
             if self.k3s is not None:
                 await nursery.start(supervise, "k3s", self.k3s.run, failures)
             self.workloads = WorkloadRunner(self)

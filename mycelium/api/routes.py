@@ -74,6 +74,9 @@ def install_routes(server: ControlServer, node: Any) -> None:
     from mycelium.api.governance_routes import install_governance_routes
 
     install_governance_routes(server, node)
+    from mycelium.api.release_routes import install_release_routes
+
+    install_release_routes(server, node)
     server.route("GET", protocol.STATUS, status)
     server.route("GET", protocol.HEALTH, health)
     server.route("GET", protocol.READY, ready)

@@ -38,7 +38,9 @@ def run_foreground(cfg: Config, join_token: str | None, ui_listen: str | None = 
         trio.run(node.run)
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down: state is already committed
         return 130
-    return 0
+    from mycelium.release.switch import after_daemon_exit
+
+    return after_daemon_exit(node, 0)  # a release switch: becomes the supervisor (exec), or asks it
 
 
 def detached_command(cfg: Config, up_args: list[str]) -> list[str]:

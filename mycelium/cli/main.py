@@ -146,10 +146,22 @@ def status(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-def version(as_json: bool) -> None:
-    """Print the CLI's version and the control API version it speaks."""
+@click.pass_obj
+def version(ctx: Context, as_json: bool) -> None:
+    """Print the CLI's version, and the running node's and its network's (when a daemon answers)."""
+    from mycelium.cli.release import network_versions
+
     info = {"version": __version__, "api_version": protocol.API_VERSION, "python": sys.version.split()[0]}
-    emit_json(info) if as_json else click.echo(f"mycelium {__version__} (control API v{protocol.API_VERSION})")
+    running = network_versions(ctx)
+    info.update(running or {"node_version": None, "network_version": None, "target_version": None})
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"mycelium {__version__} (control API v{protocol.API_VERSION})")
+    if running:
+        target = running["target_version"]
+        click.echo(f"node: {running['node_version']}   network: {running['network_version'] or 'unknown'}"
+                   + (f"   release target: {target}" if target and target != running["network_version"] else ""))
 
 
 # ------------------------------------------------------------------------------------ membership
@@ -376,6 +388,10 @@ def resolve(ctx: Context, name: str, as_json: bool) -> None:
 from mycelium.cli import governance as _governance  # noqa: E402  (registers admin, network set/show, remove …)
 
 _governance.register(cli, network, invite)
+
+from mycelium.cli import release as _release  # noqa: E402  (release publish|status)
+
+_release.register(cli)
 
 from mycelium.cli.storage import storage as _storage  # noqa: E402  (the group uses helpers defined above)
 from mycelium.cli import views as _views  # noqa: E402  (ui, top)

@@ -77,6 +77,7 @@ class OpType(str, Enum):
     REKEY = "rekey"
     VOLUME = "volume"  # storage volumes: declare (admins) / lease / release / root (storage/volumes.py)
     PARTICIPATION = "participation"  # the proposer: who precommitted / withheld at the previous height (trust)
+    RELEASE = "release"  # self-upgrade: publish a release (admins) / report on itself (mycelium.release.rules)
 
 
 class OperationError(ValueError):

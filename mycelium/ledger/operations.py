@@ -15,6 +15,7 @@ Operation types are append-only. Who may author what:
     join     a new node, with a member's signed invite (unexpired, uses left)
     leave    a member, about itself
     deploy   an admin (params["admins"]; the founder at genesis): a service spec, new or updated
+    release  an admin publishes a release; a member reports its version and switch (mycelium.release.rules)
     undeploy an admin: a service name
     participation the proposer (a validator): the previous height's certificate and the reveals it
              saw withheld; trust moves by consensus.trust's rules (mycelium.ledger.trust_rules)
@@ -65,6 +66,7 @@ from mycelium.ledger.operation import (  # the operation itself; re-exported: th
     profile_operation, sign_operation, undeploy_operation,
 )
 from mycelium.ledger.rule import Draft, Rule
+from mycelium.release import rules as release_rules
 from mycelium.ledger.workload_rules import (
     _apply_deploy, _apply_endophyte, _apply_undeploy, _apply_volume, _check_deploy, _check_endophyte,
     _check_undeploy, _check_volume,
@@ -193,5 +195,6 @@ RULES: dict[OpType, Rule] = {
                                                               OpType.REMOVE, OpType.KEYS, OpType.REKEY)},
     OpType.VOLUME: Rule(_check_volume, _apply_volume),
     OpType.PARTICIPATION: Rule(trust_rules.check_participation, trust_rules.apply_participation),
+    OpType.RELEASE: Rule(release_rules.check, release_rules.apply),
 }
 assert set(RULES) == set(OpType), "every operation type has exactly one rule"

@@ -1,0 +1,239 @@
+"""Issue 20 with real daemons: the network upgrades itself.
+
+Wheels of this checkout are built in the test with the version bumped (once per session,
+tests/integration/release_wheels.py); every node runs from its own install.sh-style prefix
+(ROOT/venv, then ROOT/venvs/VERSION and the `current` link), a venv that reuses the test's
+dependencies so installing one takes seconds.
+
+  default  a broken release (its health check never passes) is published: the canary switches,
+           fails its check, goes back to the previous version by itself, the release is marked
+           failed network-wide and nobody else moves; bad publishes are refused and install nothing.
+  slow     five nodes (four validators, one hypha) on the first wheel, a service deployed, the
+           second wheel published: the hypha first (the canary), then the validators one at a time;
+           all five end on it, the heights never stall longer than a restart, the service keeps
+           its replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemons import TEST_ENV, Daemon, wait_moving, wait_until
+from tests.integration.release_wheels import build_wheel, copy_install, make_install
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "static-web.yaml")
+FAST = {"MYCELIUM__NODE__HEARTBEAT_S": "1", "MYCELIUM__NODE__DEAD_AFTER_S": "60"}
+BROKEN_HEALTH = ("return member and height >= started_at + HEALTHY_HEIGHTS", "return False  # deliberately broken")
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheels")
+    base = build_wheel(out, "0.1.0")
+    good = build_wheel(out, "0.1.1")
+    broken_dir = out / "broken"
+    broken_dir.mkdir()
+    broken = build_wheel(broken_dir, "0.1.1", {"mycelium/release/health.py": BROKEN_HEALTH})
+    install = out / "install"
+    make_install(install, base)
+    return {"base": base, "good": good, "broken": broken, "install": install}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VenvDaemon(Daemon):
+    """A daemon run from its own prefix ROOT (its `current` venv once it switched)."""
+
+    def __init__(self, state_dir: Path, root: Path, env: dict) -> None:
+        super().__init__(state_dir)
+        self.root, self.env = root, env
+        self.port = _free_port()  # fixed, like a real node's: a restart keeps its address
+
+    def up(self, *args: str, env: dict | None = None):
+        return self.cli("up", "--detach", "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", *args, env=env)
+
+    def python(self) -> Path:
+        current = self.root / "current"
+        return (current if current.exists() else self.root / "venv") / "bin" / "python"
+
+    def cli(self, *args: str, timeout: float = 60, env: dict | None = None, input: str | None = None):
+        full_env = {**os.environ, **TEST_ENV, **self.env, **(env or {})}
+        full_env.pop("MYCELIUM_STATE_DIR", None)
+        if not (env and "MYCELIUM_JOIN_TOKEN" in env):
+            full_env.pop("MYCELIUM_JOIN_TOKEN", None)
+        return subprocess.run([str(self.python()), "-P", "-m", "mycelium", "--state-dir", str(self.state_dir), *args],
+                              capture_output=True, text=True, timeout=timeout, env=full_env, input=input,
+                              cwd=self.root)  # not the checkout: its `mycelium` would shadow the venv's
+
+    def release(self) -> dict | None:
+        res = self.cli("release", "status", "--json", timeout=20)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
+    def node_version(self) -> str | None:
+        res = self.cli("version", "--json", timeout=20)
+        return json.loads(res.stdout)["node_version"] if res.returncode == 0 else None
+
+
+def _network(daemons, wheels, n: int, env: dict, caps: dict[int, str]) -> list[VenvDaemon]:
+    nodes = []
+    for i in range(n):
+        root = daemons.root / f"prefix{i}"
+        copy_install(wheels["install"], root)
+        d = VenvDaemon(daemons.root / f"n{i}", root, env)
+        daemons.daemons.append(d)
+        nodes.append(d)
+    res = nodes[0].up()
+    assert res.returncode == 0, res.stderr + nodes[0].log()
+    assert nodes[0].cli("network", "create", "upgrade").returncode == 0
+    wait_until(lambda: nodes[0].status()["epoch"] >= 1, timeout=60, what="first height")
+    token = json.loads(nodes[0].cli("invite", "--uses", str(n - 1), "--json").stdout)["token"]
+    for i, d in enumerate(nodes[1:], start=1):
+        res = d.up("--join", token, *(("--max-role", caps[i]) if i in caps else ()))
+        assert res.returncode == 0, res.stderr + d.log()
+    return nodes
+
+
+def _reports(node: VenvDaemon, version: str, count: int):
+    st = node.release()
+    nodes = (st or {}).get("rollout", {}) or {}
+    rows = nodes.get("nodes", {})
+    return st if sum(1 for r in rows.values() if r["version"] == version) == count else None
+
+
+def _logs(nodes: list[VenvDaemon]) -> str:
+    return "\n".join(f"--- {d.state_dir.name}\n" + "\n".join(d.log().splitlines()[-25:]) for d in nodes)
+
+
+def _by_id(nodes: list[VenvDaemon]) -> dict[str, VenvDaemon]:
+    return {d.status()["node_id"]: d for d in nodes}
+
+
+def test_a_broken_release_rolls_the_canary_back_and_stops_the_rollout(daemons, wheels, tmp_path):
+    env = {**FAST, "MYCELIUM__RELEASE__HEALTH_TIMEOUT_S": "10"}
+    t0 = time.monotonic()
+    nodes = _network(daemons, wheels, 3, env, {2: "hypha"})
+    wait_until(lambda: _reports(nodes[0], "0.1.0", 3), timeout=120, interval=0.5, what="every node to report version 0.1.0")
+
+    print(f"network and reports: {time.monotonic() - t0:.0f} s")
+    # bad input first: refused with a reason, nothing stored or installed anywhere
+    non_admin = nodes[1].cli("release", "publish", str(wheels["broken"]))
+    assert non_admin.returncode != 0 and "not an admin" in non_admin.stderr, non_admin.stderr
+    downgrade = nodes[0].cli("release", "publish", str(wheels["base"]))
+    assert downgrade.returncode != 0 and "not above 0.1.0" in downgrade.stderr, downgrade.stderr
+    corrupt = tmp_path / "mycelium-0.1.1-py3-none-any.whl"
+    corrupt.write_bytes(wheels["broken"].read_bytes()[:5000])
+    bad = nodes[0].cli("release", "publish", str(corrupt))
+    assert bad.returncode == 2 and "not a readable wheel" in bad.stderr, bad.stderr
+    missing = nodes[0].cli("release", "publish", str(tmp_path / "nope.whl"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert nodes[0].release()["published"] == {}
+    assert not any((d.root / "venvs").exists() for d in nodes)
+
+    print(f"bad input: {time.monotonic() - t0:.0f} s")
+    res = nodes[0].cli("release", "publish", str(wheels["broken"]), "--notes", "health check broken on purpose")
+    assert res.returncode == 0, res.stderr
+    ids = _by_id(nodes)
+
+    def failed():
+        st = nodes[0].release()
+        return st if st and st["rollout"] and st["rollout"]["failed"] else None
+
+    try:
+        st = wait_moving(lambda: failed() or nodes[0].release(), lambda s: bool(s and s["rollout"]["failed"]),
+                         stall_s=90, what="the canary to roll back and the release to fail")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_logs(nodes)}") from None
+    print(f"failed: {time.monotonic() - t0:.0f} s")
+    rollout = st["rollout"]
+    canary = rollout["canary"]
+    assert canary not in nodes[0].status()["validators"], "a non-validator is the canary (the less risky node)"
+    canary_node = ids[canary]
+    assert f"{canary[:16]} rolled back" in rollout["failed"] and "health check did not pass within 10 s" in rollout["failed"]
+    others = [n for n in rollout["nodes"] if n != canary]
+    assert all(rollout["nodes"][n]["action"] == "held" and "failed" in rollout["nodes"][n]["reason"] for n in others)
+    # the canary runs the previous version again, by itself; nobody else ever switched
+    wait_until(lambda: canary_node.node_version() == "0.1.0", timeout=60, interval=0.5, what="the canary back on 0.1.0")
+    assert os.path.realpath(canary_node.root / "current") == str(canary_node.root / "venv")
+    rest = [d for d in nodes if d is not canary_node]
+    assert all(d.node_version() == "0.1.0" and not (d.root / "venvs").exists() for d in rest)
+    human = nodes[1].cli("release", "status")
+    assert "FAILED, rollout stopped" in human.stdout and "rolled back" in human.stdout
+    time.sleep(2)  # the rollout stays stopped
+    assert nodes[0].release()["rollout"]["failed"] and not any((d.root / "venvs").exists() for d in rest)
+
+
+@pytest.mark.slow
+def test_five_nodes_upgrade_one_validator_at_a_time_and_keep_their_replica(daemons, wheels):
+    env = {**FAST, "MYCELIUM__RELEASE__HEALTH_TIMEOUT_S": "120"}
+    nodes = _network(daemons, wheels, 5, env, {4: "hypha"})
+    wait_until(lambda: len(nodes[0].status()["validators"]) == 4, timeout=180, interval=0.5,
+               what="four validators (the joiners warm up first)")
+    wait_until(lambda: _reports(nodes[0], "0.1.0", 5), timeout=120, interval=0.5, what="every node to report 0.1.0")
+    assert nodes[0].cli("deploy", EXAMPLE).returncode == 0
+
+    def running():
+        res = nodes[0].cli("services", "--json")
+        rows = {r["name"]: r for r in json.loads(res.stdout)["services"]} if res.returncode == 0 else {}
+        return rows.get("static-web", {}).get("running") == 1 and rows["static-web"]
+
+    placed = wait_until(running, timeout=180, interval=0.5, what="the service to run")["placement"]
+    validators = set(nodes[0].status()["validators"])
+    res = nodes[0].cli("release", "publish", str(wheels["good"]), "--notes", "the second wheel")
+    assert res.returncode == 0, res.stderr
+
+    heights: list[tuple[float, int]] = []
+    concurrent = []
+
+    def observe():
+        best, answered = 0, None
+        for d in nodes:
+            st = d.release()
+            if st is None or st["rollout"] is None:
+                continue
+            answered = answered or st
+            try:
+                best = max(best, d.status()["epoch"])
+            except AssertionError:
+                pass
+        if best:
+            heights.append((time.monotonic(), best))
+        if answered is None:
+            return None
+        rows = answered["rollout"]["nodes"]
+        down = [n for n, r in rows.items() if r["state"] == "switching" and n in validators]
+        if len(down) > 1:
+            concurrent.append(down)
+        return tuple(sorted((n, r["version"], r["state"], r["action"], r["reason"]) for n, r in rows.items()))
+
+    try:
+        wait_moving(observe, lambda rows: rows and all(r[1] == "0.1.1" for r in rows), stall_s=120,
+                    what="every node to switch to 0.1.1")
+    except AssertionError as exc:
+        here = [(d.state_dir.name, (d.release() or {}).get("node")) for d in nodes]
+        raise AssertionError(f"{exc}\nheights {heights[-12:]}\n{here}\n{_logs(nodes)}") from None
+    assert not concurrent, f"two validators switched at once: {concurrent}"
+    assert all(d.node_version() == "0.1.1" for d in nodes)
+    assert all(os.path.realpath(d.root / "current") == str(d.root / "venvs" / "0.1.1") for d in nodes)
+    longest = 0.0
+    run = 0.0
+    for (t0, h0), (t1, h1) in zip(heights, heights[1:]):
+        run = run + (t1 - t0) if h1 == h0 else 0.0
+        longest = max(longest, run)
+    print(f"longest stall of the heights: {longest:.1f} s over {heights[-1][0] - heights[0][0]:.0f} s")
+    assert longest < 90, f"the heights stalled {longest:.0f} s (longer than one validator restart)"
+    after = wait_until(running, timeout=180, interval=0.5, what="the service to run after the rollout")
+    assert after["placement"] == placed, "a restart that keeps identity and state keeps the placement"
