@@ -5,15 +5,14 @@ import json
 
 import pytest
 
+from mycelium.api import protocol
 from tests.integration.daemons import agree_at_common_height, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def _peers(d):
-    res = d.cli("peers", "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    return d.api(protocol.PEERS)  # what `peers --json` prints
 
 
 def _admitted(d):
