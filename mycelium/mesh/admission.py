@@ -135,6 +135,11 @@ class Admission:
         host = self._mesh.libp2p_host
         if host is not None and host.get_network().get_connections(conn.muxed_conn.peer_id):
             return  # another connection to this peer is still open
+        if host is not None:
+            # libp2p's new_stream dials a peer it has no connection to from the addresses in its
+            # peerstore — a redial behind the mesh's back that skips the block gate, the connection
+            # cap and the backoff. Every dial of ours passes its addresses (the book keeps them).
+            host.get_peerstore().clear_addrs(conn.muxed_conn.peer_id)
         rec = self._mesh.book.get(node)
         rec.connected = rec.admitted = False
         self._connected_at.pop(node, None)

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from mycelium.mesh.channel import MAX_MESSAGE_BYTES, ChannelClosed, ChannelError, ChannelRefused
+from mycelium.testing.deadlines import hang_after
 
 WAIT_S = 20.0  # longest wait for anything; generous for a loaded 2-core CI machine
 BUFFER_BOUND = 160 * 1024 * 1024  # a sender blocked by a reader that never reads has queued at most this
@@ -69,7 +70,7 @@ async def check_order_and_content(make_pair: MakePair) -> None:
         assert channel.peer == pair.b_id, f"channel.peer is {channel.peer!r}, expected {pair.b_id!r}"
         mib = 1024 * 1024
         messages = _messages(1, 120, 300_000) + [b"m" * (mib - 1), b"n" * mib, b"o" * (mib + 1), bytes(3 * mib + 7)]
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             async with trio.open_nursery() as nursery:
                 async def send_all() -> None:
                     for m in messages:
@@ -98,7 +99,7 @@ async def check_tiny_messages(make_pair: MakePair) -> None:
         pair.b.serve_channels("digest", digest_all)
         channel = await pair.a.open_channel(pair.b_id, "digest")
         expected = hashlib.sha256()
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             for i in range(count):
                 m = b"" if i % 3 == 0 else bytes([i % 256])
                 expected.update(len(m).to_bytes(4, "big") + m)
@@ -117,7 +118,7 @@ async def check_largest_message(make_pair: MakePair) -> None:
         pair.b.serve_channels("hash", hash_each)
         channel = await pair.a.open_channel(pair.b_id, "hash")
         big = random.Random(2).randbytes(MAX_MESSAGE_BYTES)
-        with trio.fail_after(3 * WAIT_S):
+        with hang_after(3 * WAIT_S):
             await channel.send(big)
             assert await channel.receive() == hashlib.sha256(big).digest(), "the largest message arrived altered"
         try:
@@ -128,7 +129,7 @@ async def check_largest_message(make_pair: MakePair) -> None:
             pass
         else:
             raise AssertionError(f"a message of MAX_MESSAGE_BYTES + 1 = {MAX_MESSAGE_BYTES + 1} bytes was accepted")
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             await channel.send(b"still here")
             assert await channel.receive() == hashlib.sha256(b"still here").digest()
         await channel.aclose()
@@ -152,7 +153,7 @@ async def check_concurrent_channels(make_pair: MakePair) -> None:
                     assert await channel.receive() == expected, f"channel {seed}: message {i} wrong"
             await channel.aclose()
 
-        with trio.fail_after(2 * WAIT_S):
+        with hang_after(2 * WAIT_S):
             async with trio.open_nursery() as nursery:
                 for seed in range(5):
                     nursery.start_soon(run_one, pair.a, pair.b_id, 10 + seed)
@@ -186,7 +187,7 @@ async def check_back_pressure(make_pair: MakePair) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_all)
-            with trio.fail_after(WAIT_S):
+            with hang_after(WAIT_S):
                 last = -1
                 while sent != last and sent <= BUFFER_BOUND:  # until the sender stops making progress
                     last = sent
@@ -194,7 +195,7 @@ async def check_back_pressure(make_pair: MakePair) -> None:
             assert sent <= BUFFER_BOUND, f"the sender queued {sent} bytes nobody read (bound {BUFFER_BOUND})"
             assert sent < count * size, "everything was sent although nobody read: no back-pressure"
             release.set()
-            with trio.fail_after(3 * WAIT_S):
+            with hang_after(3 * WAIT_S):
                 await done.wait()
         assert got == [i.to_bytes(8, "big") for i in range(count)], "messages lost or reordered after back-pressure"
         await channel.aclose()
@@ -226,7 +227,7 @@ async def check_close_is_clean(make_pair: MakePair) -> None:
         for m in sent:
             await channel.send(m)
         await channel.aclose()
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             assert await reports.receive() == sent, "messages sent before aclose were lost"
             assert await reports.receive() == "send refused", "sending on a channel the peer closed kept working"
         for attempt in (channel.send(b"x"), channel.receive()):
@@ -250,10 +251,10 @@ async def check_peer_dies(make_pair: MakePair) -> None:
         pair.b.serve_channels("sink", sink)
         channel = await pair.a.open_channel(pair.b_id, "sink")
         await channel.send(b"hello")
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             await first.wait()
         await pair.kill(pair.b_id)
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             try:
                 await channel.receive()
             except ChannelClosed:
@@ -265,7 +266,7 @@ async def check_peer_dies(make_pair: MakePair) -> None:
                     await channel.send(bytes(256 * 1024))
             except ChannelClosed:
                 pass
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             await channel.aclose()
 
 
@@ -288,7 +289,7 @@ async def _check_stranger_refused(make_pair: MakePair, which: str) -> None:
     async with make_pair() as pair:
         pair.b.serve_channels("echo", record)
         stranger = await getattr(pair, which)()
-        with trio.fail_after(WAIT_S):
+        with hang_after(WAIT_S):
             try:
                 await stranger.open_channel(pair.b_id, "echo")
             except ChannelRefused:
@@ -338,10 +339,10 @@ async def _tampered_transfer(pair: ChannelPair, outcomes: Any, handler: Any, mes
     pair.b.serve_channels("check", handler)
     channel = await pair.a.open_channel(pair.b_id, "check", stripes=1)
     await channel.send(message)
-    with trio.fail_after(WAIT_S):
+    with hang_after(WAIT_S):
         result = await outcomes.receive()
     assert result == "closed", f"a tampered transfer was delivered ({result})"
-    with trio.fail_after(WAIT_S):
+    with hang_after(WAIT_S):
         try:
             while True:
                 await channel.send(b"more")

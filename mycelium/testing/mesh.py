@@ -11,11 +11,12 @@ import trio
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import Mesh, open_mesh
+from mycelium.testing.deadlines import hang_after
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout_s: float, poll_s: float = 0.05) -> None:
-    """Poll `predicate` until true; trio.TooSlowError after `timeout_s`."""
-    with trio.fail_after(timeout_s):
+    """Poll `predicate` until true; trio.TooSlowError after `timeout_s` (stretched: see deadlines.py)."""
+    with hang_after(timeout_s):
         while not predicate():
             await trio.sleep(poll_s)
 

@@ -24,6 +24,7 @@ from mycelium.storage.roots import MemoryRoots
 from mycelium.storage.sealing import VolumeKey
 from mycelium.storage.shares import ShareStore
 from mycelium.testing.channels import MemoryChannelNetwork
+from mycelium.testing.deadlines import hang_after
 
 SECRET = b"\x07" * 32
 NETWORK_ID = "test-network"
@@ -66,7 +67,7 @@ class StorageCluster:
     async def wait_repaired(self, volume: str, *, timeout_s: float = 60.0) -> dict:
         """Until every chunk of `volume` has n healthy shares on live nodes, as the stores say and
         as a live node's status says (its view lags by one inventory round)."""
-        with trio.fail_after(timeout_s):
+        with hang_after(timeout_s):
             while True:
                 rep = self.any_repairer()
                 refs = rep.stats.volumes.get(volume, {})

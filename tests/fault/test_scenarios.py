@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 
+from mycelium.api import protocol
 from tests.fault.conftest import SKEW_S, SKEWED_NODE, require_netns
 from tests.testnet.cluster import wait_seconds
 from tests.testnet.history import wait_for
@@ -23,16 +24,12 @@ ALL = [0, 1, 2, 3]
 
 
 def _latent(d) -> dict:  # type: ignore[no-untyped-def]
-    res = d.cli("spores", "latent", "--json")
-    assert res.returncode == 0, res.stderr
-    [scope] = [s for s in json.loads(res.stdout)["latent"] if s["scope"] == "network"]
+    [scope] = [s for s in d.api(protocol.SPORES + "?kind=latent")["latent"] if s["scope"] == "network"]
     return scope
 
 
 def _admitted_peers(d) -> set[str]:  # type: ignore[no-untyped-def]
-    res = d.cli("peers", "--json")
-    assert res.returncode == 0, res.stderr
-    return {p["node_id"] for p in json.loads(res.stdout)["peers"] if p["connected"] and p["admitted"]}
+    return {p["node_id"] for p in d.api(protocol.PEERS)["peers"] if p["connected"] and p["admitted"]}
 
 
 def test_nodes_in_separate_namespaces_find_each_other_via_bootstrap(testnet):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mycelium.api import protocol
 from mycelium.identity import SECRET_SIZE
 from mycelium.storage.network import load_membership, save_membership
 from tests.integration.daemons import agree_at_common_height, wait_moving
@@ -32,16 +33,12 @@ BYZANTINE = 2  # the validator whose key the attacker holds
 
 
 def _latent_drops(d) -> dict:  # type: ignore[no-untyped-def]
-    res = d.cli("spores", "latent", "--json")
-    assert res.returncode == 0, res.stderr
-    [scope] = [s for s in json.loads(res.stdout)["latent"] if s["scope"] == "network"]
+    [scope] = [s for s in d.api(protocol.SPORES + "?kind=latent")["latent"] if s["scope"] == "network"]
     return scope["dropped"]
 
 
 def _peers(d) -> dict:  # type: ignore[no-untyped-def]
-    res = d.cli("peers", "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    return d.api(protocol.PEERS)
 
 
 HONEST = [i for i in ALL if i != BYZANTINE]

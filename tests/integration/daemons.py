@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mycelium.testing.deadlines import stretched
+
 CLI = [sys.executable, "-m", "mycelium"]
 # Test daemons send nothing beyond loopback: no mDNS multicast onto the machine's LAN.
 TEST_ENV = {"MYCELIUM__NODE__MDNS": "false"}
@@ -27,15 +29,29 @@ class Daemon:
         full_env.pop("MYCELIUM_STATE_DIR", None)
         full_env.pop("MYCELIUM_JOIN_TOKEN", None) if env is None or "MYCELIUM_JOIN_TOKEN" not in env else None
         return subprocess.run([*CLI, "--state-dir", str(self.state_dir), *args], capture_output=True, text=True,
-                              timeout=timeout, env=full_env, input=input)
+                              timeout=stretched(timeout), env=full_env, input=input)
 
     def up(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return self.cli("up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", *args, env=env)
 
+    def api(self, path: str) -> dict:
+        """GET a control-API path in-process: what `mycelium <command> --json` prints (those commands
+        print the API's answer as it is), without a CLI process per poll — on a loaded two-core box
+        ten CLI processes per poll took longer than the state they sample stays still. The CLI
+        itself is exercised by every `cli(...)` call."""
+        from mycelium.api.client import ControlClient
+
+        return ControlClient(self.state_dir / "control.sock", timeout_s=stretched(10)).get(path)
+
     def status(self) -> dict:
-        res = self.cli("status", "--json")
-        assert res.returncode == 0, f"status failed ({res.returncode}): {res.stderr}"
-        return json.loads(res.stdout)
+        from mycelium.api import protocol
+
+        return self.api(protocol.STATUS)
+
+    def spores(self) -> dict:
+        from mycelium.api import protocol
+
+        return self.api(protocol.SPORES)
 
     def pid(self) -> int | None:
         from mycelium.daemon import read_lock_pid
@@ -68,13 +84,16 @@ class Daemon:
 
 
 def wait_until(predicate, *, timeout: float = 20, interval: float = 0.05, what: str = "condition"):
+    """Poll until `predicate()` is truthy and return it; `timeout` is a quiet box's deadline, stretched
+    by mycelium.testing.deadlines (a hang detector, not a budget)."""
+    timeout = stretched(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
 
 
@@ -83,9 +102,9 @@ STALL_CAP = 5  # wait_moving gives up after this many stall periods in total, mo
 
 def wait_moving(observe, done, *, stall_s: float, what: str, interval: float = 0.5):  # type: ignore[no-untyped-def]
     """Poll `observe()` until `done(value)`; fail only when the observed value did not change for
-    `stall_s` (the nodes are stuck, not slow), or after STALL_CAP × stall_s in all."""
-    import time
-
+    `stall_s` (the nodes are stuck, not slow), or after STALL_CAP × stall_s in all (both stretched by
+    mycelium.testing.deadlines)."""
+    stall_s = stretched(stall_s)
     started = changed_at = time.monotonic()
     last = None
     while True:

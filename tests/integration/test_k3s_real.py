@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from mycelium.runtime.manifest import load_manifest
+from mycelium.testing.deadlines import hang_after
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -84,11 +85,11 @@ async def test_supervisor_runs_a_real_k3s_server(tmp_path):
         sup.set_plan(NodeFiles.render(plan, me, "sclerotium", paths), cluster_token(secrets.token_bytes(32), p.network_id), {})
         async with trio.open_nursery() as nursery:
             await nursery.start(sup.run)
-            with trio.fail_after(330):
+            with hang_after(330):
                 while sup.report().runtime != "k3s":
                     await trio.sleep(1)
             api = config.new_client_from_config(str(paths.kubeconfig))
-            with trio.fail_after(120):
+            with hang_after(120):
                 while True:
                     nodes = await trio.to_thread.run_sync(
                         lambda: client.CoreV1Api(api).list_node(label_selector=f"{NODE_LABEL}={me}").items)

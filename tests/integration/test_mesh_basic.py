@@ -8,6 +8,7 @@ import trio
 from mycelium.mesh.protocols import TOPIC_LATENT
 from mycelium.mesh.rpc import BadRequest, PeerNotAdmitted, RemoteError
 from mycelium.testing.mesh import open_meshes, wait_until
+from mycelium.testing.deadlines import hang_after
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32
@@ -20,7 +21,7 @@ async def test_two_members_admit_each_other_and_talk() -> None:
             return peer.encode() + b":" + data
 
         a.register_handler("echo", echo)
-        with trio.fail_after(10):
+        with hang_after(10):
             assert await b.connect(a.listen_addresses()[0]) == a.node_id
             await a.wait_admitted(b.node_id)
             answer = await b.request(a.node_id, "echo", b"hello")
@@ -38,7 +39,7 @@ async def test_two_members_admit_each_other_and_talk() -> None:
 
 async def test_gossip_between_members() -> None:
     async with open_meshes(2, NET, SECRET) as (a, b):
-        with trio.fail_after(15):
+        with hang_after(15):
             await b.connect(a.listen_addresses()[0])
             async with a.subscribe(TOPIC_LATENT) as a_in, b.subscribe(TOPIC_LATENT) as b_in:
                 # the gossip mesh forms on the heartbeat; publish until the first message lands
@@ -74,7 +75,7 @@ async def test_handler_errors_reach_the_caller() -> None:
 
         a.register_handler("picky", picky)
         a.register_handler("broken", broken)
-        with trio.fail_after(10):
+        with hang_after(10):
             await b.connect(a.listen_addresses()[0])
             assert await b.request(a.node_id, "picky", b"ok") == b"fine"
             with pytest.raises(RemoteError, match="only 'ok'"):

@@ -25,6 +25,7 @@ from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
 from mycelium.mesh.membership import RateLimitConfig
 from mycelium.testing.mesh import wait_until
+from mycelium.testing.deadlines import hang_after
 
 NET = "cd" * 32
 SECRET = b"\x09" * 32
@@ -61,7 +62,7 @@ async def test_200_inbound_cycles_by_a_non_member_then_a_fresh_member_is_admitte
                     await plain.disconnect(target.peer_id)
                 await plain.close()
 
-        with trio.fail_after(240):
+        with hang_after(240):
             async with trio.open_nursery() as nursery:
                 for _ in range(4):  # 4 × 50 = 200 cycles, 4 at a time (of 8 slots)
                     nursery.start_soon(churn, 50)
@@ -71,7 +72,7 @@ async def test_200_inbound_cycles_by_a_non_member_then_a_fresh_member_is_admitte
         assert counters.inbound_released == counters.inbound_accepted
         assert counters.inbound_refused_full == 0
         async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as fresh:
-            with trio.fail_after(30):
+            with hang_after(30):
                 await fresh.connect(member.listen_addresses()[0])
                 await member.wait_admitted(fresh.node_id)
         snapshot = counters.snapshot()
@@ -85,7 +86,7 @@ async def test_a_peer_that_never_starts_the_handshake_is_disconnected() -> None:
         plain = plain_libp2p_host()
         member_id = ID.from_base58(member.node_id)
         async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-            with trio.fail_after(30):
+            with hang_after(30):
                 await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(member.listen_addresses()[0])))
                 await wait_until(lambda: member.counters.handshake_deadline_closed >= 1, timeout_s=20)
                 await wait_until(lambda: not plain.get_network().get_connections(member_id), timeout_s=20)
@@ -100,7 +101,7 @@ async def test_a_connection_flood_from_one_address_is_refused_and_counted() -> N
         plain = plain_libp2p_host()
         refused = 0
         async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-            with trio.fail_after(60):
+            with hang_after(60):
                 for _ in range(8):
                     try:
                         await plain.connect(target)

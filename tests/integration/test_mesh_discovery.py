@@ -10,6 +10,7 @@ from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
 from mycelium.testing.mesh import wait_until
+from mycelium.testing.deadlines import hang_after
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32
@@ -59,7 +60,7 @@ async def test_dht_finds_a_member_known_only_to_a_neighbour() -> None:
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, NodeKey.generate(), NET, SECRET
     ) as b, open_mesh(cfg, NodeKey.generate(), NET, SECRET) as c:
-        with trio.fail_after(20):
+        with hang_after(20):
             await a.connect(b.listen_addresses()[0])
             await c.connect(b.listen_addresses()[0])
             addrs: list[str] = []

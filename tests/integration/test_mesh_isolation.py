@@ -26,6 +26,7 @@ from mycelium.mesh.framing import write_frame
 from mycelium.mesh.host import AdmissionFailed, MeshError, open_mesh
 from mycelium.mesh.protocols import RPC_PEERS
 from mycelium.testing.mesh import wait_until
+from mycelium.testing.deadlines import hang_after
 
 NET = "ab" * 32
 OTHER_NET = "cd" * 32
@@ -39,7 +40,7 @@ async def test_wrong_secret_is_refused_and_blocked() -> None:
         cfg, intruder_key, NET, b"\x08" * 32
     ) as intruder:
         a_address = a.listen_addresses()[0]
-        with trio.fail_after(10), pytest.raises(AdmissionFailed, match="bad_proof"):
+        with hang_after(10), pytest.raises(AdmissionFailed, match="bad_proof"):
             await intruder.connect(a.listen_addresses()[0])
         await wait_until(lambda: a.counters.handshake_failed >= 1, timeout_s=5)
         assert a.counters.snapshot()["handshake_failed_refused_by_peer"] == 1  # the dialler found us out first
@@ -55,7 +56,7 @@ async def test_wrong_secret_is_refused_and_blocked() -> None:
 
         # the same node id comes back (new process, still the wrong secret): dropped at once
         async with open_mesh(cfg, intruder_key, NET, b"\x08" * 32) as again:
-            with trio.fail_after(10), pytest.raises(AdmissionFailed, match="refused_by_peer:blocked"):
+            with hang_after(10), pytest.raises(AdmissionFailed, match="refused_by_peer:blocked"):
                 await again.connect(a_address)
         assert a.counters.blocked_dropped >= 1
 
@@ -69,7 +70,7 @@ async def test_other_network_is_refused() -> None:
     async with open_mesh(cfg, NodeKey.generate(), NET, SECRET) as a, open_mesh(
         cfg, NodeKey.generate(), OTHER_NET, SECRET
     ) as other:
-        with trio.fail_after(10), pytest.raises(AdmissionFailed, match="no_protocol"):
+        with hang_after(10), pytest.raises(AdmissionFailed, match="no_protocol"):
             await other.connect(a.listen_addresses()[0])
         assert other.counters.snapshot()["handshake_failed_no_protocol"] == 1
         assert a.admitted_peers() == [] and other.admitted_peers() == []
@@ -87,7 +88,7 @@ async def test_plain_libp2p_peer_may_ping_but_gets_no_mycelium_service() -> None
         plain = plain_libp2p_host()
         async with plain.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             a_id = ID.from_base58(a.node_id)
-            with trio.fail_after(15):
+            with hang_after(15):
                 await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addresses()[0])))
                 stream = await plain.new_stream(a_id, [PING_PROTOCOL])
                 assert await perform_ping_roundtrip(stream) >= 0
@@ -120,7 +121,7 @@ async def test_gossip_from_a_plain_libp2p_peer_never_reaches_subscribers() -> No
             async with background_trio_service(pubsub), background_trio_service(router):
                 await pubsub.wait_until_ready()
                 async with a.subscribe(TOPIC_LATENT) as inbox:
-                    with trio.fail_after(10):
+                    with hang_after(10):
                         await plain.connect(info_from_p2p_addr(multiaddr.Multiaddr(a.listen_addresses()[0])))
                         await pubsub.subscribe(a.protocols.topic(TOPIC_LATENT))
                         for _ in range(10):
@@ -151,6 +152,6 @@ async def test_a_node_of_another_network_is_not_blocked_and_may_join_later() -> 
             assert neighbour.node_id not in member.admitted_peers()
         # the neighbour switches to the member's network (same key, new mesh) and joins at once
         async with open_mesh(cfg, neighbour_key, net_a, secret_a) as joined:
-            with trio.fail_after(10):
+            with hang_after(10):
                 await joined.connect(member.listen_addresses()[0])
             assert member_key.node_id in joined.admitted_peers()

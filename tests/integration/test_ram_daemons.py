@@ -4,7 +4,6 @@ resumes its last acknowledged epoch; `services` shows leases, lag and throttle; 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mycelium.api import protocol
 from tests.integration.daemons import wait_until
 from tests.integration.test_workloads import fast_network, founder_with, ok, processes  # noqa: F401
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def endophytes(d) -> dict[str, dict]:
-    return {r["name"]: r for r in json.loads(ok(d.cli("services", "--json"))).get("endophytes", [])}
+    return {r["name"]: r for r in d.api(protocol.SERVICES).get("endophytes", [])}  # what `services --json` prints
 
 
 def start_line(d, name: str, generation: int) -> str:

@@ -18,6 +18,7 @@ from mycelium.ram.pagetrack import TrackingUnavailable, protect_region
 from mycelium.ram.process import ArenaProcess
 from mycelium.ram.replicate import BackupStore, PrimaryReplicator
 from mycelium.testing.channels import MemoryChannelNetwork
+from mycelium.testing.deadlines import hang_after
 
 REPO = Path(__file__).resolve().parents[2]
 WRITER = [sys.executable, str(REPO / "examples" / "endophyte_counter.py")]
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.skipif(_why is not None, reason=f"userfaultfd WP async 
 
 
 async def wait_until(cond, timeout_s: float = 60.0, what: str = "") -> None:
-    with trio.fail_after(timeout_s):
+    with hang_after(timeout_s):
         while not cond():
             await trio.sleep(0.02)
 
@@ -155,7 +156,7 @@ async def test_a_deposed_primary_is_fenced_by_a_backup_of_the_newer_generation(t
         await trio.to_thread.run_sync(old.start)
         try:
             rep = PrimaryReplicator("counter", 1, net.provider("a"), ["b"], old.cut, interval_s=0.05)
-            with trio.fail_after(30):
+            with hang_after(30):
                 async with trio.open_nursery() as node_a:
                     node_a.start_soon(rep.run)
                     await wait_until(lambda: "counter" in store.images and store.images["counter"].committed_epoch >= 1)

@@ -14,6 +14,7 @@ from mycelium.ram.bridge import BridgeIn, bridge_out
 from mycelium.ram.probe import Probe
 from mycelium.ram.qemu import GuestImage, QemuVM, migrate
 from mycelium.testing.channels import MemoryChannelNetwork
+from mycelium.testing.deadlines import hang_after
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
@@ -46,7 +47,7 @@ async def test_vm_postcopy_migration_over_a_data_channel_keeps_the_guest_intact(
             t0 = time.monotonic()
             result = await trio.to_thread.run_sync(
                 lambda: migrate(src, dst, f"unix:{out_path}", f"unix:{in_path}", mode="postcopy", converge_s=1.0))
-            with trio.fail_after(60):
+            with hang_after(60):
                 while not probe.answered_by(1, t0):
                     assert not dst.panicked(), dst.serial_tail()
                     await trio.sleep(0.05)

@@ -12,6 +12,7 @@ import trio
 
 from mycelium.storage.mount import fuse_unavailable, serve_volume
 from mycelium.testing.storage import storage_cluster
+from mycelium.testing.deadlines import hang_after
 
 REASON = fuse_unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"FUSE unavailable: {REASON}")
@@ -38,7 +39,7 @@ async def test_sqlite_and_a_pipeline_through_a_mounted_volume_and_a_remount_else
         async with trio.open_nursery() as n:
             fs = await n.start(serve_volume, writer, "app", mnt, tmp_path / "staging0")
             assert fs.writable
-            with trio.fail_after(60):
+            with hang_after(60):
                 await _sh(f"cd {mnt} && sqlite3 app.db 'create table t(x integer, y text);'"
                           f" && sqlite3 app.db \"insert into t select value, 'row' || value from generate_series(1, 2000);\"")
                 out = await _sh(f"sqlite3 {mnt}/app.db 'select count(*), sum(x) from t;'")
@@ -54,7 +55,7 @@ async def test_sqlite_and_a_pipeline_through_a_mounted_volume_and_a_remount_else
         async with trio.open_nursery() as n:
             ro = await n.start(serve_volume, other, "app", mnt, tmp_path / "staging2")
             assert not ro.writable  # the lease names the first node
-            with trio.fail_after(60):
+            with hang_after(60):
                 out = await _sh(f"sqlite3 -readonly {mnt}/app.db 'select max(x), count(*) from t;'")
                 assert out.stdout.decode().strip() == "2000|2000"
                 refused = await _sh(f"echo more >> {mnt}/logs/count", check=False)
@@ -84,7 +85,7 @@ async def test_close_to_open_a_change_is_visible_exactly_after_close(tmp_path, m
                 [sys.executable, "-c", _SLOW_WRITER, str(mnt / "state.txt")],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             )
-            with trio.fail_after(60):
+            with hang_after(60):
                 line = await _readline(proc.stdout)
                 assert line == b"written\n"
                 assert await reader.get_file("vol", "state.txt") == b"version 1"  # open, not closed: old version

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mycelium.api import protocol
 from tests.integration.daemons import Daemon, wait_until
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def ok(res) -> str:
 
 
 def rows(d: Daemon) -> dict[str, dict]:
-    return {r["name"]: r for r in json.loads(ok(d.cli("services", "--json")))["services"]}
+    return {r["name"]: r for r in d.api(protocol.SERVICES)["services"]}  # what `services --json` prints
 
 
 def http_get(endpoint: str) -> str:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mycelium.testing.deadlines import stretched
 from tests.integration.daemons import CLI, Daemon
 from tests.integration.daemons import wait_moving
 from tests.testnet.history import HistoryChecker, wait_for
@@ -64,14 +65,18 @@ class NetDaemon(Daemon):
             full_env.pop("MYCELIUM_JOIN_TOKEN", None)
         cmd = [*self.exec_prefix, *CLI, "--state-dir", str(self.state_dir), "up", "--detach",
                "--listen", f"/ip4/{self.address}/tcp/{self.port}", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=full_env)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=stretched(60), env=full_env)
 
     def cli(self, *args: str, timeout: float = 60, env: dict | None = None, input: str | None = None):
         return super().cli(*args, timeout=timeout, env={**self.env, **(env or {})}, input=input)
 
     def status_or_none(self) -> dict | None:
-        res = self.cli("status", "--json", timeout=20)
-        return json.loads(res.stdout) if res.returncode == 0 else None
+        from mycelium.api.client import ClientError
+
+        try:
+            return self.status()
+        except ClientError:
+            return None  # down, starting, or stopped (SIGSTOP) past the client's timeout
 
 
 class Testnet:
