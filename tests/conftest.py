@@ -56,21 +56,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("sim_seed", seeds, ids=[f"seed={s}" for s in seeds])
 
 
-REAL_DIRS = ("tests/integration/", "tests/fault/")  # real daemons, namespaces, QEMU, FUSE …
+# real daemons, namespaces, QEMU, FUSE … — the install and release tests (venvs, pip, wheels) are a
+# scope of their own, so they queue behind tests/fault instead of lengthening tests/integration
+REAL_SCOPES = ("tests/integration/test_install", "tests/integration/test_release", "tests/integration/", "tests/fault/")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """With `-n 2` (what scripts/test uses for the whole suite) the tests that start real processes
-    run one at a time per directory: tests/integration on one worker, tests/fault (a 4-validator
-    testnet in namespaces) on the other, followed there by the pure tests (unit, property, sim).
-    So at most two real-daemon tests run at once, and no two of one directory. (xdist's own
-    `xdist_group` mark does nothing with pytest 9, whose node ids cannot be rewritten.)"""
+    run one at a time per scope: tests/integration on one worker, tests/fault (a 4-validator
+    testnet in namespaces) on the other, followed there by the install and release tests, then the
+    pure tests (unit, property, sim) wherever a worker is free. So at most two real-process tests
+    run at once. (xdist's own `xdist_group` mark does nothing with pytest 9, whose node ids cannot be
+    rewritten.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class RealProcessesByDirectory(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return next((d for d in REAL_DIRS if nodeid.startswith(d)), nodeid)
+            scope = next((d for d in REAL_SCOPES if nodeid.startswith(d)), nodeid)
+            return "tests/integration/packaging" if scope in REAL_SCOPES[:2] else scope
 
+    # scopes in collection order (fault, integration, packaging, then the pure modules), not largest
+    # first: the first two start at once on the two workers, packaging queues second on tests/fault's
+    config.option.loadscopereorder = False
     return RealProcessesByDirectory(config, log)
 
 
