@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from mycelium import signatures
+from mycelium.durable import fsync_dir
 from mycelium.encoding import EncodingError, canonical, decode, digest, hash_value
 from mycelium.signatures import MAX_SIGNATURE_SIZE, ML_DSA_65_PUBLIC_SIZE, NETWORK_SCHEMES, PQ_KEYS, Scheme
 
@@ -217,11 +218,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- networks

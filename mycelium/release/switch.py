@@ -27,6 +27,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from mycelium.durable import fsync_dir
+
 SWITCH_EXIT = 75  # a supervised daemon exits with this to ask its supervisor for the switch
 SUPERVISED_ENV = "MYCELIUM_SUPERVISOR_PID"  # set in a supervised daemon: its supervisor's pid (the lock shows it)
 INSTALL_TIMEOUT_S = 300
@@ -66,11 +68,7 @@ def _relink(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     os.replace(tmp, link)
-    fd = os.open(link.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(link.parent)
 
 
 def point_current(root: Path, venv: Path) -> None:

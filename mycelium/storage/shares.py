@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mycelium.durable import fsync_dir
 from mycelium.storage.erasure import share_id
 
 MAGIC = b"MYS1"
@@ -91,11 +92,7 @@ class ShareStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        dfd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(final.parent)
         self._sizes[sid] = size
         self.used_bytes += size
 
