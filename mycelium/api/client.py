@@ -11,6 +11,7 @@ import errno
 import http.client
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,17 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+STARTING_WAIT_S = 30.0  # how long a request waits out a network session that is (re)starting
+
+
 class ControlClient:
-    def __init__(self, socket_path: Path, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, socket_path: Path, *, timeout_s: float = 10.0, starting_wait_s: float = STARTING_WAIT_S) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
+        # The daemon answers 503 "starting" while its network session (re)starts — right after
+        # `network create`/`join`, or a session restart — and refuses before changing anything, so
+        # asking again is safe: `mycelium network create x && mycelium network set …` just works.
+        self.starting_wait_s = starting_wait_s
 
     def _not_running(self) -> DaemonNotRunning:
         state_dir = self.socket_path.parent
@@ -72,7 +80,20 @@ class ControlClient:
         )
 
     def request(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> Any:
-        """Send one request and return the decoded answer (JSON, or bytes for non-JSON replies)."""
+        """Send a request and return the decoded answer (JSON, or bytes for non-JSON replies); a 503
+        "starting" is asked again for up to `starting_wait_s`, then raised."""
+        deadline = time.monotonic() + self.starting_wait_s
+        pause = 0.1
+        while True:
+            try:
+                return self._request_once(method, path, body, timeout_s=timeout_s)
+            except ApiError as exc:
+                if exc.status != 503 or exc.code != "starting" or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _request_once(self, method: str, path: str, body: Any, *, timeout_s: float | None) -> Any:
         if not self.socket_path.exists():
             raise self._not_running()
         conn = _UnixConnection(self.socket_path, timeout_s or self.timeout_s)

@@ -15,6 +15,7 @@ Perturbations:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -79,12 +80,17 @@ def netem_unavailable_reason() -> str | None:
     return None
 
 
+_SERIAL = itertools.count(1)
+
+
 @dataclass
 class Netns:
     """A hub namespace with a bridge, and one namespace per node attached to it."""
 
     size: int
-    prefix: str = field(default_factory=lambda: f"mycnet-{os.getpid()}-")
+    # pid and a per-process serial: one test process may hold two testnets at once (the package's
+    # shared one and a test's own), and their hubs must not share a name
+    prefix: str = field(default_factory=lambda: f"mycnet-{os.getpid()}-{next(_SERIAL)}-")
     created: list[str] = field(default_factory=list)
     _blackholes: list[tuple[int, str]] = field(default_factory=list)
 
@@ -199,7 +205,7 @@ def sweep_stale() -> list[str]:
     removed = []
     for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.fullmatch(r"mycnet-(\d+)-\w+", name)
+        m = re.fullmatch(r"mycnet-(\d+)-[\w-]+", name)
         if m and not _alive(int(m.group(1))):
             _delete_ns(name)
             removed.append(name)

@@ -154,3 +154,42 @@ def test_each_layers_errors_map_to_a_status_by_type_not_by_text():
         answer = api_error(exc)
         assert (answer.status, answer.code, answer.message) == (status, code, str(exc)), exc
     assert api_error(KeyError("a bug")) is None  # unknown: the server answers 500 and logs it
+
+
+async def test_a_starting_session_is_waited_out_then_reported(sock_path):
+    """503 "starting" (the network session is (re)starting and nothing was done) is asked again for
+    up to starting_wait_s: a command right after `network create` succeeds; a session that never
+    starts is still reported, with the daemon's message."""
+    metrics = NodeMetrics()
+    server = ControlServer(sock_path, metrics)
+    calls = {"n": 0}
+
+    async def set_param(req):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise ServerApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+        return 200, {"applied": req.body}
+
+    async def never(_req):
+        raise ServerApiError(503, "starting", "the node's network session is not running yet", "retry in a moment")
+
+    async def busy(_req):
+        calls["busy"] = calls.get("busy", 0) + 1
+        raise ServerApiError(503, "unavailable", "storage is not ready", "")
+
+    server.route("POST", "/v1/set", set_param)
+    server.route("GET", "/v1/never", never)
+    server.route("GET", "/v1/busy", busy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        client = ControlClient(sock_path, starting_wait_s=5)
+        got = await trio.to_thread.run_sync(lambda: client.post("/v1/set", {"max_validators": 4}))
+        assert got == {"applied": {"max_validators": 4}} and calls["n"] == 3
+        impatient = ControlClient(sock_path, starting_wait_s=0.5)
+        with pytest.raises(ApiError) as never_started:
+            await trio.to_thread.run_sync(lambda: impatient.get("/v1/never"))
+        assert never_started.value.status == 503 and "not running yet" in never_started.value.message
+        with pytest.raises(ApiError) as other:  # other 503s are not asked again
+            await trio.to_thread.run_sync(lambda: ControlClient(sock_path, starting_wait_s=5).get("/v1/busy"))
+        assert other.value.code == "unavailable" and calls["busy"] == 1
+        nursery.cancel_scope.cancel()
