@@ -27,3 +27,14 @@ def testnet(tmp_path_factory):
 def require_netns(net: Testnet) -> None:
     if net.net is None:
         pytest.skip(f"needs network namespaces: {net.netns_reason}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that form a testnet of their own run first in tests/fault, before the package's shared
+    testnet exists: two testnets at once are eight daemons on a two-core box."""
+    own = [item for item in items if "slashing_testnet" in getattr(item, "fixturenames", ())]
+    if not own:
+        return
+    first = next(k for k, item in enumerate(items) if item.nodeid.startswith("tests/fault/"))
+    rest = [item for item in items if item not in own]
+    items[:] = rest[:first] + own + rest[first:]

@@ -47,8 +47,8 @@ HONEST = [i for i in ALL if i != BYZANTINE]
 
 @pytest.fixture
 def slashing_testnet():
-    """A 4-validator testnet of this test's own: the attack below ends with one member slashed. Gone
-    before the package's testnet is formed (two at once would share their namespaces' names)."""
+    """A 4-validator testnet of this test's own: the attack below ends with one member slashed. Tests
+    using it run first in tests/fault (its conftest), before the package's testnet is formed."""
     reason = netns_unavailable_reason()
     with cluster.Testnet(4, netns=reason is None, spare=1) as net:
         net.netns_reason = reason
