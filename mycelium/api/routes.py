@@ -37,6 +37,11 @@ def install_routes(server: ControlServer, node: Any) -> None:
         if not node.ledger.is_member(node.key.node_id):
             raise ApiError(409, "not_admitted", "this node is not (yet) a member of its network, so it cannot invite",
                            "ask an admitted member to run `mycelium invite`")
+        if not node.addresses():
+            # while the network session (re)starts — just after `network create` — the node listens
+            # nowhere, and a token without an address leaves the joiner with nobody to dial, silently
+            raise ApiError(503, "starting", "the node's network session is not running yet, so an invite would "
+                           "carry no address to dial", "retry in a moment")
         now_s = int(time.time())
         inv = make_invite(node.key, node.membership.network_id, ttl_s=ttl_s, uses=uses, now_s=now_s)
         node.db.add_invite(inv.invite_id, inv.network_id, inv.expires_s, inv.uses, now_s)
