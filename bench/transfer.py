@@ -109,9 +109,15 @@ async def _channel_rate(a, b, k: int, mib: int, pq: bool = False) -> float:  # n
     note(f"transfer: data channel{' (pq)' if pq else ''}, {k} stripe(s), {mib} MiB")
     channel = await a.open_channel(b.node_id, "bench-sink", stripes=k)
     assert (channel.sealing is not None) is pq
+    return await timed_send(channel, mib, (mib * MIB).to_bytes(8, "big"))
+
+
+async def timed_send(channel, mib: int, first: bytes | None = None) -> float:  # noqa: ANN001
+    """MB/s of `mib` 1 MiB messages (after `first`, if any) until the peer answers b"done"; closes."""
     message = os.urandom(MIB)
     start = time.perf_counter()
-    await channel.send((mib * MIB).to_bytes(8, "big"))
+    if first is not None:
+        await channel.send(first)
     for _ in range(mib):
         await channel.send(message)
     assert await channel.receive() == b"done"

@@ -9,20 +9,9 @@ from hypothesis import strategies as st
 
 from mycelium.api.dto import _failure_text
 from mycelium.encoding import canonical, decode
-from mycelium.identity import NodeKey
 from mycelium.mesh import membership_kem as kem
-from mycelium.mesh.membership import (
-    MAX_HANDSHAKE_MESSAGE,
-    FailureReason,
-    Handshake,
-    HandshakeState,
-    Role,
-)
-
-NET = "ab" * 32
-SECRET = bytes(range(32))
-ALICE = NodeKey.from_seed(b"\x01" * 32).node_id
-BOB = NodeKey.from_seed(b"\x02" * 32).node_id
+from mycelium.mesh.membership import MAX_HANDSHAKE_MESSAGE, FailureReason, Handshake, HandshakeState, Role
+from tests.unit.test_mesh_membership import ALICE, BOB, NET, SECRET
 
 
 def _pair(*, pq: bool = True, secret_i: bytes = SECRET, secret_r: bytes = SECRET,
