@@ -22,6 +22,24 @@ from tests.testnet.netns import Netns, netns_unavailable_reason
 pytestmark = pytest.mark.integration
 
 
+def standin_node(tmp_path, iface: str, **standin: str):
+    """(namespace, state dir, env) for one daemon with `[k3s]` on the stand-in k3s; skips without
+    network namespaces or wireguard-go (the node brings up a real WireGuard interface)."""
+    reason = netns_unavailable_reason() or (None if shutil.which("wireguard-go") else "wireguard-go missing")
+    if reason:
+        pytest.skip(f"needs a network namespace and wireguard-go: {reason}")
+    env = {**standin_env(tmp_path / "record.jsonl", **standin), **TEST_ENV, "MYCELIUM__K3S__ENABLED": "true",
+           "MYCELIUM__K3S__BINARY": str(standin_binary(tmp_path)), "MYCELIUM__K3S__OVERLAY_INTERFACE": iface}
+    env.pop("MYCELIUM_STATE_DIR", None)
+    return Netns(1).create(), tmp_path / "state", env
+
+
+def node_cli(net, state, env, *args, inside=False):
+    prefix = net.exec_prefix(0) if inside else []
+    return subprocess.run([*prefix, *CLI, "--state-dir", str(state), *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
 def test_enabled_without_binary_stays_on_process_with_the_reason(daemons):
     node = daemons.new()
     env = {"MYCELIUM__K3S__ENABLED": "true", "MYCELIUM__K3S__BINARY": "/nonexistent/k3s"}
@@ -38,21 +56,12 @@ def test_enabled_without_binary_stays_on_process_with_the_reason(daemons):
 
 @pytest.mark.netns
 def test_with_the_standin_k3s_the_node_reports_runtime_k3s(tmp_path):
-    reason = netns_unavailable_reason() or (None if shutil.which("wireguard-go") else "wireguard-go missing")
-    if reason:
-        pytest.skip(f"needs a network namespace and wireguard-go: {reason}")
-    net = Netns(1).create()
-    state = tmp_path / "state"
-    record = tmp_path / "record.jsonl"
     iface = f"myc-t{os.getpid() % 10**6}"
-    env = {**standin_env(record), **TEST_ENV, "MYCELIUM__K3S__ENABLED": "true",
-           "MYCELIUM__K3S__BINARY": str(standin_binary(tmp_path)), "MYCELIUM__K3S__OVERLAY_INTERFACE": iface}
-    env.pop("MYCELIUM_STATE_DIR", None)
+    net, state, env = standin_node(tmp_path, iface)
+    record = tmp_path / "record.jsonl"
 
     def cli(*args, inside=False):
-        prefix = net.exec_prefix(0) if inside else []
-        return subprocess.run([*prefix, *CLI, "--state-dir", str(state), *args], capture_output=True, text=True,
-                              timeout=120, env=env)
+        return node_cli(net, state, env, *args, inside=inside)
 
     try:
         res = cli("up", "--detach", "--listen", "/ip4/127.0.0.1/tcp/0", inside=True)
@@ -161,22 +170,14 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
     The stand-in kubelet runs containers on the host with a free port, so the pod endpoint that
     `resolve` returns (podIP:containerPort, as the API reports it) is where a real pod listens, not
     where the stand-in's process does: the test reads it, it does not connect to it."""
-    reason = netns_unavailable_reason() or (None if shutil.which("wireguard-go") else "wireguard-go missing")
-    if reason:
-        pytest.skip(f"needs a network namespace and wireguard-go: {reason}")
     from mycelium.api import protocol
     from tests.integration.daemons import Daemon
 
-    net = Netns(1).create()
-    state = tmp_path / "state"
     kubelet_dir = tmp_path / "kubelet"
     control = tmp_path / "k3s-ready"
+    net, state, env = standin_node(tmp_path, f"myc-h{os.getpid() % 10**6}", MYCELIUM_STANDIN_API="1",
+                                   MYCELIUM_STANDIN_KUBELET=str(kubelet_dir), MYCELIUM_STANDIN_CONTROL=str(control))
     word = f"myc{os.getpid()}x{int(time.time()) % 10**6}"
-    env = {**standin_env(tmp_path / "record.jsonl", MYCELIUM_STANDIN_API="1", MYCELIUM_STANDIN_KUBELET=str(kubelet_dir),
-                         MYCELIUM_STANDIN_CONTROL=str(control)), **TEST_ENV,
-           "MYCELIUM__K3S__ENABLED": "true", "MYCELIUM__K3S__BINARY": str(standin_binary(tmp_path)),
-           "MYCELIUM__K3S__OVERLAY_INTERFACE": f"myc-h{os.getpid() % 10**6}"}
-    env.pop("MYCELIUM_STATE_DIR", None)
     node = Daemon(state)
     manifest = tmp_path / "ticker.yaml"
     manifest.write_text(textwrap.dedent(f"""\
@@ -190,9 +191,7 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         """))
 
     def cli(*args, inside=False):
-        prefix = net.exec_prefix(0) if inside else []
-        return subprocess.run([*prefix, *CLI, "--state-dir", str(state), *args], capture_output=True, text=True,
-                              timeout=120, env=env)
+        return node_cli(net, state, env, *args, inside=inside)
 
     def replica():
         rows = {r["name"]: r for r in node.api(protocol.SERVICES)["services"]}
