@@ -322,6 +322,12 @@ class WorkloadRunner:
         views = self._views(self._current_specs(head), head.placements)
         return [view.row(now_ms) for _, view in sorted(views.items())]
 
+    def handover(self) -> dict[str, int]:
+        """How this node's placed replicas are split between the runtimes (`mycelium status`)."""
+        on_k3s = sum(1 for d in self._owners.values() if d.owner is Owner.K3S)
+        return {"k3s": on_k3s, "process": len(self._owners) - on_k3s,
+                "handing_over": sum(1 for d in self._owners.values() if d.handing_over)}
+
     def resolve(self, name: str) -> list[str]:
         head = self.session.ledger.head
         if head is None or name not in head.services:

@@ -215,6 +215,9 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         assert res.returncode == 0, res.stdout + res.stderr
         # no manager yet, so no pod: the process runner runs it, on this node's workloads directory
         r = wait_until(lambda: on_process(x := replica()) and x, timeout=60, what="the process replica running")
+        # the manager's manifest is written a sync after K3s is ready; from then on the runner waits for a pod
+        wait_until(lambda: node.status()["k3s"]["replicas"] == {"k3s": 0, "process": 1, "handing_over": 1},
+                   timeout=30, what="the process replica waiting to be handed over")
         assert str(state / "workloads") in wait_until(lambda: word in (t := logs()) and t, timeout=30, what="its output")
 
         manager = subprocess.Popen([*net.exec_prefix(0), sys.executable, "-m", "mycelium.runtime.k3s.manager",
@@ -224,6 +227,8 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         r = wait_until(lambda: on_k3s(x := replica()) and x, timeout=90, what="the replica handed over to the pod")
         assert r["endpoints"] == ["127.0.0.1:8080"]  # podIP:containerPort as the API reports them
         assert node.api(f"{protocol.RESOLVE}?name=ticker")["endpoints"] == ["127.0.0.1:8080"]
+        assert node.status()["k3s"]["replicas"] == {"k3s": 1, "process": 0, "handing_over": 0}
+        assert "replicas here: 1 on K3s, 0 on process" in cli("status").stdout
         assert str(kubelet_dir) in wait_until(lambda: word in (t := logs()) and t, timeout=30, what="the pod's output")
         stop_line = next((line for line in node.log().splitlines() if "stopped replica" in line and "ticker" in line), "")
         assert "handed over to K3s" in stop_line, stop_line

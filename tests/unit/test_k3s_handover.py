@@ -122,7 +122,7 @@ def test_the_steps_of_one_handover():
     assert who_manages(True, desired, {"web"}, {})["web"].owner is Owner.PROCESS  # no pod yet
     starting = PodView("web", False, web.version(), "myc-web/web-1", phase="Pending")
     d = who_manages(True, desired, {"web"}, {"web": starting})["web"]
-    assert d.owner is Owner.PROCESS and "handing over" in d.reason and "not ready" in d.reason
+    assert d.owner is Owner.PROCESS and d.handing_over and "handing over" in d.reason and "not ready" in d.reason
     old = PodView("web", True, spec("web", arg="v0").version(), "myc-web/web-1")
     assert who_manages(True, desired, {"web"}, {"web": old})["web"].owner is Owner.PROCESS  # another version
     ready = PodView("web", True, web.version(), "myc-web/web-1")

@@ -59,6 +59,7 @@ class PodView:
 class Decision:
     owner: Owner
     reason: str
+    handing_over: bool = False  # a process replica serves until the pod that replaces it is ready
 
 
 def k3s_refusal(spec: ServiceSpec) -> str | None:
@@ -88,7 +89,8 @@ def who_manages(runtime_k3s: bool, desired: Mapping[str, ServiceSpec], process: 
         elif name in process:
             why = "is not ready yet" if pod is not None and pod.version == spec.version() else \
                 "runs another version" if pod is not None else "does not exist yet"
-            out[name] = Decision(Owner.PROCESS, f"handing over to K3s: the process replica keeps serving; its pod {why}")
+            out[name] = Decision(Owner.PROCESS, f"handing over to K3s: the process replica keeps serving; its pod {why}",
+                                 handing_over=True)
         elif pod is not None:
             out[name] = Decision(Owner.K3S, f"pod {pod.name or name} is starting ({pod.phase or 'pending'})")
         else:
