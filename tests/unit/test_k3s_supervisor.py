@@ -198,3 +198,20 @@ def test_the_standin_refuses_a_token_its_datastore_was_not_made_with(tmp_path):
     res = subprocess.run([str(standin_binary(tmp_path)), "server", "--config", str(tmp_path / "config.yaml")],
                          capture_output=True, text=True, timeout=60, env=standin_env(tmp_path / "rec.jsonl"))
     assert res.returncode == 1 and "different token" in res.stdout
+
+
+def test_a_ready_k3s_falls_back_only_after_several_failed_probes_in_a_row():
+    sup = Supervision(FAST)
+    sup.on_start(0.0)
+    sup.on_ready(1.0, True)
+    for t in (2.0, 3.0):  # a slow answer or two on a loaded machine: still ready
+        sup.on_ready(t, False, "timed out")
+        assert sup.usable
+    sup.on_ready(4.0, True)
+    for t in range(5, 5 + FAST.unready_after):
+        assert sup.usable
+        sup.on_ready(float(t), False, "/readyz answered 500")
+    assert sup.state is K3sState.NOT_READY and not sup.usable
+    assert f"{FAST.unready_after} failed probes in a row" in sup.message and "500" in sup.message
+    sup.on_ready(9.0, True)
+    assert sup.usable and sup.failed_probes == 0
