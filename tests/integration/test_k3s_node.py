@@ -185,7 +185,7 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         kind: Endomycete
         name: ticker
         spec:
-          command: [python3, -u, -c, "import os, time\\nprint('{word} from', os.getcwd())\\nwhile True: time.sleep(1)"]
+          command: [python3, -u, -c, "import os, time\\nprint('{word} from ' + os.getcwd())\\nwhile True: time.sleep(1)"]
           resources: {{cpu: 20m, memory: 32Mi}}
           ports: [{{name: http, port: 0}}]
         """))
@@ -218,7 +218,7 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         # the manager's manifest is written a sync after K3s is ready; from then on the runner waits for a pod
         wait_until(lambda: node.status()["k3s"]["replicas"] == {"k3s": 0, "process": 1, "handing_over": 1},
                    timeout=30, what="the process replica waiting to be handed over")
-        assert str(state / "workloads") in wait_until(lambda: word in (t := logs()) and t, timeout=30, what="its output")
+        wait_until(lambda: f"{word} from {state / 'workloads'}" in logs(), timeout=30, what="its output")
 
         manager = subprocess.Popen([*net.exec_prefix(0), sys.executable, "-m", "mycelium.runtime.k3s.manager",
                                     "--socket", str(state / "control.sock"),
@@ -229,15 +229,15 @@ def test_a_process_replica_is_handed_over_to_k3s_and_taken_back_on_fallback(tmp_
         assert node.api(f"{protocol.RESOLVE}?name=ticker")["endpoints"] == ["127.0.0.1:8080"]
         assert node.status()["k3s"]["replicas"] == {"k3s": 1, "process": 0, "handing_over": 0}
         assert "replicas here: 1 on K3s, 0 on process" in cli("status").stdout
-        assert str(kubelet_dir) in wait_until(lambda: word in (t := logs()) and t, timeout=30, what="the pod's output")
+        wait_until(lambda: f"{word} from {kubelet_dir}" in logs(), timeout=30, what="the pod's output")
         stop_line = next((line for line in node.log().splitlines() if "stopped replica" in line and "ticker" in line), "")
         assert "handed over to K3s" in stop_line, stop_line
 
         control.write_text("never\n")  # K3s stops being ready: fall back
         wait_until(lambda: node.status()["runtime"] == "process", timeout=60, what="runtime process")
         wait_until(lambda: on_process(replica()), timeout=60, what="the process runner taking the replica back")
-        assert str(state / "workloads") in wait_until(lambda: (t := logs()) and str(state / "workloads") in t and t,
-                                                      timeout=30, what="logs from the process replica again")
+        wait_until(lambda: f"{word} from {state / 'workloads'}" in logs(), timeout=30,
+                   what="logs from the process replica again")
 
         control.write_text("ready\n")  # K3s is back, its pod kept running: handed over again
         wait_until(lambda: on_k3s(replica()), timeout=60, what="the replica handed over again")
