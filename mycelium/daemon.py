@@ -349,8 +349,10 @@ class Node:
         if handoff is None:
             return {"runtime": "process", "reason": "K3s is not enabled (install with ./install.sh --k3s)", "k3s": None}
         r = handoff.report()
+        workloads = self.session.workloads
         return {"runtime": r.runtime, "reason": r.reason,
-                "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster}}
+                "k3s": {"mode": r.mode, "state": r.state, "restarts": r.restarts, "pid": r.pid, "cluster": r.cluster,
+                        "replicas": workloads.handover() if workloads is not None else {}}}
 
     def make_token(self, invite) -> str:
         return JoinToken(self.membership.genesis, self.membership.secret, tuple(self.addresses()), invite,

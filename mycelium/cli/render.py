@@ -50,6 +50,10 @@ def status(st: dict[str, Any]) -> None:
         runtime += f"\nk3s {k['mode']} {k['state']}"
         if k["cluster"].get("datastore"):
             runtime += f"   datastore {k['cluster']['datastore']}   servers {len(k['cluster'].get('servers', []))}"
+        if k.get("replicas"):  # the handover (mycelium.runtime.k3s.handover)
+            r = k["replicas"]
+            runtime += f"\nreplicas here: {r['k3s']} on K3s, {r['process']} on process"
+            runtime += f" ({r['handing_over']} handing over)" if r["handing_over"] else ""
     if st["runtime"] != "k3s" and st.get("k3s"):
         runtime += f"\n{st.get('runtime_reason', '')}"
     t.add_row("runtime", runtime)

@@ -15,6 +15,12 @@ the Latent exchange when it changed, and every `refresh_s` anyway so readers can
 The process driver is opened on `<state_dir>/workloads` for the session's lifetime: opening it kills
 leftovers of a crashed daemon, and closing it (cancellation: `mycelium down`, a network switch) stops
 every instance — SIGTERM, then SIGKILL after the grace — even though the caller is being cancelled.
+
+On a node whose runtime is k3s (session.k3s, mycelium.runtime.k3s.handoff) the runner runs only its
+share of the placed replicas (mycelium.runtime.k3s.handover.who_manages): a replica whose pod on this
+node is ready is K3s's — its process replica is stopped then, not before — and its service-spore
+report and logs come from the pod through the Kubernetes API, so `services`, `resolve` and `logs`
+read the same on both runtimes. When K3s stops being ready, everything is the runner's again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import trio
 
 from mycelium.observability.logs import get_logger
 from mycelium.runtime.driver import INSTANCE_ID, DriverError, InstanceHandle, InstanceSpec, InstanceStatus, UnknownInstance
+from mycelium.runtime.k3s.handover import Decision, Owner, pod_health, process_share, who_manages
+from mycelium.runtime.k3s.pods import PodReadError
 from mycelium.runtime.process import ProcessDriver, ProcessDriverConfig
 from mycelium.storage.workload_mounts import WorkloadVolumes
 from mycelium.runtime.reconciler import ObservedInstance, Restart, Start, Stop, desired_here, reconcile
@@ -107,6 +115,7 @@ class WorkloadRunner:
         self._specs: dict[str, tuple[Any, ServiceSpec | None]] = {}  # name -> (wire form, spec or None if bad)
         self._local: dict[str, ReplicaReport] = {}  # this node's replicas, refreshed every poll
         self._published: dict[str, tuple[dict, float]] = {}  # service -> (body, trio time published)
+        self._owners: dict[str, Decision] = {}  # who runs each replica placed here (K3s nodes only)
 
     # ------------------------------------------------------------------------------ running
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -150,16 +159,20 @@ class WorkloadRunner:
         head = self.session.ledger.head
         specs = self._current_specs(head)
         placements = head.placements if head is not None else {}
-        desired = desired_here(specs, placements, me)
+        placed = desired_here(specs, placements, me)
         observed = {iid: ObservedInstance(iid, st.version, st.state, st.final)
                     for iid, st in (await self._statuses()).items()}
+        self._owners = owners = self._ownership(placed, set(observed))
+        desired = process_share(owners, placed) if owners else placed
         views = self._views(specs, placements)
         actions = reconcile(me, desired, observed, {name: v.replica_views() for name, v in views.items()})
         stops = [a for a in actions if isinstance(a, Stop)]
         if stops:
             async with trio.open_nursery() as nursery:
                 for action in stops:
-                    nursery.start_soon(self._stop, action.instance_id, action.reason)
+                    handed = owners.get(action.instance_id)
+                    reason = f"handed over to K3s: {handed.reason}" if handed and handed.owner is Owner.K3S else action.reason
+                    nursery.start_soon(self._stop, action.instance_id, reason)
         for action in actions:
             if isinstance(action, Restart):
                 await self._stop(action.instance_id, action.reason)
@@ -168,6 +181,31 @@ class WorkloadRunner:
                 await self._start(action.instance_id, action.spec)
         self.starts.keep_only(set(desired))
         self._local = self._reports(desired, await self._statuses())
+        self._local.update(self._pod_reports(placed, owners))
+
+    def _ownership(self, placed: dict[str, ServiceSpec], process: set[str]) -> dict[str, Decision]:
+        """Who runs each placed replica (k3s/handover.py); {} on a node without K3s enabled."""
+        k3s = getattr(self.session, "k3s", None)
+        if k3s is None:
+            return {}
+        return who_manages(k3s.runtime_k3s(), placed, process, k3s.pods)
+
+    def _pod_reports(self, placed: dict[str, ServiceSpec], owners: dict[str, Decision]) -> dict[str, ReplicaReport]:
+        """Service-spore reports of the replicas K3s runs here, from their pods."""
+        k3s = getattr(self.session, "k3s", None)
+        out, now_ms = {}, int(time.time() * 1000)
+        for name, decision in owners.items():
+            if decision.owner is not Owner.K3S:
+                continue
+            pod = k3s.pods.get(name) if k3s is not None else None
+            if pod is None:
+                out[name] = ReplicaReport(self.session.key.node_id, name, ReplicaHealth.PENDING, timestamp_ms=now_ms,
+                                          message="on K3s: waiting for its pod")
+                continue
+            health = ReplicaHealth(pod_health(pod, placed[name].health is not None))
+            out[name] = ReplicaReport(self.session.key.node_id, name, health, pod.endpoints, pod.restarts, pod.version,
+                                      f"on K3s: pod {pod.name}" + (f" ({pod.message})" if pod.message else ""), now_ms)
+        return out
 
     async def _statuses(self) -> dict[str, InstanceStatus]:
         out = {}
@@ -284,6 +322,12 @@ class WorkloadRunner:
         views = self._views(self._current_specs(head), head.placements)
         return [view.row(now_ms) for _, view in sorted(views.items())]
 
+    def handover(self) -> dict[str, int]:
+        """How this node's placed replicas are split between the runtimes (`mycelium status`)."""
+        on_k3s = sum(1 for d in self._owners.values() if d.owner is Owner.K3S)
+        return {"k3s": on_k3s, "process": len(self._owners) - on_k3s,
+                "handing_over": sum(1 for d in self._owners.values() if d.handing_over)}
+
     def resolve(self, name: str) -> list[str]:
         head = self.session.ledger.head
         if head is None or name not in head.services:
@@ -292,6 +336,17 @@ class WorkloadRunner:
         return view.endpoints() if view is not None else []
 
     async def logs(self, name: str, lines: int) -> list[str]:
+        owner = self._owners.get(name)
+        k3s = getattr(self.session, "k3s", None)
+        if owner is not None and owner.owner is Owner.K3S and k3s is not None:
+            pod = k3s.pods.get(name)
+            if pod is None:
+                raise NoSuchReplica(f"{name!r} runs on K3s here, but its pod is not there yet; try again in a moment")
+            try:
+                return await k3s.pod_logs(pod, max(0, min(lines, MAX_LOG_LINES)))
+            except PodReadError as exc:
+                raise NoSuchReplica(f"{name!r} runs on K3s here, but the logs of its pod {pod.name} cannot be "
+                                    f"read: {exc}") from None
         driver = self.driver
         head = self.session.ledger.head
         placed = list(head.placements.get(name, ())) if head is not None else []

@@ -7,11 +7,18 @@ validation would; every request is recorded (`FakeKube.requests`) so tests can a
 
 Resources served (core v1, apps/v1, networking.k8s.io/v1):
     namespaces (cluster-scoped); configmaps, services, pods; deployments, daemonsets; networkpolicies
-Label selectors: equality (`k=v`) and existence (`k`), comma-separated — what the manager sends.
+Label selectors: equality (`k=v`) and existence (`k`), comma-separated — what the manager sends;
+field selector `spec.nodeName=N` on pods.
+
+With `controllers=True` (and a kubelet) it also plays kube-controller-manager and the scheduler for
+Deployments, crudely: after every write, each Deployment has one Pod per node its node affinity
+names (the first `replicas` of them, on the K3s node name config.k8s_node_name gives that node id),
+recreated when the pod template changes; Pods of deleted Deployments or namespaces are killed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -56,6 +63,7 @@ class FakeKube:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     terminate_after_requests: int = 3  # a deleted namespace stays Terminating for this many requests
     _terminating: dict[str, int] = field(default_factory=dict)
+    controllers: bool = False  # run Deployments' Pods (see the module docstring)
 
     # ------------------------------------------------------------------------------ HTTP glue
     def handle(self, req: BaseHTTPRequestHandler) -> None:
@@ -69,6 +77,8 @@ class FakeKube:
         else:
             with self._lock:
                 code, out = self.dispatch(req.command, url.path, parse_qs(url.query), body)
+                if self.controllers and req.command != "GET":
+                    self.sync_deployments()
         raw_text = out.get("__raw__") if isinstance(out, dict) else None
         data = raw_text.encode() if raw_text is not None else json.dumps(out).encode()
         req.send_response(code)
@@ -157,7 +167,9 @@ class FakeKube:
                 ns_obj["metadata"].setdefault("deletionTimestamp", _now())
                 ns_obj["status"] = {"phase": "Terminating"}
                 for other in [k for k in self.objects if k[1] == name]:
-                    del self.objects[other]
+                    gone = self.objects.pop(other)
+                    if other[0] == "Pod":
+                        self._kill(gone)
                 self._terminating[name] = self.terminate_after_requests
                 return 200, ns_obj
             deleted = self.objects.pop(key)
@@ -177,8 +189,13 @@ class FakeKube:
             match = _selector(selector)
         except ValueError as exc:
             return 400, status(400, "BadRequest", str(exc))
+        node = query.get("fieldSelector", [""])[0].removeprefix("spec.nodeName=") if kind == "Pod" else ""
         items = [o for (k, ns, _), o in sorted(self.objects.items())
-                 if k == kind and (namespace is None or ns == namespace) and match(o["metadata"].get("labels", {}))]
+                 if k == kind and (namespace is None or ns == namespace) and match(o["metadata"].get("labels", {}))
+                 and (not node or (o.get("spec") or {}).get("nodeName") == node)]
+        if kind == "Pod" and self.kubelet is not None:
+            for o in items:
+                o["status"] = self.kubelet.status(o)
         api_version = prefix.removeprefix("api/").removeprefix("apis/")
         return 200, {"kind": f"{kind}List", "apiVersion": api_version,
                      "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
@@ -262,6 +279,53 @@ class FakeKube:
             obj["status"] = old["status"]
         self.objects[key] = obj
         return 200, obj
+
+    # ------------------------------------------------------------------------------ controllers
+    def _kill(self, pod: dict) -> None:
+        if self.kubelet is not None:
+            try:
+                self.kubelet.kill_pod(pod, 1.0)
+            except Exception:  # noqa: BLE001 - never ran (its start failed) or already gone
+                pass
+
+    def sync_deployments(self) -> None:
+        """One pass of the crude Deployment controller + scheduler (called with the lock held)."""
+        from mycelium.runtime.k3s.config import k8s_node_name
+
+        wanted: dict[tuple[str, str, str], dict] = {}
+        for (kind, ns, name), dep in list(self.objects.items()):
+            if kind != "Deployment":
+                continue
+            template = dep["spec"]["template"]
+            digest = hashlib.blake2b(json.dumps(template, sort_keys=True).encode(), digest_size=4).hexdigest()
+            terms = template["spec"].get("affinity", {}).get("nodeAffinity", {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", [])
+            nodes = sorted(v for t in terms for e in t.get("matchExpressions", []) for v in e.get("values", []))
+            for node in nodes[: dep["spec"].get("replicas", 1)]:
+                node_name = k8s_node_name(node)
+                pod_name = f"{name}-{digest}-{node_name[-5:]}"
+                spec = {k: v for k, v in template["spec"].items() if k != "affinity"}
+                wanted[("Pod", ns, pod_name)] = {
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod_name, "namespace": ns, "labels": dict(template["metadata"]["labels"]),
+                                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                                                      "uid": dep["metadata"]["uid"], "controller": True}],
+                                 "uid": f"uid-{next(self._rv)}", "resourceVersion": str(next(self._rv)),
+                                 "creationTimestamp": _now()},
+                    "spec": {**spec, "nodeName": node_name, "restartPolicy": "Always"}}
+        for key, pod in list(self.objects.items()):
+            owned = any(r.get("kind") == "Deployment" for r in pod.get("metadata", {}).get("ownerReferences", []))
+            if key[0] == "Pod" and owned and key not in wanted:
+                del self.objects[key]
+                self._kill(pod)
+        for key, pod in wanted.items():
+            if key not in self.objects:
+                self.objects[key] = pod
+                if self.kubelet is not None:
+                    try:
+                        self.kubelet.run_pod(pod)
+                    except Exception as exc:  # noqa: BLE001 - as in _create: the pod says why
+                        pod["status"] = {"phase": "Failed", "message": str(exc)}
 
 
 def _selector(text: str):

@@ -14,7 +14,7 @@ from mycelium.runtime.k3s.config import NodeFiles, NodePaths
 from mycelium.runtime.k3s.plan import plan_cluster
 from mycelium.runtime.k3s.supervision import K3sState, Supervision, SupervisorConfig
 from mycelium.runtime.k3s.supervisor import K3sSupervisor
-from mycelium.runtime.k3s.token import cluster_token
+from mycelium.runtime.k3s.token import cluster_token, rotation_needed
 from tests.k3s_helpers import NODES, free_port, primary, records, standin_binary, standin_env
 
 FAST = SupervisorConfig(ready_timeout_s=1.5, probe_interval_s=0.05, backoff_initial_s=0.1, backoff_factor=2,
@@ -132,3 +132,86 @@ async def test_a_new_plan_restarts_k3s_with_the_new_config(tmp_path, nursery):
     sup.set_plan(files, TOKEN, {})  # unchanged files: no restart
     await trio.sleep(0.3)
     assert len(records(record)) == 2
+
+
+NEW_TOKEN = cluster_token(bytes([7]) * 32, "ab" * 32)  # after a network-secret rotation
+
+
+def test_rotation_is_needed_only_on_an_initialised_server_whose_token_changed():
+    assert rotation_needed(True, True, TOKEN, NEW_TOKEN) == (TOKEN, NEW_TOKEN)
+    assert rotation_needed(True, True, TOKEN, TOKEN) is None
+    assert rotation_needed(True, False, TOKEN, NEW_TOKEN) is None  # a fresh server: just the new file
+    assert rotation_needed(False, True, TOKEN, NEW_TOKEN) is None  # agents restart with the new file
+    assert rotation_needed(True, True, None, NEW_TOKEN) is None
+
+
+async def test_a_new_token_is_rotated_on_the_running_server_then_used(tmp_path, nursery):
+    sup, record, p = await run_supervisor(tmp_path, NODES[0])
+    await nursery.start(sup.run)
+    await wait_report(sup, lambda r: r.runtime == "k3s", "k3s ready")
+    first_pid = sup.report().pid
+    datastore = tmp_path / "k3s/data/server/token"
+    assert datastore.read_text().strip() == TOKEN  # the stand-in keeps its datastore's token, as K3s does
+    plan, files = files_for(p, NODES[0], tmp_path)
+    sup.set_plan(files, NEW_TOKEN, {})
+    assert (tmp_path / "k3s/token").read_text().strip() == TOKEN  # not before `k3s token rotate`
+    await wait_report(sup, lambda r: r.runtime == "k3s" and r.pid not in (None, first_pid), "restarted with the new token")
+    argvs = [r["argv"] for r in records(record)]
+    assert [a[:2] for a in argvs] == [["server", "--config"], ["token", "rotate"], ["server", "--config"]]
+    rotate = records(record)[1]
+    assert rotate["K3S_TOKEN"] and TOKEN not in rotate["argv"]  # the old token went in the environment
+    assert rotate["argv"][2:] == ["--data-dir", str(tmp_path / "k3s/data"), "--server", rotate["argv"][5],
+                                  "--new-token", NEW_TOKEN]
+    assert rotate["argv"][5].startswith("http://127.0.0.1:")  # the running server, from K3s's kubeconfig
+    assert (tmp_path / "k3s/token").read_text().strip() == NEW_TOKEN == datastore.read_text().strip()
+    assert (tmp_path / "k3s/token").stat().st_mode & 0o777 == 0o600
+    assert "token_rotation" not in sup.report().cluster
+    sup.set_plan(files, NEW_TOKEN, {})  # nothing more to do
+    await trio.sleep(0.3)
+    assert len(records(record)) == 3
+
+
+async def test_a_failed_rotation_keeps_the_old_token_and_says_so(tmp_path, nursery):
+    sup, record, p = await run_supervisor(tmp_path, NODES[0])
+    await nursery.start(sup.run)
+    await wait_report(sup, lambda r: r.runtime == "k3s", "k3s ready")
+    (tmp_path / "k3s/data/server/token").write_text("someone-else\n")  # the datastore does not take our old token
+    plan, files = files_for(p, NODES[0], tmp_path)
+    sup.set_plan(files, NEW_TOKEN, {})
+    report = await wait_report(sup, lambda r: "exited 1" in r.cluster.get("token_rotation", ""), "the rotation's failure")
+    assert "old token kept" in report.cluster["token_rotation"] and report.runtime == "k3s"
+    assert (tmp_path / "k3s/token").read_text().strip() == TOKEN
+    assert [r["argv"][0] for r in records(record)] == ["server", "token"]  # K3s was not restarted
+
+
+def test_the_standin_refuses_a_token_its_datastore_was_not_made_with(tmp_path):
+    """What makes the rotation test meaningful: a server restarted with a changed token file and no
+    `k3s token rotate` does not come up (K3s: 'bootstrap data already found … different token')."""
+    import subprocess
+
+    data = tmp_path / "data"
+    (data / "server").mkdir(parents=True)
+    (data / "server/token").write_text(TOKEN + "\n")
+    (tmp_path / "token").write_text(NEW_TOKEN + "\n")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"token-file": str(tmp_path / "token"), "data-dir": str(data),
+                                                          "write-kubeconfig": str(tmp_path / "kubeconfig.yaml")}))
+    res = subprocess.run([str(standin_binary(tmp_path)), "server", "--config", str(tmp_path / "config.yaml")],
+                         capture_output=True, text=True, timeout=60, env=standin_env(tmp_path / "rec.jsonl"))
+    assert res.returncode == 1 and "different token" in res.stdout
+
+
+def test_a_ready_k3s_falls_back_only_after_several_failed_probes_in_a_row():
+    sup = Supervision(FAST)
+    sup.on_start(0.0)
+    sup.on_ready(1.0, True)
+    for t in (2.0, 3.0):  # a slow answer or two on a loaded machine: still ready
+        sup.on_ready(t, False, "timed out")
+        assert sup.usable
+    sup.on_ready(4.0, True)
+    for t in range(5, 5 + FAST.unready_after):
+        assert sup.usable
+        sup.on_ready(float(t), False, "/readyz answered 500")
+    assert sup.state is K3sState.NOT_READY and not sup.usable
+    assert f"{FAST.unready_after} failed probes in a row" in sup.message and "500" in sup.message
+    sup.on_ready(9.0, True)
+    assert sup.usable and sup.failed_probes == 0

@@ -72,6 +72,10 @@ class NodePaths:
         return self.root / "kubeconfig.yaml"
 
     @property
+    def agent_kubeconfig(self) -> Path:
+        return self.data_dir / "agent/kubelet.kubeconfig"  # the kubelet's node credentials, written by k3s agent
+
+    @property
     def cni_conf(self) -> Path:
         return self.data_dir / "agent/etc/cni/net.d" / CNI_FILE
 

@@ -8,6 +8,10 @@ Primary and its liveness; if this node runs K3s, bring its WireGuard interface u
 the desired peer set (Latent OVERLAY entries); render and install K3s's config, write the token,
 let the supervisor (re)start K3s; on a ready server, write the manager's manifest into K3s's
 auto-deploy directory. Anything that fails leaves the node on the process runtime with the reason.
+
+While the runtime is k3s (`runtime_k3s()`: server ready with the manager's manifest installed, or
+agent joined) it reads this node's service pods every `POD_POLL_S` (pods.PodReader) for the process
+runner, which hands its replicas over to them (handover.who_manages) and reads their logs here.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from mycelium.overlay.addressing import OverlayConfig
 from mycelium.overlay.keys import OverlayKey
 from mycelium.overlay.peers import Announcement, desired_overlay
 from mycelium.overlay.wireguard import OverlayError, WireGuardLink
-from mycelium.runtime.k3s.config import NodeFiles, NodePaths, TemplateMissing
+from mycelium.runtime.k3s.config import NodeFiles, NodePaths, TemplateMissing, k8s_node_name
+from mycelium.runtime.k3s.handover import PodView
+from mycelium.runtime.k3s.pods import PodReader, PodReadError
 from mycelium.runtime.k3s.manager.deploy import MANAGER_IMAGE, install_manager
 from mycelium.runtime.k3s.plan import K3sMode, plan_cluster
 from mycelium.runtime.k3s.supervision import SupervisorConfig
@@ -34,6 +40,7 @@ from mycelium.spores.entry import EntryType
 
 log = get_logger("mycelium.k3s")
 SYNC_INTERVAL_S = 2.0
+POD_POLL_S = 1.0  # how often this node's pods are read while the runtime is k3s (the handover's pace)
 
 
 class K3sHandoff:
@@ -50,6 +57,10 @@ class K3sHandoff:
         self.interface = getattr(section, "overlay_interface", "") or overlay.interface
         self.overlay_error = ""
         self.manager_image = section.manager_image or f"{MANAGER_IMAGE}:{__version__}"
+        self.manager_installed = False  # the manager's manifest is in K3s's auto-deploy directory
+        self.pods: dict[str, PodView] = {}  # this node's service pods, while the runtime is k3s
+        self.pods_error = ""
+        self._reader: PodReader | None = None
 
     # ------------------------------------------------------------------------------ for others
     def announcement_body(self) -> dict:
@@ -71,16 +82,48 @@ class K3sHandoff:
                                  report.restarts, report.pid, report.cluster)
         return report
 
+    def runtime_k3s(self) -> bool:
+        """K3s runs this node's Endomycetes: a ready server whose manager is deployed, or a joined agent."""
+        report = self.supervisor.report()
+        return report.runtime == "k3s" and (report.mode == "agent" or self.manager_installed)
+
+    async def pod_logs(self, pod: PodView, lines: int) -> list[str]:
+        reader = self._reader
+        if reader is None:
+            raise PodReadError("K3s is not this node's runtime any more")
+        return await trio.to_thread.run_sync(reader.logs, pod, lines)
+
+    async def _watch_pods(self) -> None:
+        me = self.session.key.node_id
+        while True:
+            if self.runtime_k3s():
+                mode = self.supervisor.report().mode
+                kubeconfig = self.paths.kubeconfig if mode == "server" else self.paths.agent_kubeconfig
+                if self._reader is None or self._reader.kubeconfig != kubeconfig:
+                    self._reader = PodReader(kubeconfig, k8s_node_name(me))
+                try:
+                    self.pods, self.pods_error = await trio.to_thread.run_sync(self._reader.pods), ""
+                except PodReadError as exc:  # no pods known: the runner keeps (or takes back) the replicas
+                    if self.pods_error != str(exc):
+                        log.warning("cannot read this node's pods", error=str(exc))
+                    self.pods, self.pods_error = {}, str(exc)
+            else:
+                self.pods = {}
+            await trio.sleep(POD_POLL_S)
+
     # ------------------------------------------------------------------------------ the loop
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
+                nursery.start_soon(self._watch_pods)
                 task_status.started()
                 while True:
                     await self.sync()
                     await trio.sleep(SYNC_INTERVAL_S)
         finally:
+            if self._reader is not None:
+                self._reader.close()
             if self.link is not None:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self.link.down)
@@ -107,6 +150,7 @@ class K3sHandoff:
         if files.mode is K3sMode.SERVER and self.supervisor.report().runtime == "k3s":
             if install_manager(self.paths, state_dir=session.cfg.state_dir, image=self.manager_image, node=me):
                 log.info("manager manifest written into K3s's auto-deploy directory", image=self.manager_image)
+            self.manager_installed = True
 
     def _render(self, plan, head, me) -> NodeFiles:
         try:

@@ -5,6 +5,8 @@
     exit after a longer run                     → the streak resets: delay = initial
     crash_loop_after quick failures in a row    → state crash_loop: fall back to the process runtime
     not ready within ready_timeout_s of a start → state not_ready: fall back, keep it running and probing
+    unready_after failed probes in a row once ready → state not_ready (one slow answer is no fallback:
+                                                   a fallback moves every replica back to the process runner)
     ready                                       → runtime k3s
 """
 
@@ -29,6 +31,7 @@ class K3sState(str, Enum):
 class SupervisorConfig:
     ready_timeout_s: float = 180.0  # a Pi 4 takes 60-120 s to bring a K3s server up from cold
     probe_interval_s: float = 2.0  # /readyz polling while starting and afterwards
+    unready_after: int = 3  # failed probes in a row before a ready K3s counts as not ready (3 × 2 s)
     backoff_initial_s: float = 2.0  # first restart delay
     backoff_factor: float = 2.0
     backoff_max_s: float = 120.0  # restarts never wait longer than this
@@ -47,6 +50,7 @@ class Supervision:
     started_at: float | None = None
     last_exit: int | None = None
     message: str = ""
+    failed_probes: int = 0  # in a row, since the last successful one
 
     def on_start(self, now: float) -> None:
         self.started_at = now
@@ -56,11 +60,13 @@ class Supervision:
         if ready:
             if self.state is not K3sState.READY:
                 self.message = "ready"
-            self.state = K3sState.READY
+            self.state, self.failed_probes = K3sState.READY, 0
             return
+        self.failed_probes += 1
         if self.state is K3sState.READY:
-            self.message = f"was ready, now not: {detail}"
-            self.state = K3sState.NOT_READY
+            if self.failed_probes >= self.config.unready_after:
+                self.message = f"was ready, now not ({self.failed_probes} failed probes in a row): {detail}"
+                self.state = K3sState.NOT_READY
         elif self.state is K3sState.STARTING and self.started_at is not None \
                 and now - self.started_at >= self.config.ready_timeout_s:
             self.state = K3sState.NOT_READY

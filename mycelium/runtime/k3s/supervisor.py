@@ -8,6 +8,11 @@ output to `<state>/k3s/k3s.log` (rotated). Readiness: a server is ready when its
 certificate handling); an agent when its kubelet's `/healthz` answers (http://127.0.0.1:10248).
 Anything else — no binary, not ready in time, crash loop — is reported as runtime `process` with
 the reason, and the node's workloads stay on the process driver.
+
+A new join token (network-secret rotation, token.py) on a server whose datastore already exists is
+not written at once: once that server is ready, `k3s token rotate` moves it to the new token, then
+the token file is rewritten and K3s restarted with it (retried every ROTATE_RETRY_S on failure,
+with the old token kept meanwhile).
 """
 
 from __future__ import annotations
@@ -21,12 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+import yaml
 
 from mycelium.runtime.k3s.config import NodeFiles, NodePaths, install_files
 from mycelium.runtime.k3s.plan import K3sMode
 from mycelium.runtime.k3s.supervision import K3sState, Supervision, SupervisorConfig
-from mycelium.runtime.k3s.token import write_token_file
+from mycelium.observability.logs import get_logger
+from mycelium.runtime.k3s.token import read_token_file, rotate_argv, rotation_needed, write_token_file
 from mycelium.runtime.logfiles import RotatingLog
+
+log = get_logger("mycelium.k3s")
+ROTATE_RETRY_S = 30.0  # a failed `k3s token rotate` is tried again after this
+ROTATE_TIMEOUT_S = 60.0
 
 KUBELET_HEALTHZ = "http://127.0.0.1:10248/healthz"
 INSTALL_HINT = ("install K3s (a single static binary: https://github.com/k3s-io/k3s/releases, or "
@@ -93,13 +104,19 @@ class K3sSupervisor:
         self.proc: trio.Process | None = None
         self._changed = trio.Event()
         self._reason = "K3s has not been configured yet"
+        self.rotation: tuple[str, str] | None = None  # (old, new) join token awaiting `k3s token rotate`
+        self.rotation_error = ""
+        self._rotation_retry_at = 0.0
 
     # ------------------------------------------------------------------------------ inputs
     def set_plan(self, files: NodeFiles, token: str, cluster: dict) -> None:
         """A new desired state (from the newest Primary). Restarts K3s when its files change."""
         self.cluster = dict(cluster)
-        changed = files.mode is not K3sMode.NONE and (write_token_file(self.paths.token_file, token) |
-                                                      install_files(files, self.paths))
+        initialised = (self.paths.data_dir / "server" / "token").exists()  # K3s's own copy: the datastore exists
+        self.rotation = rotation_needed(files.mode is K3sMode.SERVER, initialised,
+                                        read_token_file(self.paths.token_file), token)
+        changed = files.mode is not K3sMode.NONE and (
+            (self.rotation is None and write_token_file(self.paths.token_file, token)) | install_files(files, self.paths))
         if self.files is None or changed or files.mode is not self.files.mode:
             self.files = files
             self._changed.set()
@@ -114,9 +131,12 @@ class K3sSupervisor:
         mode = self.files.mode.value if self.files else "none"
         state = self.sup.state
         pid = self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+        cluster = self.cluster
+        if self.rotation is not None:
+            cluster = {**cluster, "token_rotation": self.rotation_error or "pending: k3s token rotate once the server is ready"}
         if self.sup.usable:
-            return RuntimeReport("k3s", f"k3s {mode} ready", mode, state.value, self.sup.restarts, pid, self.cluster)
-        return RuntimeReport("process", self._why(), mode, state.value, self.sup.restarts, pid, self.cluster)
+            return RuntimeReport("k3s", f"k3s {mode} ready", mode, state.value, self.sup.restarts, pid, cluster)
+        return RuntimeReport("process", self._why(), mode, state.value, self.sup.restarts, pid, cluster)
 
     def _why(self) -> str:
         state, log = self.sup.state, self.paths.root / "k3s.log"
@@ -174,7 +194,7 @@ class K3sSupervisor:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump, proc, log)
-                nursery.start_soon(self._probe, mode)
+                nursery.start_soon(self._probe, mode, binary)
                 await proc.wait()
                 nursery.cancel_scope.cancel()
             return proc.returncode
@@ -199,11 +219,40 @@ class K3sSupervisor:
             except OSError:
                 pass  # a full disk must not block K3s on a full pipe; the output is lost, K3s runs on
 
-    async def _probe(self, mode: K3sMode) -> None:
+    async def _probe(self, mode: K3sMode, binary: str) -> None:
         while True:
             if mode is K3sMode.SERVER:
                 ready, detail = await trio.to_thread.run_sync(server_readiness, self.paths.kubeconfig)
             else:
                 ready, detail = await trio.to_thread.run_sync(agent_readiness, self.agent_healthz)
             self.sup.on_ready(trio.current_time(), ready, detail)
+            if ready and mode is K3sMode.SERVER and self.rotation is not None \
+                    and trio.current_time() >= self._rotation_retry_at:
+                await self._rotate(binary, *self.rotation)
             await trio.sleep(self.config.probe_interval_s)
+
+    async def _rotate(self, binary: str, old: str, new: str) -> None:
+        """`k3s token rotate` on this running server; then the new token file and a restart."""
+        try:
+            server_url = (yaml.safe_load(self.paths.kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+            server_url, why = "", f"no API server URL in {self.paths.kubeconfig}: {exc}"
+        if server_url:
+            env = dict(self.env if self.env is not None else os.environ, K3S_TOKEN=old)
+            try:
+                with trio.fail_after(ROTATE_TIMEOUT_S):
+                    done = await trio.run_process(rotate_argv(binary, self.paths.data_dir, server_url, new),
+                                                  env=env, capture_stdout=True, capture_stderr=True, check=False)
+                out = (done.stdout + done.stderr).decode(errors="replace").strip()
+                why = "" if done.returncode == 0 else f"k3s token rotate exited {done.returncode}: {out[-300:]}"
+            except (OSError, trio.TooSlowError) as exc:
+                why = f"k3s token rotate failed: {type(exc).__name__}: {exc}"
+        if why:
+            self.rotation_error = f"{why} (old token kept; retrying in {ROTATE_RETRY_S:.0f} s)"
+            self._rotation_retry_at = trio.current_time() + ROTATE_RETRY_S
+            log.warning("cannot rotate the K3s token", error=self.rotation_error)
+            return
+        write_token_file(self.paths.token_file, new)
+        self.rotation, self.rotation_error = None, ""
+        log.info("K3s join token rotated after a network-secret rotation; restarting k3s server with it")
+        self._changed.set()  # the run loop restarts K3s with the new token file

@@ -26,11 +26,11 @@ import json
 from dataclasses import dataclass
 
 from mycelium.runtime.k3s.config import NODE_LABEL
+from mycelium.runtime.k3s.handover import INSTANCE_LABEL, SERVICE_LABEL, VERSION_LABEL, k3s_refusal
 from mycelium.runtime.spec import ServiceSpec
 
 KUBERNETES_VERSION = "1.36.0"  # the schema version objects are validated against (see README: K3s)
 MANAGED_BY = ("app.kubernetes.io/managed-by", "mycelium")
-SERVICE_LABEL = "mycelium.io/service"
 SPEC_HASH = "mycelium.io/spec-hash"
 FIRST_AUTO_PORT = 8080
 WORKDIR = "/work"
@@ -135,7 +135,7 @@ def pod_template(spec: ServiceSpec, placement: list[str], config: ManagerConfig)
         volumes = [{"name": "files", "configMap": {"name": f"{spec.name}-files", "items": [
             {"key": f"f{i}", "path": f.path, "mode": f.mode} for i, f in enumerate(spec.files)]}}]
     pod_labels = {**dict(spec.labels), **_labels(spec.name), "app.kubernetes.io/name": spec.name,
-                  "mycelium.io/version": spec.version()}
+                  VERSION_LABEL: spec.version()}
     pod_spec: dict = {
         "containers": [container],
         "affinity": {
@@ -183,7 +183,6 @@ def service_objects(spec: ServiceSpec, placement: list[str], config: ManagerConf
 
 RESTART_POLICY = {"always": "Always", "on-failure": "OnFailure", "never": "Never"}
 RESTART_ANNOTATION = "mycelium.io/restart"  # the spec's backoff (a real kubelet uses its own: 10 s → 5 min)
-INSTANCE_LABEL = "mycelium.io/instance"
 
 
 def instance_pod(instance_id: str, spec: ServiceSpec, node: str, namespace: str,
@@ -216,6 +215,10 @@ def desired_objects(services: dict[str, dict], placements: dict[str, list[str]],
             spec = ServiceSpec.from_wire(services[name])
         except ValueError as exc:  # SpecError: a spec this build cannot read (newer wire version)
             skipped[name] = str(exc)
+            continue
+        refusal = k3s_refusal(spec)
+        if refusal is not None:  # the daemon's process runner keeps it (handover.who_manages)
+            skipped[name] = f"stays on the process runtime: {refusal}"
             continue
         placement = placements.get(name, [])
         if not placement:
