@@ -190,6 +190,9 @@ class NetworkSession:
                                 send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes(),
                                 outputs={NewPrimary: self._on_new_primary, SyncedHead: self._on_synced_head})
             mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
+            if hasattr(mesh, "on_peer_admitted"):  # ask a just-admitted peer for the chain at once
+                mesh.on_peer_admitted(lambda peer: catchup.call(
+                    lambda now: self.catchup.on_peer_admitted(peer, mesh.admitted_peers(), now)))
             self.profile = await trio.to_thread.run_sync(probe, self.cfg.state_dir, Reachability.UNKNOWN)
             self._start_consensus()
             self.watch = QuorumWatch(self.ledger.validators(), trio.current_time(), self_id=self.key.node_id,

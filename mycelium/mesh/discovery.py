@@ -87,6 +87,7 @@ class Discovery:
         # connect to a blackholed route runs to the kernel's SYN retries, ~1 min); such a dial no
         # longer blocks a fresh attempt once it is older than dial_timeout_s.
         self._dialing: dict[NodeId, float] = {}
+        self._dial_done: dict[NodeId, trio.Event] = {}  # set when the dial in flight ends (one per peer dialled)
         self._ping_failures: dict[NodeId, int] = {}  # consecutive failed pings per peer
         self._bootstrap: list[tuple[NodeId, str]] = [split_p2p_address(a) for a in mesh.config.bootstrap]
 
@@ -161,6 +162,15 @@ class Discovery:
         started = self._dialing.get(node_id)
         return started is not None and now - started < self._mesh.config.dial_timeout_s
 
+    async def wait_dial(self, node_id: NodeId) -> None:
+        """Return when the dial of node_id in flight (if any) has ended, or is older than the dial timeout."""
+        done = self._dial_done.get(node_id)
+        started = self._dialing.get(node_id)
+        if done is None or started is None:
+            return
+        with trio.move_on_at(started + self._mesh.config.dial_timeout_s):
+            await done.wait()
+
     async def dial(self, node_id: NodeId, addrs: list[str]) -> bool:
         mesh = self._mesh
         host = mesh.libp2p_host
@@ -168,6 +178,7 @@ class Discovery:
         if host is None or self._dial_in_flight(node_id, now) or node_id == mesh.node_id:
             return False
         self._dialing[node_id] = now
+        done = self._dial_done[node_id] = trio.Event()
         mesh.counters.dial_attempts += 1
         error = "timeout"
         try:
@@ -180,6 +191,8 @@ class Discovery:
         finally:
             if self._dialing.get(node_id) == now:  # not if a later attempt replaced ours
                 del self._dialing[node_id]
+                del self._dial_done[node_id]
+            done.set()
         mesh.counters.dial_failures += 1
         delay = mesh.redial.failed(node_id, trio.current_time())
         mesh.log.debug("mesh.dial.failed", peer=node_id, error=error, retry_in_s=round(delay, 2))

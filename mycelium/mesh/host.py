@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Callable
 
 import multiaddr
 import trio
@@ -116,6 +116,7 @@ class Mesh:
         self.discovery = Discovery(self, self._rng)
         self.rpc.register(RPC_PEERS, self.discovery.serve_peers)
         self.channels = DataChannels(self, node_key)
+        self._admitted_listeners: list[Callable[[NodeId], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -272,8 +273,10 @@ class Mesh:
             raise MeshError(f"peer {node_id} is blocked after failing ({self.book.get(node_id).failure}); retry later")
         event = self.admission.concluded_event(node_id)
         self.book.get(node_id).failure = None
-        if not await self.discovery.dial(node_id, [addr]) and not self.book.get(node_id).connected:
-            raise MeshError(f"could not connect to {address}; is the node up and the port reachable?")
+        if not await self.discovery.dial(node_id, [addr]):
+            await self.discovery.wait_dial(node_id)  # the mesh's own dial was in flight: its outcome is ours
+            if not self.book.get(node_id).connected and not self.book.get(node_id).admitted:
+                raise MeshError(f"could not connect to {address}; is the node up and the port reachable?")
         with trio.move_on_after(self.config.handshake_timeout_s + 1):
             while not self.book.get(node_id).admitted:
                 await event.wait()
@@ -375,8 +378,17 @@ class Mesh:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
+    def on_peer_admitted(self, listener: Callable[[NodeId], None]) -> None:
+        """Call `listener(node_id)` each time a peer is first admitted (synchronous, must not block)."""
+        self._admitted_listeners.append(listener)
+
     async def on_admitted(self, peer_id: Any) -> None:
-        """A peer just passed the handshake: open gossip to it and exchange peer lists."""
+        """A peer just passed the handshake: tell the listeners, open gossip to it and exchange peer lists."""
+        for listener in self._admitted_listeners:
+            try:
+                listener(peer_id.to_base58())
+            except Exception:  # a listener's bug must not stop admission
+                self.log.exception("mesh.admitted_listener_failed")
         if self._gossip is not None:
             await self._gossip.add_admitted_peer(peer_id)
         if self._routing is not None:

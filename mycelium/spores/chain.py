@@ -291,6 +291,15 @@ class PrimaryCatchup:
         effects.append(SetTimer(self.config.timer_name, self.next_at))
         return effects
 
+    def on_peer_admitted(self, peer: NodeId, peers: Iterable[NodeId], now: float) -> list[Effect]:
+        """A peer was just admitted: ask it at once instead of at the next tick (a joiner's first peer
+        holds the chain it is waiting for; a full interval here was most of a join's time)."""
+        self.set_peers(peers)
+        if peer not in self.peers:
+            return []
+        self.next_at = now + self.config.catchup_interval_s
+        return [Send(peer, PrimaryRequest(self.height).to_bytes()), SetTimer(self.config.timer_name, self.next_at)]
+
     def on_message(self, sender: NodeId, message: Any, now: float) -> list[Effect]:
         try:
             msg = decode_catchup(message)

@@ -107,6 +107,18 @@ def test_catchup_is_a_core_and_arms_its_timer():
     assert effects[-1] == SetTimer("spores.primary.catchup", ChainConfig().catchup_interval_s)
 
 
+def test_a_just_admitted_peer_is_asked_at_once_not_at_the_next_tick():
+    joiner = PrimaryCatchup(node_id(5), None, genesis=GENESIS)
+    assert joiner.on_tick(0.0) == [SetTimer("spores.primary.catchup", ChainConfig().catchup_interval_s)]  # nobody yet
+    effects = joiner.on_peer_admitted(node_id(1), [node_id(1)], 0.3)  # long before the timer
+    assert [(e.to, decode_catchup(e.message)) for e in effects if isinstance(e, Send)] == [(node_id(1), PrimaryRequest(-1))]
+    assert effects[-1] == SetTimer("spores.primary.catchup", 0.3 + ChainConfig().catchup_interval_s)
+    assert joiner.peers == (node_id(1),)
+    # a peer that is not (or no longer) among the admitted ones, or ourselves, is not asked
+    assert joiner.on_peer_admitted(node_id(2), [node_id(1)], 0.4) == []
+    assert joiner.on_peer_admitted(node_id(5), [node_id(1), node_id(5)], 0.5) == []
+
+
 def test_a_joiner_without_a_chain_starts_from_the_genesis_primary_of_the_answer():
     joiner = PrimaryCatchup(node_id(5), None, genesis=GENESIS)
     joiner.set_peers([node_id(1)])
