@@ -160,6 +160,7 @@ def test_the_release_state_is_bounded_per_release_and_per_member(monkeypatch):
     assert gone not in rules.state_of(p.params)["nodes"] and len(rules.state_of(p.params)["nodes"]) == 2
 
 
+@settings(deadline=None)  # pure and fast; a 200 ms deadline fired beside the full unit suite at load 16
 @given(st.lists(st.integers(0, 10**6 - 1), min_size=1, max_size=4), st.lists(st.integers(0, 10**6 - 1), min_size=1, max_size=4))
 def test_versions_order_like_tuples(a, b):
     va, vb = ".".join(map(str, a)), ".".join(map(str, b))
@@ -174,6 +175,7 @@ def test_bad_versions_say_why(bad):
         parse_version(bad)
 
 
+@settings(deadline=None)  # pure and fast; a 200 ms deadline fired beside the full unit suite at load 16
 @given(st.dictionaries(st.sampled_from("abc"), st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1),
        st.dictionaries(st.sampled_from("abc"), st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1))
 def test_compatibility_is_symmetric_and_means_overlap(a, b):
