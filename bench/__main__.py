@@ -12,7 +12,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     propagation  Latent spread to 10/25/50 in-process meshes, gossipsub one-hop floor
     consensus    height latency and operations/s at 1/4/7 validators, mesh rpc round trip
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
-    transfer     data channel throughput (1 and k stripes) beside plain TCP, AEAD and one libp2p stream
+    transfer     data channel throughput (1 and k stripes; classic and --pq in pairs) beside plain TCP, AEAD, libp2p
     pq           consensus height latency and certificate size, classic vs --pq, at --validators (same run)
     storage      put/get throughput and repair time per GiB beside TCP, AEAD, erasure coding, data channel
 """

@@ -193,12 +193,6 @@ async def _channel_rate(a, b, mib: int) -> float:  # noqa: ANN001
         await channel.send(b"done")
 
     b.serve_channels("bench-storage-sink", sink)
-    channel = await a.open_channel(b.node_id, "bench-storage-sink")
-    message = os.urandom(MIB)
-    start = time.perf_counter()
-    for _ in range(mib):
-        await channel.send(message)
-    assert await channel.receive() == b"done"
-    elapsed = time.perf_counter() - start
-    await channel.aclose()
-    return mib * MIB / elapsed / 1e6
+    from bench.transfer import timed_send
+
+    return await timed_send(await a.open_channel(b.node_id, "bench-storage-sink"), mib)

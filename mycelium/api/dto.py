@@ -66,6 +66,8 @@ FAILURE_TEXT = {
     "secret_revoked": "it proves a network secret that was rotated (rekey after a removal): a removed device, "
                       "or a member that fell behind — it needs a fresh invite",
     "secret_ahead": "it holds a newer network secret than ours: this node must catch up with the chain first",
+    "kem_required": "this post-quantum network's handshake needs ML-KEM-768 and none was sent: the other node "
+                    "runs a mycelium version without it (upgrade it), or the key was stripped on the way",
     "bad_proof": "it does not know this network's secret (another network, or a forged token)",
     "no_protocol": "it does not serve this network: another network, or not a mycelium node",
     "replayed_nonce": "it replayed an old handshake",

@@ -9,7 +9,12 @@ member, key-agreement keys, and rotation of the network secret (rekey). Pure and
     rekey          a validator, while a rotation is due: {"gen", "hash", "env": {member: envelope},
                    "past": the earlier secrets sealed under the new one (storage.keyring; optional)}
 
-Rekey: a `leave`, a `remove` or a slashing (evidence, membership_rules) marks a rotation due (params["rekey_due"]). A validator (the one
+Eviction: with `evict_after_s` set (0, the default, never evicts), a member silent that long in
+Primary time is removed at the next height exactly as by `remove` (`evictions`), so the secret
+rotates. Being *dead* (silent for `dead_after_s`) is not a removal: a dead node keeps its membership
+and comes back with its secret (a laptop asleep, a link down), as DESIGN's liveness says.
+
+Rekey: a `leave`, a `remove`, an eviction or a slashing (evidence, membership_rules) marks a rotation due (params["rekey_due"]). A validator (the one
 `rekeyer(primary)` names; any validator's valid `rekey` is accepted, the first in a batch wins)
 draws a fresh secret and submits one envelope per remaining member with a key, plus the secret's
 hash. Apply records {gen, hash, height} and the envelopes (latest rotation only: bounded). The
@@ -52,6 +57,8 @@ PARAMS: dict[str, Param] = {
     "read_only_after_s": Param(5, 86400, READ_ONLY_AFTER_S, "no quorum of validators reachable this long → read-only mode"),
     "max_validators": Param(1, 31, 7, "upper bound on the validator set (the largest 3f+1 ≤ this)"),
     "history_kept": Param(16, 1_000_000, 4096, "certified Primaries each node keeps in its database"),
+    "evict_after_s": Param(0, 10 * 365 * 86400, 0, "silence after which a member is removed as by `remove` and "
+                           "the secret rotates (0: never)"),
 }
 
 
@@ -89,7 +96,31 @@ def check_params_change(changes: Any, current: dict[str, int]) -> dict[str, int]
         raise GovernanceError(
             f"dead_after_s ({after['dead_after_s']}) must be at least twice heartbeat_s ({after['heartbeat_s']}), "
             "or every member would look dead between heartbeats")
+    if after["evict_after_s"] and after["evict_after_s"] < after["dead_after_s"]:
+        raise GovernanceError(
+            f"evict_after_s ({after['evict_after_s']}) must be 0 (never) or at least dead_after_s "
+            f"({after['dead_after_s']}): a member is removed only after it has been dead")
     return after
+
+
+def evictions(members: dict[str, Member], params: dict, seen: dict[str, int], now: int,
+              validators: list[str]) -> list[str]:
+    """Members silent longer than `evict_after_s` (Primary time), in id order — never the last admin,
+    the only validator or the last member, whom nobody could replace, nor a member never seen on the
+    Primary's clock (seen at time 0, before the first `clock`: its silence is unknown)."""
+    limit = params.get("evict_after_s", 0)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        return []
+    out: list[str] = []
+    admins = set(params.get(ADMINS, ()))
+    for node in sorted(members):
+        last = seen.get(node, now)
+        if last <= 0 or now - last <= limit or len(members) - len(out) <= 1:
+            continue
+        if (node in admins and not admins - {node} - set(out)) or validators == [node]:
+            continue
+        out.append(node)
+    return out
 
 
 def is_admin(primary: PrimarySpore, node: str) -> bool:

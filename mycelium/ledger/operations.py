@@ -140,6 +140,8 @@ def apply_batch(prev: PrimarySpore, batch: list[Any]) -> PrimarySpore:
         RULES[op.type].apply(op, draft)
         seen[op.author] = draft.now  # any operation a node authored shows it alive
     members, now = draft.members, draft.now
+    for node in governance.evictions(members, params, seen, now, prev.validators()):
+        governance.removed(node, members, params, prev.height + 1)  # long silence: as `remove`, a rotation
     if draft.invites_used:
         params[INVITES_USED] = draft.invites_used
     params[SEQ], params[SEQ_LEFT] = _kept_sequences(seqs, left, members, prev.height + 1)

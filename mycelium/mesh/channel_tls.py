@@ -166,9 +166,10 @@ def send_parts(sock: ssl.SSLSocket, parts: list[bytes | memoryview]) -> None:
 class FrameReader:
     """(blocking) Reads chunks off one TLS connection; used by one thread at a time."""
 
-    def __init__(self, sock: ssl.SSLSocket) -> None:
+    def __init__(self, sock: ssl.SSLSocket, *, tag: int = 0) -> None:
         self._sock = sock
         self._buf = bytearray()
+        self._tag = tag  # the inner layer's tag on sealed chunks (PQ), 0 for classic channels
 
     def _fill(self, n: int) -> None:
         while len(self._buf) < n:
@@ -185,7 +186,7 @@ class FrameReader:
             if frames and len(self._buf) < HEADER_BYTES:
                 break
             self._fill(HEADER_BYTES)
-            seq, flags, length = decode_header(self._buf[:HEADER_BYTES])
+            seq, flags, length = decode_header(self._buf[:HEADER_BYTES], self._tag)
             have = len(self._buf) - HEADER_BYTES
             if have >= length:
                 payload = bytes(self._buf[HEADER_BYTES : HEADER_BYTES + length])

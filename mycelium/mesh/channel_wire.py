@@ -5,6 +5,9 @@ a channel direction is a sequence of chunks, each with a 13-byte header:
 
     seq (u64, big-endian) | flags (u8) | length (u32) | payload (length bytes)
 
+(In a --pq network every chunk but STRIPE_END is sealed by `channel_pq`: its payload is the
+ciphertext plus a `TAG_BYTES` tag, and `length` counts the tag; the layout is the same.)
+
 A message is split into chunks of at most `CHUNK_BYTES`; its last chunk carries END. `seq` numbers
 every chunk of one direction of one channel, so chunks spread over k striped connections are put
 back in order by `Reassembler`. CLOSE (a chunk with its own seq) ends the direction cleanly after
@@ -13,7 +16,10 @@ end-of-file is not mistaken for a broken path.
 
 The open request and answer travel over the admitted libp2p connection (an rpc): each side sends
 its ephemeral TLS certificate (DER) and its node key's signature over `binding_payload`, the way
-libp2p's TLS spec binds a certificate key to a peer id.
+libp2p's TLS spec binds a certificate key to a peer id. In a --pq network the request also carries
+an ML-KEM-768 public key (`kem`) and the answer its ciphertext (`ct`), and the signatures cover
+them (`channel_pq.open_binding` / `answer_binding`); a classic network's messages have neither
+field, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ CHANNEL_ID_BYTES = 16
 MAX_CERT_BYTES = 4096
 MAX_STRIPES = 16
 BINDING_CONTEXT = "mycelium-datachannel-tls/1"
+TAG_BYTES = 16  # the inner layer's AEAD tag on each sealed chunk (--pq networks)
+KEM_PUBLIC_BYTES = 1184  # ML-KEM-768 encapsulation key, in a PQ open request
+KEM_CIPHERTEXT_BYTES = 1088  # ML-KEM-768 ciphertext, in a PQ open answer
 
 
 class WireError(Exception):
@@ -49,15 +58,22 @@ def encode_header(seq: int, flags: int, length: int) -> bytes:
     return HEADER.pack(seq, flags, length)
 
 
-def decode_header(raw: bytes | bytearray | memoryview) -> tuple[int, int, int]:
-    """(seq, flags, length) of one chunk header; WireError for unknown flags or an oversized chunk."""
+def decode_header(raw: bytes | bytearray | memoryview, tag: int = 0) -> tuple[int, int, int]:
+    """(seq, flags, length) of one chunk header; WireError for unknown flags or an oversized chunk.
+    `tag` is the inner layer's tag size on sealed chunks (0 for a classic channel)."""
     seq, flags, length = HEADER.unpack(raw)
     if flags & ~_KNOWN_FLAGS:
         raise WireError(f"unknown chunk flags {flags:#x}")
-    if length > CHUNK_BYTES:
-        raise WireError(f"chunk of {length} bytes exceeds {CHUNK_BYTES}")
-    if flags & (CLOSE | STRIPE_END) and length:
-        raise WireError("a CLOSE or STRIPE_END chunk carries no payload")
+    if flags & STRIPE_END:
+        if length:
+            raise WireError("a STRIPE_END chunk carries no payload")
+        return seq, flags, length
+    if length > CHUNK_BYTES + tag:
+        raise WireError(f"chunk of {length} bytes exceeds {CHUNK_BYTES + tag}")
+    if length < tag:
+        raise WireError(f"a sealed chunk of {length} bytes is shorter than its {tag}-byte tag")
+    if flags & CLOSE and length != tag:
+        raise WireError("a CLOSE chunk carries no payload")
     return seq, flags, length
 
 
@@ -162,11 +178,14 @@ class OpenRequest:
     purpose: str
     stripes: int
     cert: bytes  # the opener's TLS certificate, DER
-    sig: bytes  # the opener's node-key signature over binding_payload(network, cert)
+    sig: bytes  # the opener's node-key signature over binding_payload(network, cert) (PQ: open_binding)
+    kem: bytes | None = None  # PQ networks: the opener's ephemeral ML-KEM-768 public key
 
     def encode(self) -> bytes:
-        return canonical({"v": OPEN_VERSION, "purpose": self.purpose, "stripes": self.stripes,
-                          "cert": self.cert, "sig": self.sig})
+        msg = {"v": OPEN_VERSION, "purpose": self.purpose, "stripes": self.stripes, "cert": self.cert, "sig": self.sig}
+        if self.kem is not None:
+            msg["kem"] = self.kem  # absent in classic networks: their wire is unchanged
+        return canonical(msg)
 
     @classmethod
     def decode(cls, data: bytes) -> OpenRequest:
@@ -178,7 +197,7 @@ class OpenRequest:
             raise WireError("open request: bad purpose")
         if not isinstance(stripes, int) or isinstance(stripes, bool) or not 1 <= stripes <= MAX_STRIPES:
             raise WireError(f"open request: stripes must be 1..{MAX_STRIPES}")
-        return cls(purpose, stripes, _cert(msg), _sig(msg))
+        return cls(purpose, stripes, _cert(msg), _sig(msg), _optional_bytes(msg, "kem", KEM_PUBLIC_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +209,15 @@ class OpenAnswer:
     cert: bytes = b""
     sig: bytes = b""
     channel_id: bytes = b""
+    ct: bytes | None = None  # PQ networks: the ML-KEM-768 ciphertext to the opener's key
 
     def encode(self) -> bytes:
         if self.refused is not None:
             return canonical({"v": OPEN_VERSION, "refused": self.refused})
-        return canonical({"v": OPEN_VERSION, "port": self.port, "cert": self.cert, "sig": self.sig,
-                          "id": self.channel_id})
+        msg = {"v": OPEN_VERSION, "port": self.port, "cert": self.cert, "sig": self.sig, "id": self.channel_id}
+        if self.ct is not None:
+            msg["ct"] = self.ct
+        return canonical(msg)
 
     @classmethod
     def decode(cls, data: bytes) -> OpenAnswer:
@@ -210,7 +232,8 @@ class OpenAnswer:
             raise WireError("open answer: bad port")
         if not isinstance(channel_id, bytes) or len(channel_id) != CHANNEL_ID_BYTES:
             raise WireError("open answer: bad channel id")
-        return cls(port=port, cert=_cert(msg), sig=_sig(msg), channel_id=channel_id)
+        return cls(port=port, cert=_cert(msg), sig=_sig(msg), channel_id=channel_id,
+                   ct=_optional_bytes(msg, "ct", KEM_CIPHERTEXT_BYTES))
 
 
 def stripe_label(channel_id: bytes, direction: str, index: int) -> str:
@@ -233,7 +256,7 @@ def parse_stripe_label(label: str | None) -> tuple[bytes, str, int] | None:
 
 def _decode_dict(data: bytes) -> dict:
     try:
-        msg = decode(bytes(data), max_size=2 * MAX_CERT_BYTES + MAX_SIGNATURE_SIZE + 512)
+        msg = decode(bytes(data), max_size=2 * MAX_CERT_BYTES + MAX_SIGNATURE_SIZE + KEM_PUBLIC_BYTES + 512)
     except EncodingError as exc:
         raise WireError(f"undecodable: {exc}") from exc
     if not isinstance(msg, dict):
@@ -246,6 +269,15 @@ def _cert(msg: dict) -> bytes:
     if not isinstance(cert, bytes) or not 0 < len(cert) <= MAX_CERT_BYTES:
         raise WireError("bad certificate field")
     return cert
+
+
+def _optional_bytes(msg: dict, key: str, size: int) -> bytes | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or len(value) != size:
+        raise WireError(f"bad {key} field (expected {size} bytes)")
+    return value
 
 
 def _sig(msg: dict) -> bytes:

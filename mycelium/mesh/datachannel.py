@@ -13,6 +13,11 @@ Opening (see `channel_wire` for the formats):
 3. The opener dials them (`stripes` it writes, `stripes` the acceptor writes), each asking for its
    stripe's label as TLS server name and pinning the acceptor's certificate.
 
+In a --pq network (`channel_pq`) the request also carries the opener's ephemeral ML-KEM-768 key
+and the answer the acceptor's ciphertext, both under the hybrid signatures, and every chunk is
+sealed again inside TLS with keys from the KEM secret; an open without the KEM, either way, is
+refused with a reason that says so. Classic networks send exactly what they always sent.
+
 Data then never touches py-libp2p (`mycelium.mesh.tls_channel`: each connection is written by one
 side only, from a long-lived worker thread running blocking `ssl` I/O; OpenSSL releases the GIL, so
 both cores work). Back-pressure: `send` waits on a bounded chunk queue, writers on TCP, readers on
@@ -35,12 +40,21 @@ from typing import TYPE_CHECKING
 import trio
 from libp2p.peer.id import ID
 
-from mycelium.identity import NodeId, NodeKey, verify
+from mycelium.identity import NodeId, NodeKey, scheme_of, verify
 from mycelium.mesh.channel import (
     ChannelError,
     ChannelHandler,
     ChannelRefused,
     ChannelUnreachable,
+)
+from mycelium.mesh.channel_pq import (
+    KemOffer,
+    Sealing,
+    Transcript,
+    answer_binding,
+    encapsulate,
+    open_binding,
+    schedule,
 )
 from mycelium.mesh.channel_tls import (
     Certificate,
@@ -79,6 +93,7 @@ class _Pending:
     peer_der: bytes
     stripes: int
     context: ssl.SSLContext
+    sealing: Sealing | None = None  # the PQ inner layer's keys (None in a classic network)
     connections: dict[tuple[str, int], ssl.SSLSocket] = field(default_factory=dict)
 
     @property
@@ -153,6 +168,10 @@ class DataChannels:
     def _signature(self) -> bytes:
         return self._node_key.sign_for(self._mesh.network_id, binding_payload(self._mesh.network_id, self._identity().der))
 
+    @property
+    def post_quantum(self) -> bool:
+        return scheme_of(self._mesh.network_id).post_quantum
+
     def _context_for(self, server_name: str | None) -> ssl.SSLContext | None:
         """(called in a handshake thread) The pinned context of the channel a stripe asks for."""
         label = parse_stripe_label(server_name)
@@ -191,7 +210,7 @@ class DataChannels:
         del self._pending[label[0]]
         outgoing = [pending.connections[("d", i)] for i in range(pending.stripes)]
         incoming = [pending.connections[("u", i)] for i in range(pending.stripes)]
-        channel = self._channel(pending.peer, outgoing, incoming)
+        channel = self._channel(pending.peer, outgoing, incoming, pending.sealing)
         handler = self._handlers.get(pending.purpose)
         self._mesh.spawn(self._serve_one, channel, handler)
 
@@ -217,12 +236,13 @@ class DataChannels:
         finally:
             self._open.discard(channel)
 
-    def _channel(self, peer: NodeId, outgoing: list[ssl.SSLSocket], incoming: list[ssl.SSLSocket]) -> TlsChannel:
+    def _channel(self, peer: NodeId, outgoing: list[ssl.SSLSocket], incoming: list[ssl.SSLSocket],
+                 sealing: Sealing | None) -> TlsChannel:
         cfg = self._mesh.config
         k = len(outgoing)
         return TlsChannel(peer, outgoing, incoming, self._limiter, queue_chunks=2 * k + 2,
                           window_chunks=4 * k + 4, message_queue=cfg.channel_message_queue,
-                          close_timeout_s=cfg.close_timeout_s)
+                          close_timeout_s=cfg.close_timeout_s, sealing=sealing)
 
     async def _expire(self, channel_id: bytes) -> None:
         await trio.sleep(self._mesh.config.channel_open_timeout_s)
@@ -241,7 +261,12 @@ class DataChannels:
             request = OpenRequest.decode(data)
         except WireError as exc:
             raise BadRequest(f"bad channel open request: {exc}") from exc
-        if not verify(peer, binding_payload(self._mesh.network_id, request.cert), request.sig, self._mesh.network_id):
+        net, pq = self._mesh.network_id, self.post_quantum
+        if pq != (request.kem is not None):
+            self._mesh.counters.channel_refused += 1
+            return OpenAnswer(refused=_kem_refusal(pq, "open request")).encode()
+        bound = open_binding(net, request.cert, request.kem) if request.kem is not None else binding_payload(net, request.cert)
+        if not verify(peer, bound, request.sig, net):
             raise BadRequest("the certificate is not signed by your node key for this network")
         if request.purpose not in self._handlers:
             return OpenAnswer(refused=f"no {request.purpose!r} channels are served here").encode()
@@ -252,9 +277,20 @@ class DataChannels:
         cert = self._identity()
         channel_id = secrets.token_bytes(16)
         context = pinned_context(True, cert, request.cert)
-        self._pending[channel_id] = _Pending(peer, request.purpose, request.cert, request.stripes, context)
+        sealing, ct, sig = None, None, None
+        if request.kem is not None:
+            try:
+                shared, ct = encapsulate(request.kem)
+            except WireError as exc:
+                raise BadRequest(f"bad channel open request: {exc}") from exc
+            keys = schedule(shared, Transcript(net, channel_id, peer, self._mesh.node_id, request.cert, cert.der,
+                                               request.kem, ct))
+            sealing = Sealing(*keys.for_acceptor())
+            sig = self._node_key.sign_for(net, answer_binding(net, cert.der, channel_id, ct, request.kem))
+        self._pending[channel_id] = _Pending(peer, request.purpose, request.cert, request.stripes, context, sealing)
         self._mesh.spawn(self._expire, channel_id)
-        return OpenAnswer(port=self.port, cert=cert.der, sig=self._signature(), channel_id=channel_id).encode()
+        return OpenAnswer(port=self.port, cert=cert.der, sig=sig or self._signature(), channel_id=channel_id,
+                          ct=ct).encode()
 
     async def open_channel(self, node_id: NodeId, purpose: str, *, stripes: int | None = None) -> TlsChannel:
         mesh, cfg = self._mesh, self._mesh.config
@@ -271,7 +307,13 @@ class DataChannels:
         if len(self._open) >= cfg.channel_max_open:
             raise ChannelError(f"{len(self._open)} channels are open (channel_max_open); close some first")
         cert = self._identity()
-        request = OpenRequest(purpose, k, cert.der, self._signature())
+        net = mesh.network_id
+        offer = KemOffer() if self.post_quantum else None
+        if offer is None:
+            request = OpenRequest(purpose, k, cert.der, self._signature())
+        else:
+            request = OpenRequest(purpose, k, cert.der, self._node_key.sign_for(net, open_binding(net, cert.der, offer.public)),
+                                  kem=offer.public)
         try:
             raw = await mesh.request(node_id, RPC_CHANNEL, request.encode(), timeout_s=cfg.channel_open_timeout_s)
         except RequestTimeout as exc:
@@ -286,8 +328,22 @@ class DataChannels:
         if answer.refused is not None:
             mesh.counters.channel_refused += 1
             raise ChannelRefused(f"{node_id} refused a {purpose!r} channel: {answer.refused}")
-        if not verify(node_id, binding_payload(mesh.network_id, answer.cert), answer.sig, mesh.network_id):
+        if (offer is not None) != (answer.ct is not None):
+            mesh.counters.channel_refused += 1
+            raise ChannelRefused(f"{node_id} answered a {purpose!r} channel: {_kem_refusal(offer is not None, 'open answer')}")
+        pq_bound = offer is not None and answer.ct is not None
+        bound = (answer_binding(net, answer.cert, answer.channel_id, answer.ct, offer.public) if pq_bound
+                 else binding_payload(net, answer.cert))
+        if not verify(node_id, bound, answer.sig, net):
             raise ChannelRefused(f"{node_id}'s data-channel certificate is not bound to its node id")
+        sealing = None
+        if pq_bound:
+            try:
+                shared = offer.shared(answer.ct)
+            except WireError as exc:
+                raise ChannelRefused(f"{node_id} answered with a broken ML-KEM ciphertext: {exc}") from exc
+            transcript = Transcript(net, answer.channel_id, mesh.node_id, node_id, cert.der, answer.cert, offer.public, answer.ct)
+            sealing = Sealing(*schedule(shared, transcript).for_opener())
         host, port = self.dial_overrides.get(node_id) or (self._peer_host(node_id), answer.port)
         context = pinned_context(False, cert, answer.cert)
         connections: dict[tuple[str, int], ssl.SSLSocket] = {}
@@ -314,7 +370,7 @@ class DataChannels:
         if errors:
             raise ChannelUnreachable(f"no data path to {node_id} at {host}:{port}: {errors[0]}")
         channel = self._channel(node_id, [connections[("u", i)] for i in range(k)],
-                                [connections[("d", i)] for i in range(k)])
+                                [connections[("d", i)] for i in range(k)], sealing)
         await mesh.nursery.start(self._run_channel, channel)
         mesh.counters.channels_opened += 1
         return channel
@@ -329,6 +385,14 @@ class DataChannels:
             if address:
                 return str(address[0])
         raise ChannelUnreachable(f"no libp2p connection to {node_id} tells its address")
+
+
+def _kem_refusal(pq: bool, what: str) -> str:
+    """Why an open request or answer with the wrong KEM field is refused (both ends see it)."""
+    if pq:
+        return (f"this network is post-quantum: a channel {what} must carry ML-KEM-768 (it had none: the "
+                "peer runs a version without it, or it was stripped on the way); TLS's X25519 alone is refused")
+    return f"this network is classic: a channel {what} carrying ML-KEM-768 is not expected here"
 
 
 def _listen_host(listen: tuple[str, ...]) -> tuple[str, int]:

@@ -10,6 +10,14 @@ On every new connection both sides prove they know the 32-byte network secret wi
     transcript = (network id, initiator id, responder id, nonce_i, nonce_r)
     MAC        = keyed BLAKE2b-256(key = secret, person = "myc-membership", canonical([role, *transcript]))
 
+In a --pq network the handshake also runs ML-KEM-768: the Hello carries the initiator's ephemeral
+public key `ek`, the Challenge the responder's ciphertext `ct`, and both MACs are keyed with
+HKDF-SHA256(ML-KEM shared secret ‖ network secret, info = "myc-membership-kem" ‖ H(ek) ‖ H(ct))
+instead of the bare secret, so a proof needs the network secret *and* this handshake's KEM secret,
+and neither KEM value can be swapped without the network secret. A PQ Hello or Challenge without
+its KEM value is refused (`kem_required`). What this does not do: the libp2p (Noise) session the
+handshake runs in stays X25519; see the README's Security section.
+
 Both peer ids come from the authenticated (Noise) connection, so a proof cannot be relayed to a
 third party; the role label means a responder's MAC cannot be reflected back as an initiator's; the
 responder's fresh nonce means an old transcript cannot be replayed; a `ReplayGuard` additionally
@@ -24,17 +32,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
 from mycelium.encoding import EncodingError, canonical
 from mycelium.encoding import decode
+from mycelium.mesh import membership_kem as kem
 
 HANDSHAKE_VERSION = 1
 NONCE_SIZE = 32
 MAC_SIZE = 32
-MAX_HANDSHAKE_MESSAGE = 512  # bytes; every honest message is far smaller
+MAX_HANDSHAKE_MESSAGE = 2048  # bytes; every honest message is smaller (a PQ Hello: ~1.3 KB)
 _MAC_PERSON = b"myc-membership"
 
 
@@ -70,6 +80,7 @@ class FailureReason(Enum):
     SCHEME_MISMATCH = "scheme_mismatch"  # one side's network is post-quantum (hybrid), the other's classic
     SECRET_REVOKED = "secret_revoked"  # the peer proves an old generation of the secret (rotated after a removal)
     SECRET_AHEAD = "secret_ahead"  # the peer holds a newer generation than we do: we must catch up first
+    KEM_REQUIRED = "kem_required"  # a post-quantum network's Hello or Challenge without its ML-KEM-768 value
 
 
 class HandshakeError(Exception):
@@ -124,10 +135,12 @@ class Handshake:
         post_quantum: bool = False,
         generation: int = 0,
         accepted: dict[int, bytes] | None = None,
+        kem_seed: bytes | None = None,
     ) -> None:
         """`secret` is our newest network secret, of `generation` (0 until the first rekey).
         `accepted` (responder): generation → secret this remote may prove; None = {generation: secret}.
-        The shell offers the previous generation only to current members, during the rekey overlap."""
+        The shell offers the previous generation only to current members, during the rekey overlap.
+        `kem_seed` (--pq initiator, 64 bytes): seeds its ephemeral ML-KEM-768 key; drawn here if None."""
         if len(secret) != 32:
             raise HandshakeError(f"the network secret has 32 bytes, got {len(secret)}")
         if len(nonce) != NONCE_SIZE:
@@ -150,6 +163,13 @@ class Handshake:
         self.failure: FailureReason | None = None
         self.remote_reason: str | None = None  # what the peer said when it refused us
         self.peer_generation = generation  # the secret generation this connection is keyed to
+        self._kem = None  # (pq initiator) our ephemeral ML-KEM-768 key
+        self._mac_key: bytes | None = None  # (pq) set once the KEM ran; the bare secret otherwise
+        if post_quantum and role is Role.INITIATOR:
+            try:
+                self._kem = kem.initiator_key(kem_seed if kem_seed is not None else secrets.token_bytes(kem.KEM_SEED_SIZE))
+            except ValueError as exc:
+                raise HandshakeError(str(exc)) from exc
 
     @property
     def done(self) -> bool:
@@ -162,6 +182,7 @@ class Handshake:
         hello = {"m": "hello", "v": HANDSHAKE_VERSION, "net": self._network_id, "n": self._nonce}
         if self._post_quantum:
             hello["pq"] = True  # absent for classic, so classic peers see the Hello they always saw
+            hello["ek"] = kem.public(self._kem)
         if self._generation:
             hello["kg"] = self._generation  # absent before the first rekey, as above
         return canonical(hello)
@@ -219,17 +240,31 @@ class Handshake:
             return self.fail(FailureReason.SECRET_AHEAD if ahead else FailureReason.SECRET_REVOKED)
         self._secret = self._accepted[generation]
         self.peer_generation = generation
+        challenge: dict = {"m": "challenge", "n": self._nonce}
+        if self._post_quantum:
+            if "ek" not in msg:
+                return self.fail(FailureReason.KEM_REQUIRED)
+            answered = kem.respond(self._secret, msg["ek"])
+            if answered is None:
+                return self.fail(FailureReason.MALFORMED)
+            self._mac_key, challenge["ct"] = answered
         if not self._guard.first_use(nonce):
             return self.fail(FailureReason.REPLAYED_NONCE)
         self._peer_nonce = nonce
         self.state = HandshakeState.AWAIT_PROOF
-        mac = self._mac(Role.RESPONDER)
-        return canonical({"m": "challenge", "n": self._nonce, "mac": mac})
+        challenge["mac"] = self._mac(Role.RESPONDER)
+        return canonical(challenge)
 
     def _on_challenge(self, msg: dict) -> bytes | None:
         nonce, mac = msg.get("n"), msg.get("mac")
         if not _is_nonce(nonce) or not _is_mac(mac):
             return self.fail(FailureReason.MALFORMED)
+        if self._kem is not None:
+            if "ct" not in msg:
+                return self.fail(FailureReason.KEM_REQUIRED)
+            self._mac_key = kem.finish(self._secret, self._kem, msg["ct"])
+            if self._mac_key is None:
+                return self.fail(FailureReason.MALFORMED)
         if not self._guard.first_use(nonce):
             return self.fail(FailureReason.REPLAYED_NONCE)
         self._peer_nonce = nonce
@@ -257,7 +292,8 @@ class Handshake:
             initiator, responder, nonce_i, nonce_r = self._local, self._remote, self._nonce, self._peer_nonce
         else:
             initiator, responder, nonce_i, nonce_r = self._remote, self._local, self._peer_nonce, self._nonce
-        return membership_mac(self._secret, role, self._network_id, initiator, responder, nonce_i, nonce_r)
+        key = self._mac_key if self._mac_key is not None else self._secret
+        return membership_mac(key, role, self._network_id, initiator, responder, nonce_i, nonce_r)
 
     @staticmethod
     def _parse(data: bytes) -> dict | None:

@@ -8,6 +8,12 @@ messages that `receive` drains. Threads never wait for trio: they wake it with `
 a loaded machine's slow thread/trio hand-overs do not stall the TCP pipeline. Each connection is
 used by exactly one thread after its handshake, so no OpenSSL object is shared between threads.
 
+In a --pq network the channel has a `channel_pq.Sealing`: writer threads seal each chunk (header
+and ChaCha20-Poly1305 body) just before writing it, reader threads open each one as it arrives, so
+the AEAD work runs beside the TLS work in the same threads and never on trio's thread. A chunk that
+fails the inner tag ends the channel like any broken path. A classic channel has no Sealing and
+the same bytes on the wire as before.
+
 Bounds: `send` waits while `queue_chunks` chunks are queued and unwritten; a reader thread waits
 while its hand-off holds `HANDOFF_BYTES`; the reassembler holds at most `window_chunks`; the message
 queue holds `message_queue` whole messages. Any error on any connection ends the whole channel.
@@ -25,12 +31,14 @@ from typing import Any
 import trio
 
 from mycelium.mesh.channel import MAX_MESSAGE_BYTES, ChannelClosed, ChannelError
+from mycelium.mesh.channel_pq import ChunkSealer, Sealing
 from mycelium.mesh.channel_tls import FrameReader, send_parts
 from mycelium.mesh.channel_wire import (
     CHUNK_BYTES,
     CLOSE,
     CLOSED,
     STRIPE_END,
+    TAG_BYTES,
     Reassembler,
     WireError,
     encode_header,
@@ -48,8 +56,9 @@ _END = "end"  # hand-off marker: the connection ended cleanly (STRIPE_END)
 class TlsChannel:
     def __init__(self, peer: str, outgoing: list[ssl.SSLSocket], incoming: list[ssl.SSLSocket],
                  limiter: trio.CapacityLimiter, *, queue_chunks: int, window_chunks: int,
-                 message_queue: int, close_timeout_s: float) -> None:
+                 message_queue: int, close_timeout_s: float, sealing: Sealing | None = None) -> None:
         self.peer = peer
+        self.sealing = sealing  # the PQ inner layer (None: classic, TLS alone)
         self._outgoing = outgoing
         self._incoming = incoming
         self._limiter = limiter
@@ -86,7 +95,7 @@ class TlsChannel:
             queued = 0
             try:
                 for seq, flags, view in split_message(message, self._seq):
-                    await self._enqueue((encode_header(seq, flags, len(view)), view))
+                    await self._enqueue((seq, flags, view))
                     self._seq, queued = seq + 1, queued + 1
             except BaseException:
                 if queued:  # half a message went out: the stream cannot go on
@@ -104,7 +113,7 @@ class TlsChannel:
             with trio.move_on_after(self._close_timeout_s):
                 try:
                     async with self._send_lock:
-                        await self._enqueue((encode_header(self._seq, CLOSE, 0), b""))
+                        await self._enqueue((self._seq, CLOSE, b""))
                         self._seq += 1
                         for _ in self._outgoing:
                             await self._enqueue(_STOP)
@@ -170,19 +179,20 @@ class TlsChannel:
     def _write_loop(self, sock: ssl.SSLSocket) -> None:
         """(thread) Write chunks from the shared FIFO until STOP or ABORT."""
         assert self._token is not None
+        sealer = self.sealing.sealer() if self.sealing is not None else None
         while True:
             batch = [self._queue.get()]
-            size = 0 if isinstance(batch[0], str) else len(batch[0][1])
+            size = 0 if isinstance(batch[0], str) else len(batch[0][2])
             while not isinstance(batch[-1], str) and size < BATCH_BYTES:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
                 if not isinstance(batch[-1], str):
-                    size += len(batch[-1][1])
+                    size += len(batch[-1][2])
             if batch[-1] == _ABORT:
                 return
-            send_parts(sock, _coalesce(batch))
+            send_parts(sock, _coalesce(batch, sealer))
             self._token.run_sync_soon(self._written, len(batch))
             if batch[-1] == _STOP:
                 return
@@ -203,9 +213,12 @@ class TlsChannel:
     def _read_loop(self, lane: int, sock: ssl.SSLSocket) -> None:
         """(thread) Read chunks into this lane's hand-off until STRIPE_END; errors end the channel."""
         assert self._token is not None
-        frames_of = FrameReader(sock)
+        opener = self.sealing.opener() if self.sealing is not None else None
+        frames_of = FrameReader(sock, tag=TAG_BYTES if opener is not None else 0)
         while True:
             frames = frames_of.read_frames()
+            if opener is not None:
+                frames = [f if f[1] & STRIPE_END else (f[0], f[1], opener.open(*f)) for f in frames]
             size = sum(len(p) for _, _, p in frames)
             with self._lanes_cv:
                 while self._lane_bytes[lane] >= HANDOFF_BYTES and self._ended is None:
@@ -248,15 +261,20 @@ class TlsChannel:
             self._end(f"{self.peer} broke the data channel protocol: {exc}")
 
 
-def _coalesce(batch: list[Any]) -> list[bytes | memoryview]:
-    """Headers and small payloads joined into few buffers; large payloads passed as they are."""
+def _coalesce(batch: list[Any], sealer: ChunkSealer | None = None) -> list[bytes | memoryview]:
+    """Headers and small payloads joined into few buffers; large payloads passed as they are.
+    With a sealer (PQ), each chunk is sealed here, in the writer's thread."""
     parts: list[bytes | memoryview] = []
     small: list[bytes | memoryview] = []
     for item in batch:
         if item == _STOP:
             small.append(encode_header(0, STRIPE_END, 0))
             continue
-        header, payload = item
+        seq, flags, payload = item
+        if sealer is None:
+            header = encode_header(seq, flags, len(payload))
+        else:
+            header, payload = sealer.seal(seq, flags, payload)
         small.append(header)
         if len(payload) <= SMALL_PART:
             small.append(payload)

@@ -1,5 +1,6 @@
-"""The data channel: the mesh's TLS channel and the in-memory one pass one conformance suite; the TLS
-listener refuses strangers at the handshake."""
+"""The data channel: the mesh's TLS channel (classic, and with the post-quantum inner layer of a --pq
+network) and the in-memory one pass one conformance suite; the TLS listener refuses strangers at the
+handshake; a PQ channel detects a byte altered inside TLS and refuses an open without ML-KEM."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 from mycelium.identity import NodeKey
-from mycelium.mesh.channel import ChannelRefused
+from mycelium.mesh.channel import ChannelClosed, ChannelRefused
 from mycelium.mesh.channel_tls import make_certificate, pinned_context
 from mycelium.mesh.channel_wire import stripe_label
 from mycelium.mesh.config import MeshConfig
@@ -21,6 +22,7 @@ from mycelium.mesh.host import Mesh, MeshError
 from mycelium.testing.mesh import wait_until
 from mycelium.testing.channel_conformance import CHECKS, ChannelPair, NotApplicable
 from mycelium.testing.channels import MemoryChannelNetwork
+from mycelium.signatures import NETWORK_SCHEMES, PQ_KEYS, Scheme
 
 
 async def _tamper_proxy(target: tuple[str, int], offset: int, *, task_status: trio.TaskStatus) -> None:
@@ -52,10 +54,21 @@ async def _tamper_proxy(target: tuple[str, int], offset: int, *, task_status: tr
     await trio.serve_listeners(handle, listeners)
 
 
+def _pq_network(keys: list[NodeKey]) -> str:
+    """A --pq network's id with its members' ML-DSA keys pinned, as its genesis and Primary would."""
+    network_id = f"pq-{secrets.token_hex(4)}"
+    NETWORK_SCHEMES.bind(network_id, Scheme.HYBRID)
+    for key in keys:
+        PQ_KEYS.pin(network_id, key.node_id, key.pq_public)
+    return network_id
+
+
 @asynccontextmanager
-async def tls_pair(**overrides: object) -> AsyncIterator[ChannelPair]:
+async def tls_pair(*, pq: bool = False, **overrides: object) -> AsyncIterator[ChannelPair]:
     cfg = MeshConfig.local(**overrides)
-    network_id, secret = f"net-{secrets.token_hex(4)}", secrets.token_bytes(32)
+    keys = [NodeKey.generate(), NodeKey.generate()]
+    network_id = _pq_network(keys) if pq else f"net-{secrets.token_hex(4)}"
+    secret = secrets.token_bytes(32)
     scopes: dict[str, trio.CancelScope] = {}
     stopped: dict[str, trio.Event] = {}
     async with trio.open_nursery() as nursery:
@@ -68,12 +81,12 @@ async def tls_pair(**overrides: object) -> AsyncIterator[ChannelPair]:
             finally:
                 stopped[mesh.node_id].set()
 
-        async def start(net: str, sec: bytes) -> Mesh:
-            mesh = Mesh(cfg, NodeKey.generate(), net, sec)
+        async def start(net: str, sec: bytes, key: NodeKey | None = None) -> Mesh:
+            mesh = Mesh(cfg, key or NodeKey.generate(), net, sec)
             await nursery.start(run, mesh)
             return mesh
 
-        a, b = await start(network_id, secret), await start(network_id, secret)
+        a, b = await start(network_id, secret, keys[0]), await start(network_id, secret, keys[1])
         await a.connect(b.listen_addresses()[0])
         await wait_until(lambda: b.node_id in a.admitted_peers() and a.node_id in b.admitted_peers(), timeout_s=20)
 
@@ -124,11 +137,23 @@ async def memory_pair() -> AsyncIterator[ChannelPair]:
             nursery.cancel_scope.cancel()
 
 
-PAIRS = {"tls": tls_pair, "memory": memory_pair}
+@asynccontextmanager
+async def tls_pq_pair() -> AsyncIterator[ChannelPair]:
+    async with tls_pair(pq=True) as pair:
+        yield pair
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("provider", list(PAIRS))
+PAIRS = {"tls": tls_pair, "tls-pq": tls_pq_pair, "memory": memory_pair}
+
+
+# the PQ channel's back-pressure check repeats the classic one with sealing on (8 s): a long variant
+SLOW = {("tls-pq", "check_back_pressure")}
+CASES = [pytest.param(provider, check, id=f"{provider}-{check.__name__}",
+                      marks=[pytest.mark.slow] if (provider, check.__name__) in SLOW else [])
+         for provider in PAIRS for check in CHECKS]
+
+
+@pytest.mark.parametrize("provider, check", CASES)
 async def test_channel_conformance(provider, check):
     try:
         await check(PAIRS[provider])
@@ -194,3 +219,115 @@ async def test_open_refused_when_the_peer_is_unknown():
     async with tls_pair() as pair:
         with pytest.raises(ChannelRefused):
             await pair.a.open_channel(NodeKey.generate().node_id, "echo")
+
+
+# --------------------------------------------------------------------------- post-quantum channels
+
+
+async def _hold(peer, channel):
+    await trio.sleep_forever()
+
+
+async def test_pq_channel_is_sealed_and_classic_is_not():
+    async with tls_pair(pq=True) as pq, tls_pair() as classic:
+        for pair, sealed in ((pq, True), (classic, False)):
+            pair.b.serve_channels("echo", _hold)
+            channel = await pair.a.open_channel(pair.b_id, "echo")
+            assert (channel.sealing is not None) is sealed
+            await wait_until(lambda p=pair: p.b.channels.open_count == 1, timeout_s=10)
+            inbound = next(iter(pair.b.channels._open))
+            assert (inbound.sealing is not None) is sealed
+            if sealed:  # each end sends with the key the other receives with, and the directions differ
+                assert channel.sealing.send == inbound.sealing.receive
+                assert channel.sealing.receive == inbound.sealing.send
+                assert channel.sealing.send != channel.sealing.receive
+            await channel.aclose()
+
+
+async def test_pq_inner_layer_detects_a_byte_altered_inside_tls(monkeypatch):
+    """TLS carries the altered chunk faithfully (the flip happens before TLS sees it): only the inner
+    layer can notice, and it ends the channel without delivering the message."""
+    from mycelium.mesh import channel_pq
+
+    real_seal = channel_pq.ChunkSealer.seal
+
+    def flipping_seal(self, seq, flags, payload):
+        header, body = real_seal(self, seq, flags, payload)
+        if seq == 1:
+            changed = bytearray(body)
+            changed[len(changed) // 2] ^= 0x01
+            body = bytes(changed)
+        return header, body
+
+    monkeypatch.setattr(channel_pq.ChunkSealer, "seal", flipping_seal)
+    outcome, outcomes = trio.open_memory_channel[str](2)
+    message = secrets.token_bytes(3 * 1024 * 1024)  # chunks 0, 1, 2: chunk 1 is altered
+
+    async def check(peer, channel):
+        try:
+            got = await channel.receive()
+        except ChannelClosed as exc:
+            await outcome.send(f"closed: {exc}")
+            return
+        await outcome.send("intact" if got == message else "altered")
+
+    async with tls_pair(pq=True) as pair:
+        pair.b.serve_channels("check", check)
+        channel = await pair.a.open_channel(pair.b_id, "check", stripes=1)
+        await channel.send(message)
+        with trio.fail_after(60):
+            result = await outcomes.receive()
+        assert result.startswith("closed") and "inner layer: chunk 1 failed authentication" in result, result
+
+
+async def _refusal_of(pair: ChannelPair, request) -> str:
+    from mycelium.mesh.channel_wire import OpenAnswer
+
+    answer = OpenAnswer.decode(await pair.a.request(pair.b_id, "channel", request.encode(), timeout_s=30))
+    assert answer.refused is not None, "an open without ML-KEM was accepted in a post-quantum network"
+    return answer.refused
+
+
+async def test_pq_open_without_kem_is_refused_with_the_reason():
+    from mycelium.mesh.channel_pq import KemOffer, open_binding
+    from mycelium.mesh.channel_wire import OpenRequest
+
+    async with tls_pair(pq=True) as pair:
+        served = []
+
+        async def record(peer, channel):
+            served.append(peer)
+
+        pair.b.serve_channels("echo", record)
+        a, net = pair.a, pair.a.network_id
+        cert = a.channels._identity().der
+        # a peer that skips the KEM: what a version without it sends (a valid hybrid signature)
+        skipped = OpenRequest("echo", 1, cert, a.channels._signature())
+        # the KEM stripped on the way from a request signed with it
+        offer = KemOffer()
+        signed = OpenRequest("echo", 1, cert, a.channels._node_key.sign_for(net, open_binding(net, cert, offer.public)),
+                             kem=offer.public)
+        stripped = OpenRequest(signed.purpose, signed.stripes, signed.cert, signed.sig)
+        before = pair.b.counters.channel_refused
+        for request in (skipped, stripped):
+            why = await _refusal_of(pair, request)
+            assert "post-quantum" in why and "ML-KEM-768" in why, why
+        assert pair.b.counters.channel_refused == before + 2
+        assert not served and pair.b.channels._pending == {}
+
+
+async def test_pq_answer_without_kem_is_refused_by_the_opener():
+    from mycelium.mesh.channel_wire import OpenAnswer
+
+    async with tls_pair(pq=True) as pair:
+        pair.b.serve_channels("echo", _hold)
+        real = pair.b.rpc._handlers["channel"]
+
+        async def strip_ct(peer, data):
+            answer = OpenAnswer.decode(await real(peer, data))
+            return OpenAnswer(port=answer.port, cert=answer.cert, sig=answer.sig, channel_id=answer.channel_id).encode()
+
+        pair.b.rpc._handlers["channel"] = strip_ct
+        with pytest.raises(ChannelRefused, match="post-quantum.*ML-KEM-768"):
+            await pair.a.open_channel(pair.b_id, "echo")
+        assert pair.a.channels.open_count == 0

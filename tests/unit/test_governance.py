@@ -232,3 +232,47 @@ def test_admins_are_bounded():
     many = [node_key(100 + i).node_id for i in range(governance.MAX_ADMINS - 1)] + [A.node_id]
     full = replace(p, params={**p.params, "admins": sorted(many)})
     refused(op(A, OpType.ADMIN, {"action": "add", "node": B.node_id}), full, f"at most {governance.MAX_ADMINS} admins")
+
+
+def _clock(t):
+    return sign_operation(A, NET, OpType.CLOCK, {"time_s": t}, now_s=NOW)
+
+
+def test_a_member_silent_beyond_evict_after_is_removed_and_the_secret_rotates():
+    for evict in (0, 3600):  # 0 (the default): a dead member stays a member, nothing rotates
+        p = _primary()
+        if evict:
+            p = apply_batch(p, [op(A, OpType.PARAMS, {"set": {"evict_after_s": evict}}).to_wire()])
+        p1 = apply_batch(p, [_clock(NOW).to_wire(), op(B, OpType.ALIVE, {}).to_wire(), op(C, OpType.ALIVE, {}).to_wire()])
+        assert len(p1.members) == 3  # seen at time 0 (before the first clock) is no silence
+        p2 = apply_batch(p1, [_clock(NOW + 3000).to_wire(), op(C, OpType.ALIVE, {}).to_wire()])
+        late = _clock(NOW + 3700).to_wire()
+        p3 = apply_batch(p2, [late])  # B silent 3 700 s, C 700 s
+        assert C.node_id in p3.members and A.node_id in p3.members
+        if evict:
+            assert B.node_id not in p3.members and B.node_id not in p3.params["seen"]
+            assert p3.params[governance.REKEY_DUE]["removed"] == [B.node_id]
+        else:
+            assert B.node_id in p3.members and governance.REKEY_DUE not in p3.params
+        assert apply_batch(p2, [late]) == p3  # deterministic
+
+
+def test_eviction_spares_the_last_admin_the_only_validator_and_the_last_member():
+    members = {n: Member("hypha", 500_000, {}, 0) for n in ("a", "b", "c")}
+    old = {"a": 1, "b": 1, "c": 1}
+    params = {"evict_after_s": 100, "admins": ["a"]}
+    assert governance.evictions(members, params, old, 1000, ["b"]) == ["c"]  # a: last admin, b: only validator
+    assert governance.evictions(members, {**params, "admins": ["a", "c"]}, old, 1000, ["b"]) == ["a"]
+    assert governance.evictions(members, params, old, 1000, ["a", "b", "c", "d"]) == ["b", "c"]
+    assert governance.evictions({"c": members["c"]}, params, old, 1000, []) == []  # the last member stays
+    assert governance.evictions(members, params, {**old, "c": 950}, 1000, ["b"]) == []
+    assert governance.evictions(members, {"evict_after_s": 0}, old, 10**9, []) == []
+    assert governance.evictions(members, params, {"a": 0, "b": 0, "c": 0}, 10**9, ["b"]) == []  # never on the clock
+
+
+def test_evict_after_must_be_zero_or_at_least_dead_after():
+    p = _primary()
+    refused(op(A, OpType.PARAMS, {"set": {"evict_after_s": 10}}), p, "at least dead_after_s")
+    refused(op(A, OpType.PARAMS, {"set": {"evict_after_s": -1}}), p, r"evict_after_s must be an integer")
+    p1 = apply_batch(p, [op(A, OpType.PARAMS, {"set": {"evict_after_s": 30}}).to_wire()])
+    assert governance.effective_params(p1)["evict_after_s"] == 30
