@@ -137,6 +137,7 @@ class NetworkSession:
         self._caught_up_from: int | None = None  # set while a catch-up's follow-up is pending
         self._wake_watch = trio.Event()  # set when connectivity or the chain may have changed
         self._membership_wakeup = Wakeup()  # the chain changed: look at our membership now
+        self.release: Any = None  # the self-upgrade agent (mycelium.release.agent), woken by each new Primary
         self._consensus_errors_past: Counter[str] = Counter()  # counts of consensus cores replaced
         self._evidence_in, self._evidence_out = trio.open_memory_channel[Any](EVIDENCE_QUEUE)
         # each subsystem restarts on its own (shell/supervise.py); what failed is in `mycelium status`
@@ -347,6 +348,7 @@ class NetworkSession:
             self.watch.set_validators(primary.validators())
         self._wake_watch.set()
         self.latent.primary_changed()
+        self.release.wake()
         log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
                  members=len(primary.members), role=primary.role_of(self.key.node_id))
 
@@ -387,6 +389,7 @@ class NetworkSession:
         before = self.ledger.height if self.ledger.head else -1
         self.ledger.record_link(self.catchup.chain, effect.link)
         self._membership_wakeup.wake()  # e.g. submit the join now that we have the chain
+        self.release.wake()
         if self._caught_up_from is None:
             self._caught_up_from = before
             self._nursery.start_soon(self._after_catchup)

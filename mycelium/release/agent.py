@@ -1,13 +1,17 @@
 """The release agent: one session task that reports this node's version and follows the rollout.
 
-Every STEP_S (and whenever it is woken) it looks at the Primary:
+Whenever a new Primary arrives (session.py wakes it) and at least every STEP_S it looks at the Primary:
   1. health: running on trial after a switch, it writes its health marker once the check passes
      (health.py) — the supervisor then keeps it — and reports `healthy`;
   2. report: what it runs and where it stands (running / opted_out / switching / healthy /
      rolled_back), resubmitted while the Primary says otherwise;
-  3. its turn (rollout.plan says `upgrade`): fetch the wheel from peers, verify it (sha256, the
-     admin's signature, version), install it into a new venv beside the running one, report
-     `switching`, and once that is decided stop the daemon for the switch (switch.py).
+  3. ahead of its turn, once the canary proved the release (its action `wait`, the canary `done`):
+     fetch the wheel from peers, verify it (sha256, the admin's signature, version) and install it
+     into a new venv beside the running one — so its turn costs a restart, not an install too;
+  4. its turn (rollout.plan says `upgrade`): the same if not done yet, report `switching`, and
+     once that is decided stop the daemon for the switch (switch.py).
+One staged release at a time: a venv installed for a release that is no longer the target, or
+that failed, is forgotten and removed (switch.prune keeps only current, previous, the running one).
 `auto_upgrade = false` (config.toml [release]) or a non-install.sh layout: it reports opted_out
 and never switches. Publishing a release (`publish`) is here too: the API's handler calls it.
 """
@@ -26,18 +30,20 @@ from mycelium import __version__
 from mycelium.ledger.operation import OpType, sign_operation
 from mycelium.observability.logs import get_logger
 from mycelium.release import health, switch
-from mycelium.release.rollout import plan
+from mycelium.release.rollout import Rollout, plan
 from mycelium.release.rules import publish_body, report_body, state_of
 from mycelium.release.transfer import WheelExchange, prune as prune_wheels, store
 from mycelium.release.verify import ReleaseRefused, verify_wheel
 from mycelium.release.versions import PROTOCOLS, newer
 from mycelium.release.wheel import inspect
+from mycelium.shell.pacing import Backoff, Wakeup
 
 log = get_logger("mycelium.release")
 
-STEP_S = 1.0
+STEP_S = 5.0  # a look at the Primary at least this often (a new Primary wakes it at once)
 RESUBMIT_S = 5.0  # a report the Primary does not show yet is sent again after this long
-RETRY_S = 10.0  # a fetch or install that failed is tried again after this long
+RETRY_FIRST_S = 1.0  # a fetch or install that failed is tried again after this long (e.g. the publisher
+RETRY_S = 10.0  # has not stored the decided release yet), doubling up to RETRY_S
 
 
 class ReleaseAgent:
@@ -53,7 +59,9 @@ class ReleaseAgent:
         self._sent: tuple | None = None
         self._sent_at = -1e9
         self._retry_at = 0.0
-        self._installed: dict[str, Path] = {}
+        self._retry = Backoff(RETRY_FIRST_S, RETRY_S)
+        self._installed: dict[str, Path] = {}  # the staged release (at most one): version → its venv
+        self._wakeup = Wakeup()
 
     def why_not(self) -> str | None:
         """Why this node does not upgrade by itself (None: it does)."""
@@ -67,7 +75,11 @@ class ReleaseAgent:
         task_status.started()
         while True:
             await self.step()
-            await trio.sleep(STEP_S)
+            await self._wakeup.sleep(STEP_S)
+
+    def wake(self) -> None:
+        """The chain moved (a new Primary): look again now, not at the next STEP_S."""
+        self._wakeup.wake()
 
     async def step(self) -> None:
         session = self.session
@@ -94,14 +106,21 @@ class ReleaseAgent:
         desired = self._desired(record, on_trial, mine, rollout.target if turn else None)
         if desired is not None:
             await self._report(desired, mine)
-        if not turn or trio.current_time() < self._retry_at:
+        self._forget_stale(rollout)
+        stage = (not turn and not on_trial and not rolled_back and self.why_not() is None and _proven(rollout, me)
+                 and rollout.target not in self._installed and newer(rollout.target, __version__))
+        if not (turn or stage) or trio.current_time() < self._retry_at:
             return
         try:
-            await self._take_turn(head, rollout.target, mine)
+            if stage:
+                await self._prepare(head, rollout.target)
+            else:
+                await self._take_turn(head, rollout.target, mine)
         except (switch.SwitchError, ReleaseRefused, OSError) as exc:
             self.activity = f"could not switch to {rollout.target}: {exc}"
-            log.warning("release switch failed; retrying later", target=rollout.target, error=str(exc), in_s=RETRY_S)
-            self._retry_at = trio.current_time() + RETRY_S
+            delay = self._retry.next()
+            log.warning("release switch failed; retrying later", target=rollout.target, error=str(exc), in_s=delay)
+            self._retry_at = trio.current_time() + delay
 
     def _desired(self, record: dict | None, on_trial: bool, mine: dict | None, turn: str | None) -> tuple | None:
         """(state, target, reason) this node should report, or None to leave it as it is."""
@@ -129,21 +148,37 @@ class ReleaseAgent:
                             now_s=int(time.time()))
         await self.session.submit(op)
 
-    async def _take_turn(self, head: Any, target: str, mine: dict | None) -> None:
+    def _forget_stale(self, rollout: Rollout) -> None:
+        """A staged venv of a release that is no longer the target (a newer one was published) or
+        that failed is dropped and removed from disk: one staged release at a time."""
+        stale = [v for v in self._installed if v != rollout.target or rollout.failed]
+        for version in stale:
+            del self._installed[version]
+        if stale and self.root is not None:
+            switch.prune(self.root, keep={Path(sys.prefix)})
+            log.info("release staged venv removed", versions=stale, reason=rollout.failed or "a newer target")
+
+    async def _prepare(self, head: Any, target: str) -> None:
+        """Fetch, verify and install the target into its own venv (nothing switches yet)."""
         release = state_of(head.params)["published"][target]
+        self.activity = f"fetching the wheel of {target}"
+        author = release["author"]
+        peers = [author] + sorted(p for p in self.session.mesh.admitted_peers() if p != author)
+        wheel = await self.exchange.fetch(release, [p for p in peers if p != self.session.key.node_id])
+        if wheel is None:
+            raise ReleaseRefused(f"no peer has a good copy of the wheel of {target} yet")
+        verify_wheel(head, target, wheel)  # sha256, size, the admin's signature, its version
+        self.activity = f"installing {target}"
+        venv = await trio.to_thread.run_sync(switch.install, self.root, wheel, target)
+        self._installed[target] = venv
+        self._retry.reset()
+        prune_wheels(self.state_dir, {r["sha256"] for r in state_of(head.params)["published"].values()})
+        log.info("release installed", version=target, venv=str(venv))
+        self.activity = f"{target} installed, waiting for its turn"
+
+    async def _take_turn(self, head: Any, target: str, mine: dict | None) -> None:
         if target not in self._installed:
-            self.activity = f"fetching the wheel of {target}"
-            author = release["author"]
-            peers = [author] + sorted(p for p in self.session.mesh.admitted_peers() if p != author)
-            wheel = await self.exchange.fetch(release, [p for p in peers if p != self.session.key.node_id])
-            if wheel is None:
-                raise ReleaseRefused(f"no peer has a good copy of the wheel of {target} yet")
-            verify_wheel(head, target, wheel)  # sha256, size, the admin's signature, its version
-            self.activity = f"installing {target}"
-            venv = await trio.to_thread.run_sync(switch.install, self.root, wheel, target)
-            self._installed[target] = venv
-            prune_wheels(self.state_dir, {r["sha256"] for r in state_of(head.params)["published"].values()})
-            log.info("release installed", version=target, venv=str(venv))
+            await self._prepare(head, target)
         if not (mine is not None and mine["state"] == "switching" and mine["target"] == target):
             self.activity = f"reporting the switch to {target}"
             await self._report(("switching", target, ""), mine)
@@ -163,6 +198,15 @@ class ReleaseAgent:
         node = self.session.node
         node.release_switch = True
         node.shutdown()
+
+
+def _proven(rollout: Rollout, me: str) -> bool:
+    """This node will take a turn and the canary already runs the target healthily: worth
+    installing the release ahead of the turn (before that, only the canary installs it)."""
+    mine = rollout.nodes.get(me)
+    canary = rollout.nodes.get(rollout.canary) if rollout.canary else None
+    return (rollout.target is not None and not rollout.failed and mine is not None and mine.action == "wait"
+            and canary is not None and canary.action == "done")
 
 
 def publish(node: Any, path: str, notes: str, min_from: str | None) -> dict:

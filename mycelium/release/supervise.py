@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mycelium.release.switch import (
@@ -33,8 +34,10 @@ STOP_GRACE_S = 20.0
 
 
 def say(event: str, **fields) -> None:
-    print(json.dumps({"event": event, "logger": "mycelium.release.supervise", "level": "info", **fields}),
-          file=sys.stderr, flush=True)
+    """One log line in the daemon's format (JSON with a UTC timestamp), into the same daemon.log."""
+    stamp = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    print(json.dumps({"event": event, "logger": "mycelium.release.supervise", "level": "info", "timestamp": stamp,
+                      **fields}), file=sys.stderr, flush=True)
 
 
 def spawn(venv: str, args: list[str]) -> subprocess.Popen:

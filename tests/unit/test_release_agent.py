@@ -16,17 +16,19 @@ from mycelium.release import agent as agent_mod
 from mycelium.release import switch
 from mycelium.release.agent import ReleaseAgent
 from mycelium.release.versions import PROTOCOLS
-from tests.unit.test_release_core import KEYS, genesis_net, network, publish
+from mycelium.release import rules
+from mycelium.release.rollout import plan
+from tests.unit.test_release_core import KEYS, genesis_net, network, op, publish
 
 
-def make(tmp_path, head, *, auto=True, root=True):
+def make(tmp_path, head, *, auto=True, root=True, key=KEYS[0]):
     sent = []
 
     async def submit(op):
         sent.append(op.body)
 
     session = SimpleNamespace(cfg=SimpleNamespace(release=ReleaseSection(auto_upgrade=auto), state_dir=tmp_path),
-                              ledger=SimpleNamespace(head=head), key=KEYS[0],
+                              ledger=SimpleNamespace(head=head), key=key,
                               membership=SimpleNamespace(network_id=genesis_net()), submit=submit, mesh=None)
     a = ReleaseAgent(session)
     a.root = tmp_path / "prefix" if root else None
@@ -93,6 +95,62 @@ def test_on_trial_it_writes_the_health_marker_once_the_chain_moves(tmp_path):
     marker = switch.read_json(switch.health_path(tmp_path))
     assert marker["version"] == __version__ and sent[-1]["state"] == "healthy"
     assert switch.read_json(switch.record_path(tmp_path))["state"] == "healthy"  # unsupervised: it says so itself
+
+
+def _staging(tmp_path, monkeypatch):
+    """An agent on a validator of a 3-node network (2 validators), whose _prepare makes the venv dir
+    a real install would (the install itself is switch.install's, tested with real wheels)."""
+    prepared = []
+
+    async def prepare(self, head, target):
+        venv = self.root / "venvs" / target
+        venv.mkdir(parents=True)
+        self._installed[target] = venv
+        prepared.append(target)
+
+    monkeypatch.setattr(ReleaseAgent, "_prepare", prepare)
+    return prepared
+
+
+def _healthy(p, key, target):
+    return apply_batch(p, [op(key, rules.report_body(target, PROTOCOLS, "healthy", target)).to_wire()])
+
+
+def test_a_release_is_installed_ahead_of_the_turn_only_once_the_canary_proved_it(tmp_path, monkeypatch):
+    prepared = _staging(tmp_path, monkeypatch)
+    target = f"{__version__}.1"
+    published = apply_batch(network(3, 2), [publish(target).to_wire()])
+    assert plan(published).canary == KEYS[2].node_id  # the hypha, the only non-validator
+    proven = _healthy(published, KEYS[2], target)  # the canary runs it: the validators take turns, one at a time
+    waiting = next(k for k in KEYS[:2] if plan(proven).nodes[k.node_id].action == "wait")
+    a, sent = make(tmp_path, published, key=waiting)
+    run(a)
+    assert prepared == [] and sent == []  # the canary has not proved it yet: only the canary installs
+    a.session.ledger.head = proven
+    run(a, times=2)
+    assert prepared == [target] and sent == []  # staged once; nothing reported: its turn has not come
+
+
+def test_at_most_one_release_is_staged_and_a_failed_or_superseded_one_is_removed(tmp_path, monkeypatch):
+    """The agent's per-release state has a bound (one staged venv) that the test reaches: each newer
+    release replaces the staged one on disk and in memory; a failed release's venv goes too."""
+    prepared = _staging(tmp_path, monkeypatch)
+    a, _ = make(tmp_path, None, key=KEYS[1])
+    p = network(3, 2)
+    for minor in range(1, 5):
+        target = f"{__version__}.{minor}"
+        p = _healthy(apply_batch(p, [publish(target, min_from=__version__).to_wire()]), KEYS[2], target)
+        assert plan(p).nodes[KEYS[1].node_id].action in ("wait", "upgrade")
+        a.session.ledger.head = p
+        run(a)
+        assert list(a._installed) == [target]
+        assert sorted(d.name for d in (a.root / "venvs").iterdir()) == [target]
+    assert len(prepared) == 4
+    p = apply_batch(p, [op(KEYS[0], rules.report_body(__version__, PROTOCOLS, "rolled_back", target, "x")).to_wire()])
+    assert plan(p).failed
+    a.session.ledger.head = p
+    run(a)
+    assert a._installed == {} and list((a.root / "venvs").iterdir()) == []
 
 
 @pytest.fixture(autouse=True)

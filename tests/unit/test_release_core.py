@@ -141,6 +141,26 @@ def test_published_releases_are_bounded():
     assert min(published, key=version_key) == "1.3.0" and plan(p).target == f"1.{rules.MAX_RELEASES + 2}.0"
 
 
+def test_the_release_state_is_bounded_per_release_and_per_member(monkeypatch):
+    """Thinking in lifetimes: the Primary keeps at most MAX_RELEASES releases (and a failure reason
+    only for a kept release) and one report per current member — reached here with a small bound."""
+    monkeypatch.setattr(rules, "MAX_RELEASES", 2)
+    p = network(3, 3)
+    for minor in range(2, 7):  # every release fails: each leaves a reason, only the kept ones stay
+        version = f"0.{minor}.0"
+        p = apply_batch(p, [publish(version, min_from="0.1.0").to_wire()])
+        p = apply_batch(p, [op(KEYS[1], rules.report_body("0.1.0", PROTOCOLS, "rolled_back", version, "x")).to_wire()])
+        state = rules.state_of(p.params)
+        assert len(state["published"]) <= 2 and set(state["failed"]) <= set(state["published"])
+    assert sorted(rules.state_of(p.params)["failed"]) == ["0.5.0", "0.6.0"]
+    assert len(rules.state_of(p.params)["nodes"]) == 3
+    gone = KEYS[2].node_id  # a member leaves: its report goes with it at the next release operation
+    p = replace(p, members={n: m for n, m in p.members.items() if n != gone})
+    p = apply_batch(p, [op(KEYS[1], rules.report_body("0.1.0", PROTOCOLS, "running")).to_wire()])
+    assert gone not in rules.state_of(p.params)["nodes"] and len(rules.state_of(p.params)["nodes"]) == 2
+
+
+@settings(deadline=None)  # pure and fast; a 200 ms deadline fired beside the full unit suite at load 16
 @given(st.lists(st.integers(0, 10**6 - 1), min_size=1, max_size=4), st.lists(st.integers(0, 10**6 - 1), min_size=1, max_size=4))
 def test_versions_order_like_tuples(a, b):
     va, vb = ".".join(map(str, a)), ".".join(map(str, b))
@@ -155,6 +175,7 @@ def test_bad_versions_say_why(bad):
         parse_version(bad)
 
 
+@settings(deadline=None)  # pure and fast; a 200 ms deadline fired beside the full unit suite at load 16
 @given(st.dictionaries(st.sampled_from("abc"), st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1),
        st.dictionaries(st.sampled_from("abc"), st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1))
 def test_compatibility_is_symmetric_and_means_overlap(a, b):
