@@ -39,8 +39,11 @@ def test_five_daemons_join_by_invite_and_list_each_other(daemons):
     wait_until(all_members, timeout=90, interval=0.5, what="all five nodes admitted in every node's Primary")
     for d in nodes:
         me = d.status()["node_id"]
-        wait_until(lambda: _admitted(d) >= ids - {me}, timeout=60, interval=0.5,
-                   what=f"{me[-6:]} to list the four others as connected and admitted")
+        # a peer that dialled in is known by its address only after a peer exchange (every 15 s)
+        wait_until(lambda: _admitted(d) >= ids - {me} and all(
+                       p["addresses"] for p in _peers(d)["peers"] if p["node_id"] in ids - {me}),
+                   timeout=60, interval=0.5,
+                   what=f"{me[-6:]} to list the four others as connected and admitted, with their addresses")
         rows = {p["node_id"]: p for p in _peers(d)["peers"]}
         for other in ids - {me}:
             assert rows[other]["member"] and rows[other]["role"] in ("sclerotium", "rhizomorph", "hypha")
