@@ -22,6 +22,7 @@ from libp2p.peer.id import ID
 
 from mycelium.identity import NodeId, scheme_of
 from mycelium.mesh.framing import FrameError, read_frame, write_frame
+from mycelium.mesh.open_stream import open_stream
 from mycelium.mesh.membership import (
     MAX_HANDSHAKE_MESSAGE,
     FailureReason,
@@ -211,7 +212,7 @@ class Admission:
                 if started is not None:
                     await started.wait()  # the notifee fires before the muxer is ready for streams
                 try:
-                    stream = await self._mesh.libp2p_host.new_stream(peer_id, [self._mesh.protocols.membership])
+                    stream = await open_stream(self._mesh.libp2p_host, peer_id, [self._mesh.protocols.membership])
                 except BaseLibp2pError as exc:
                     hs.fail(_classify_open_failure(exc))
                 else:

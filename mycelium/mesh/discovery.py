@@ -21,6 +21,7 @@ from mycelium.identity import NodeId, is_node_id
 from mycelium.mesh.peers import MAX_ADDRESSES_PER_PEER
 from mycelium.mesh.protocols import RPC_PEERS
 from mycelium.mesh.rpc import BadRequest, RequestError
+from mycelium.mesh.open_stream import open_stream
 from mycelium.encoding import decode
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ class Discovery:
             return None
         with trio.move_on_after(mesh.config.ping_timeout_s):
             try:
-                stream = await host.new_stream(ID.from_base58(node_id), [PING_PROTOCOL])
+                stream = await open_stream(host, ID.from_base58(node_id), [PING_PROTOCOL])
                 started = trio.current_time()
                 await perform_ping_roundtrip(stream)
                 rtt_ms = (trio.current_time() - started) * 1000

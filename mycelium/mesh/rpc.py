@@ -21,6 +21,7 @@ from mycelium.identity import NodeId
 from mycelium.mesh.framing import FrameError, read_frame, write_frame
 from mycelium.mesh.membership import Offense
 from mycelium.mesh.protocols import check_name
+from mycelium.mesh.open_stream import open_stream
 
 if TYPE_CHECKING:
     from mycelium.mesh.context import MeshContext
@@ -173,7 +174,7 @@ class RequestResponse:
         try:
             with trio.fail_after(timeout):
                 try:
-                    stream = await host.new_stream(ID.from_base58(node), [mesh.protocols.rpc(name)])
+                    stream = await open_stream(host, ID.from_base58(node), [mesh.protocols.rpc(name)])
                 except BaseLibp2pError as exc:
                     raise RequestRefused(f"peer {node} does not serve {name!r}: {exc}") from exc
                 await write_frame(stream, payload, max_size=cfg.max_request_bytes)

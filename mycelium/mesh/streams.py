@@ -32,6 +32,7 @@ from mycelium.mesh.framing import HEADER_SIZE, FrameError, read_frame
 from mycelium.mesh.membership import Offense
 from mycelium.mesh.protocols import check_name
 from mycelium.mesh.rpc import PeerNotAdmitted, RequestRefused, RequestTimeout
+from mycelium.mesh.open_stream import open_stream
 
 if TYPE_CHECKING:
     from mycelium.mesh.context import MeshContext
@@ -93,7 +94,7 @@ class MessageStreams:
                         kept = stream is not None
                         if stream is None:
                             try:
-                                stream = await mesh.libp2p_host.new_stream(ID.from_base58(node), [self.protocol(name)])
+                                stream = await open_stream(mesh.libp2p_host, ID.from_base58(node), [self.protocol(name)])
                             except BaseLibp2pError as exc:
                                 if _unsupported(exc):  # callers tell this apart: fall back to rpc for this peer
                                     raise RequestRefused(f"peer {node} takes no {name!r} stream: {exc}") from exc
