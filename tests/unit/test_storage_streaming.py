@@ -25,7 +25,7 @@ async def test_read_pieces_cuts_a_file_like_split(tmp_path, size):
 
 
 async def test_a_streamed_put_holds_a_bounded_number_of_chunks_and_reads_back(tmp_path):
-    cfg = StorageConfig(request_timeout_s=5.0, chunk_bytes=CHUNK, chunks_in_flight=2)
+    cfg = StorageConfig(request_timeout_s=30.0, chunk_bytes=CHUNK, chunks_in_flight=2)  # a hang detector
     async with storage_cluster(tmp_path, 3, cfg=cfg, run_repair=False) as c:
         writer = c.nodes[0]
         c.roots.leases["vol"] = writer.node_id
