@@ -247,6 +247,8 @@ class NetworkSession:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""
         if self._consensus_scope is not None:
             self._consensus_scope.cancel()
+        if self.driver is not None:
+            self.driver.stop()  # before the new core reads the persisted lock: the old one signs no more
         if self.driver is not None:  # keep its counts: /metrics counters never go down
             self._consensus_errors_past.update(self.driver.core.errors)
         if self.ledger.head is None:
