@@ -374,8 +374,8 @@ class NetworkSession:
         self._wake_watch.set()
         self.latent.primary_changed()
         self.release.wake()
-        log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
-                 members=len(primary.members), role=primary.role_of(self.key.node_id))
+        log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], round=decided.certificate.round,
+                 ops=len(decided.batch), members=len(primary.members), role=primary.role_of(self.key.node_id))
 
     # ------------------------------------------------------------------------------ rpc handlers
     async def _on_consensus(self, peer: NodeId, data: bytes) -> bytes:

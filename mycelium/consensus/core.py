@@ -174,6 +174,19 @@ class ConsensusCore:
             self._apply_rules(now, out)
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """Where this core stands and what it has heard, for a log line when no height is decided
+        (a stall must say what consensus waits for)."""
+        votes = self.votes.get(self.round)
+        heard = {} if votes is None else {
+            "proposal": votes.proposal is not None, "commitments": len(votes.commitments),
+            "reveals": dict((v.hex()[:8] if v else "nil", n) for v, n in votes.reveal_tally().items()),
+            "precommits": dict((v.hex()[:8] if v else "nil", n) for v, n in votes.precommit_tally().items())}
+        refused = [r for r, c in sorted(self.candidates.items()) if c is None]
+        return {"height": self.height, "round": self.round, "step": self.step.value, "locked_round": self.locked_round,
+                "valid_round": self.valid_round, "heard": heard, "refused_rounds": refused[-8:],
+                "errors": dict(self.errors)}
+
     def persist(self) -> dict[str, Any]:
         """mycelium.sim's name for persisted_state()."""
         return self.persisted_state()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
+import trio
+
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId
 from mycelium.observability.logs import get_logger
@@ -21,6 +23,8 @@ from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.outcomes import Behind, Decided, Evidence, Participation, PersistLock
 
 log = get_logger("mycelium.consensus")
+
+STALL_LOG_S = 30.0  # a validator that decided no height for this long logs where its core stands
 
 
 class Transport(Protocol):
@@ -64,6 +68,21 @@ class ConsensusDriver(CoreLoop):
         }
         super().__init__(core, send=lambda to, m: transport.send_nowait(to, _wire(m)),
                          broadcast=lambda m: transport.broadcast_nowait(_wire(m)), outputs=outputs, start=core.start)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_stall)
+            await super().run(task_status=task_status)
+
+    async def _watch_stall(self) -> None:
+        """A chain that stops must say why: every STALL_LOG_S without a new height, log the core's
+        round, step, locks and what it heard (consensus rejects input silently, by design)."""
+        height = self.core.height
+        while True:
+            await trio.sleep(STALL_LOG_S)
+            if self.core.height == height and self.core.is_validator:
+                log.warning("no height decided for a while", waited_s=STALL_LOG_S, **self.core.describe())
+            height = self.core.height
 
     def poke(self) -> None:
         """New operations are waiting: let a waiting proposer propose now."""
