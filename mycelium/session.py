@@ -183,7 +183,7 @@ class NetworkSession:
             # with it test_validators saw a capped follower a height behind the founder (issue 15 report)
             for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
                 mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, recipients=self._vote_recipients)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, recipients=self._vote_recipients, coalesce=True)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,

@@ -81,7 +81,9 @@ class ConsensusDriver(CoreLoop):
         while True:
             await trio.sleep(STALL_LOG_S)
             if self.core.height == height and self.core.is_validator:
-                log.warning("no height decided for a while", waited_s=STALL_LOG_S, **self.core.describe())
+                log.warning("no height decided for a while", waited_s=STALL_LOG_S, **self.core.describe(),
+                            sends_dropped=dict(getattr(self.transport, "dropped", {})),
+                            sends_coalesced=getattr(self.transport, "coalesced", 0))
             height = self.core.height
 
     def poke(self) -> None:

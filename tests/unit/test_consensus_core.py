@@ -374,3 +374,13 @@ def test_a_certified_decision_is_adopted_though_its_local_validity_lapsed():
     late.app.lapsed = True
     out = late.on_message(net.ids[1], decision.to_wire(), 30.0)
     assert [e.height for e in out if isinstance(e, Decided)] == [1] and late.errors["bad_decision"] == 0
+
+
+def test_describe_says_where_a_core_stands_and_what_it_heard():
+    core = core_for(0)
+    core.start(0.0)
+    a, _ = drive_to_lock_on_a(core)
+    seen = core.describe()
+    assert (seen["height"], seen["round"], seen["step"], seen["locked_round"], seen["valid_round"]) == (1, 0, "precommit", 0, 0)
+    assert seen["heard"]["proposal"] and seen["heard"]["reveals"] == {a.hex()[:8]: 3}
+    assert seen["heard"]["precommits"] == {a.hex()[:8]: 1} and seen["refused_rounds"] == []
