@@ -183,7 +183,8 @@ class NetworkSession:
             await nursery.start(mesh.run)
             for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
                 mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True, recipients=self._vote_recipients)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True, recipients=self._vote_recipients,
+                                        coalesce=True)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
@@ -248,6 +249,8 @@ class NetworkSession:
         """(Re)start the consensus driver at the ledger's head (after a catch-up jumped it)."""
         if self._consensus_scope is not None:
             self._consensus_scope.cancel()
+        if self.driver is not None:
+            self.driver.stop()  # before the new core reads the persisted lock: the old one signs no more
         if self.driver is not None:  # keep its counts: /metrics counters never go down
             self._consensus_errors_past.update(self.driver.core.errors)
         if self.ledger.head is None:
@@ -372,8 +375,8 @@ class NetworkSession:
         self._wake_watch.set()
         self.latent.primary_changed()
         self.release.wake()
-        log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], ops=len(decided.batch),
-                 members=len(primary.members), role=primary.role_of(self.key.node_id))
+        log.info("decided", height=primary.height, hash=primary.hash().hex()[:16], round=decided.certificate.round,
+                 ops=len(decided.batch), members=len(primary.members), role=primary.role_of(self.key.node_id))
 
     # ------------------------------------------------------------------------------ rpc handlers
     async def _on_consensus(self, peer: NodeId, data: bytes) -> bytes:
@@ -474,9 +477,11 @@ class NetworkSession:
                 self.ledger.submit(op)
             except LedgerError as exc:
                 log.warning("own operation refused", op=op.type.value, error=str(exc))
+                return
             if self.driver:
                 self.driver.poke()
-            return
+            # and to the other validators: in our pool alone it waited for our turn to propose (every
+            # n-th height, 12-21 s per rollout step); a copy decided elsewhere is dropped from the pools
         data = canonical(op.to_wire())
         for validator in self.ledger.validators():
             if validator not in self.mesh.admitted_peers():

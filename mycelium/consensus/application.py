@@ -1,7 +1,8 @@
 """What consensus needs from the application (the Primary model), ABCI-style.
 
 The core calls these synchronously; they must be deterministic functions of the decided history
-(no wall clock, no randomness), because every validator evaluates them independently.
+(no wall clock, no randomness), because every validator evaluates them independently — except
+validate_batch, a validator's own judgement of a fresh proposal (see there).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ class Application(Protocol):
         ...
 
     def validate_batch(self, height: int, batch: list[Any]) -> bool:
-        """True iff every operation is well-formed, signed and authorised on top of height−1."""
+        """True iff every operation is well-formed, signed and authorised on top of height−1. May use
+        local judgement (the ledger checks the proposer's clock against its own): the core asks it
+        only about a fresh proposal, never about a value 2f+1 validators vouched for (re-proposed,
+        precommitted or certified), which it executes and compares instead."""
         ...
 
     def execute(self, height: int, batch: list[Any], prev_hash: bytes) -> bytes:

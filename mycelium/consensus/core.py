@@ -174,6 +174,19 @@ class ConsensusCore:
             self._apply_rules(now, out)
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """Where this core stands and what it has heard, for a log line when no height is decided
+        (a stall must say what consensus waits for)."""
+        votes = self.votes.get(self.round)
+        heard = {} if votes is None else {
+            "proposal": votes.proposal is not None, "commitments": len(votes.commitments),
+            "reveals": dict((v.hex()[:8] if v else "nil", n) for v, n in votes.reveal_tally().items()),
+            "precommits": dict((v.hex()[:8] if v else "nil", n) for v, n in votes.precommit_tally().items())}
+        refused = [r for r, c in sorted(self.candidates.items()) if c is None]
+        return {"height": self.height, "round": self.round, "step": self.step.value, "locked_round": self.locked_round,
+                "valid_round": self.valid_round, "heard": heard, "refused_rounds": refused[-8:],
+                "errors": dict(self.errors)}
+
     def persist(self) -> dict[str, Any]:
         """mycelium.sim's name for persisted_state()."""
         return self.persisted_state()
@@ -196,7 +209,8 @@ class ConsensusCore:
         self.locked_round, self.locked_value = -1, None
         self.valid_round, self.valid_value, self.valid_batch = -1, None, None
         self.votes: dict[int, RoundVotes] = {}
-        self.candidates: dict[int, bytes | None] = {}
+        self.candidates: dict[int, bytes | None] = {}  # round -> its proposal's hash if the app accepts it, else None
+        self.executed: dict[int, bytes | None] = {}  # round -> its proposal's hash, the app's judgement aside
         self.own: dict[int, dict[str, Any]] = {}
         self.highest_round: dict[NodeId, int] = {}
         self.once: set[tuple[str, int]] = set()
@@ -321,16 +335,29 @@ class ConsensusCore:
                     out.append(Broadcast(wire))
 
     def _candidate(self, round_: int) -> bytes | None:
-        """The candidate hash of round_'s proposal, computed by us; None if the proposal is invalid."""
+        """The candidate hash of round_'s proposal, computed by us; None if the proposal is invalid.
+        For a fresh proposal (nobody vouched for it yet): the application judges it (validate_batch)."""
         if round_ not in self.candidates:
             proposal = self.votes[round_].proposal
-            candidate = None
-            if proposal.prev_hash == self.prev_hash and self.app.validate_batch(self.height, list(proposal.batch)):
-                candidate = self.app.execute(self.height, list(proposal.batch), self.prev_hash)
-                if not isinstance(candidate, bytes) or len(candidate) != HASH_SIZE:
-                    raise TypeError(f"Application.execute must return {HASH_SIZE} bytes, got {candidate!r}")
-            self.candidates[round_] = candidate
+            valid = proposal.prev_hash == self.prev_hash and self.app.validate_batch(self.height, list(proposal.batch))
+            self.candidates[round_] = self._executed(round_) if valid else None
         return self.candidates[round_]
+
+    def _executed(self, round_: int) -> bytes | None:
+        """round_'s proposal executed by us on our previous Primary, without validate_batch: for a
+        value that 2f+1 reveals or precommits vouch for (so f+1 honest validators judged it valid).
+        validate_batch is a local judgement that may change with time (the ledger refuses a clock
+        operation over 10 s old): asked again in a later round it would refuse a value validators are
+        locked on, and no height would ever be decided again. None if it builds on another Primary."""
+        if round_ not in self.executed:
+            proposal = self.votes[round_].proposal
+            value = None
+            if proposal.prev_hash == self.prev_hash:
+                value = self.app.execute(self.height, list(proposal.batch), self.prev_hash)
+                if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+                    raise TypeError(f"Application.execute must return {HASH_SIZE} bytes, got {value!r}")
+            self.executed[round_] = value
+        return self.executed[round_]
 
     # -- the rules ---------------------------------------------------------------------------------
 
@@ -345,7 +372,7 @@ class ConsensusCore:
             top = votes.precommit_tally().most_common(1)
             if votes.proposal is not None and top and top[0][1] >= q and top[0][0] != NIL:
                 value = top[0][0]
-                if self._candidate(rr) == value:
+                if self._executed(rr) == value:  # 2f+1 precommits vouch for it
                     self._decide(rr, value, now, out)
                     return True
         skip_to = self._round_to_skip_to()
@@ -355,11 +382,17 @@ class ConsensusCore:
         votes = self._round(r)
         proposal = votes.proposal
         if self.step is Step.PROPOSE and proposal is not None:
-            candidate = self._candidate(r)
             vr = proposal.valid_round
-            if vr == -1 or candidate is None:
+            if vr == -1:
+                candidate = self._candidate(r)
                 acceptable = candidate is not None and (self.locked_round == -1 or self.locked_value == candidate)
                 self._commit(candidate if acceptable else NIL, now, out)
+                return True
+            # A re-proposal of round vr's value: valid iff 2f+1 revealed it there (Tendermint's rule
+            # waits for those prevotes, or the propose timeout). Not the app's judgement again: see _executed.
+            candidate = self._executed(r)
+            if candidate is None:
+                self._commit(NIL, now, out)  # it builds on another Primary
                 return True
             if vr in self.votes and self.votes[vr].reveal_tally()[candidate] >= q:
                 acceptable = self.locked_round <= vr or self.locked_value == candidate
@@ -370,8 +403,8 @@ class ConsensusCore:
             return True
         tally = votes.reveal_tally()
         if proposal is not None and _STEP_ORDER[self.step] >= _STEP_ORDER[Step.REVEAL] and ("valid", r) not in self.once:
-            candidate = self._candidate(r)
-            if candidate is not None and tally[candidate] >= q:
+            candidate = self._executed(r)  # 2f+1 reveals vouch for it
+            if candidate is not None and candidate != NIL and tally[candidate] >= q:
                 self.once.add(("valid", r))
                 self.valid_round, self.valid_value, self.valid_batch = r, candidate, proposal.batch
                 if self.step is Step.REVEAL:
@@ -528,7 +561,9 @@ class ConsensusCore:
             self.errors["bad_decision"] += 1
             return
         batch = list(decision.batch)
-        if (decision.prev_hash != self.prev_hash or not self.app.validate_batch(self.height, batch)
+        # The certificate vouches for the batch; validate_batch (a local judgement that lapses with
+        # time) would refuse a node more than a few seconds behind every decision it needs.
+        if (decision.prev_hash != self.prev_hash
                 or self.app.execute(self.height, batch, self.prev_hash) != decision.certificate.value):
             self.errors["bad_decision"] += 1  # certified by a quorum yet not what we compute: a local bug
             return

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
+import trio
+
 from mycelium.encoding import canonical
 from mycelium.identity import NodeId
 from mycelium.observability.logs import get_logger
@@ -21,6 +23,8 @@ from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.outcomes import Behind, Decided, Evidence, Participation, PersistLock
 
 log = get_logger("mycelium.consensus")
+
+STALL_LOG_S = 30.0  # a validator that decided no height for this long logs where its core stands
 
 
 class Transport(Protocol):
@@ -64,6 +68,23 @@ class ConsensusDriver(CoreLoop):
         }
         super().__init__(core, send=lambda to, m: transport.send_nowait(to, _wire(m)),
                          broadcast=lambda m: transport.broadcast_nowait(_wire(m)), outputs=outputs, start=core.start)
+        self._stall_height, self._stall_since = core.height, None  # the height and since when (trio time)
+        self._interpret_effects, self.interpret = self.interpret, self._step_done
+
+    def _step_done(self, effects: list) -> None:
+        """Every core step (a message, a tick: at least every rebroadcast interval) is carried out,
+        then checked for a stall. A chain that stops must say why: every STALL_LOG_S without a new
+        height, a validator logs the core's round, step, locks and what it heard (consensus rejects
+        input silently, by design). No task of its own: a failure stays the loop's plain exception."""
+        self._interpret_effects(effects)
+        now = trio.current_time()
+        if self.core.height != self._stall_height or self._stall_since is None:
+            self._stall_height, self._stall_since = self.core.height, now
+        elif now - self._stall_since >= STALL_LOG_S and self.core.is_validator:
+            self._stall_since = now
+            log.warning("no height decided for a while", waited_s=STALL_LOG_S, **self.core.describe(),
+                        sends_dropped=dict(getattr(self.transport, "dropped", {})),
+                        sends_coalesced=getattr(self.transport, "coalesced", 0))
 
     def poke(self) -> None:
         """New operations are waiting: let a waiting proposer propose now."""

@@ -64,6 +64,7 @@ class Ledger:
         self.pool: OrderedDict[bytes, Operation] = OrderedDict()
         self._candidates: dict[tuple[int, bytes], PrimarySpore] = {}
         self._committed: PrimarySpore | None = None  # decided but not yet stored (certificate on its way)
+        self._last_refusal: tuple[int, str] | None = None  # the last refused proposal logged (height, why)
         self.heartbeat_s = HEARTBEAT_S  # a proposer with nothing to propose still advances the clock this often
         self.history_kept = HISTORY_KEPT  # links kept beyond the epoch links (tests make it small)
         if chain is not None:
@@ -217,10 +218,17 @@ class Ledger:
                 op = Operation.from_wire(raw)
                 check_operation(op, head, now_s=now_s)
                 if contradicted_by(op, self.witness.opened(head.height)):
-                    return False  # it calls withheld a validator whose reveal this node saw
-        except OperationError:
-            return False
+                    return self._refused(height, "it calls withheld a validator whose reveal this node saw")
+        except OperationError as exc:
+            return self._refused(height, str(exc))
         return True
+
+    def _refused(self, height: int, why: str) -> bool:
+        """A refused proposal is logged (once per height and reason): a stall must say why."""
+        if self._last_refusal != (height, why):
+            self._last_refusal = (height, why)
+            log.info("proposal refused", height=height, reason=why)
+        return False
 
     def execute(self, height: int, batch: list[Any], prev_hash: bytes) -> bytes:
         head = self._app_head()

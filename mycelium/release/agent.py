@@ -91,7 +91,8 @@ class ReleaseAgent:
             self.started_height = head.height
         record = switch.read_json(switch.record_path(self.state_dir))
         on_trial = record is not None and record.get("version") == __version__ and record.get("state") in ("trial", "healthy")
-        if on_trial and not self.healthy and health.healthy(started_at=self.started_height, height=head.height, member=True):
+        if on_trial and not self.healthy and health.healthy(started_at=self.started_height, height=head.height, member=True,
+                                                            voted=self._voted(head)):
             switch.write_json(switch.health_path(self.state_dir), {"version": __version__, "pid": os.getpid()})
             self.healthy = True
             log.info("release healthy", version=__version__, height=head.height)
@@ -121,6 +122,15 @@ class ReleaseAgent:
             delay = self._retry.next()
             log.warning("release switch failed; retrying later", target=rollout.target, error=str(exc), in_s=delay)
             self._retry_at = trio.current_time() + delay
+
+    def _voted(self, head: Any) -> bool:
+        """A validator voted with this build since it started (a follower only follows the chain)."""
+        me = self.session.key.node_id
+        chain = self.session.ledger.chain
+        if me not in head.validators():
+            return True
+        links = (chain.get(h) for h in range(self.started_height + 1, head.height + 1)) if chain is not None else ()
+        return health.voted_since(me, self.started_height, (link.certificate for link in links if link is not None))
 
     def _desired(self, record: dict | None, on_trial: bool, mine: dict | None, turn: str | None) -> tuple | None:
         """(state, target, reason) this node should report, or None to leave it as it is."""

@@ -38,9 +38,15 @@ class PeerQueues:
 
     def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *,
                  timeout_s: float = SEND_TIMEOUT_S, streamed: bool = False,
-                 recipients: Callable[[], Iterable[NodeId]] | None = None) -> None:
-        """`recipients`: who a broadcast goes to (default: every admitted peer)."""
+                 recipients: Callable[[], Iterable[NodeId]] | None = None, coalesce: bool = False) -> None:
+        """`recipients`: who a broadcast goes to (default: every admitted peer). `coalesce`: a message
+        still waiting in a peer's queue is not queued again (consensus rebroadcasts its votes every
+        few seconds: when a loaded peer takes fewer than that, each rebroadcast stacked another copy
+        of every vote, the queue filled with copies and fresh votes waited behind them for minutes)."""
         self.mesh = mesh
+        self._coalesce = coalesce
+        self._waiting: dict[NodeId, set[bytes]] = {}  # coalesce: what each peer's queue holds now
+        self.coalesced = 0  # messages not queued because the same one was still waiting
         self._recipients = recipients or mesh.admitted_peers
         self.rpc_name = rpc_name
         self.timeout_s = timeout_s
@@ -70,11 +76,19 @@ class PeerQueues:
                 return
             queue, receive = trio.open_memory_channel[bytes](QUEUE_PER_PEER)
             self._queues[peer] = queue
+            self._waiting[peer] = set()
             self._nursery.start_soon(self._sender, peer, queue, receive)
+        waiting = self._waiting[peer]
+        if self._coalesce and data in waiting:
+            self.coalesced += 1
+            return
         try:
             queue.send_nowait(data)
         except trio.WouldBlock:
             self.dropped["queue_full"] += 1
+            return
+        if self._coalesce:
+            waiting.add(data)
 
     @property
     def live_queues(self) -> int:
@@ -89,8 +103,11 @@ class PeerQueues:
                 # queue was seen empty, so nothing can have been queued in between
                 if self._queues.get(peer) is queue:
                     del self._queues[peer]
+                    del self._waiting[peer]
                 self.retired += 1
                 return
+            waiting = self._waiting.get(peer, set())
+            waiting.discard(data)
             if self._streamed and peer not in self._rpc_only:
                 batch = [data]
                 while len(batch) < STREAM_BATCH:
@@ -98,6 +115,7 @@ class PeerQueues:
                         batch.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
+                    waiting.discard(batch[-1])
                 try:
                     await self.mesh.send_messages(peer, self.rpc_name, batch, self.timeout_s)  # type: ignore[attr-defined]
                     continue

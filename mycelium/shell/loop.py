@@ -5,6 +5,7 @@ timers from the core's `SetTimer`s, every result carried out by the one `Interpr
     await nursery.start(loop.run)        the core's first step (`start`, default on_tick) ran
     loop.deliver(peer, message)          never blocks; a full inbox drops and counts ("inbox_full")
     loop.call(lambda now: core.publish(entry, now))    a local action, run from the loop
+    loop.stop()                          the core is never called again (before replacing it)
 
 The clock is trio's by default; cores that compare `now` with timestamps signed by other nodes run
 on the wall clock (`clock=time.time`), and their timers are set on it. The send and broadcast
@@ -47,6 +48,14 @@ class CoreLoop:
         self._start = start or core.on_tick
         self._send, self._inbox = trio.open_memory_channel[tuple[NodeId, Any]](inbox)
         self.dropped: Counter[str] = Counter()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Never call the core again, from this moment on. Cancelling the loop's scope is not enough
+        to replace a core: a message the loop already received is still handed to the core at once
+        (trio delivers a cancel only at the next checkpoint), so an old consensus core could sign a
+        vote its successor — built from the persisted state before that vote — does not know of."""
+        self._stopped = True
 
     def deliver(self, sender: NodeId, message: Any) -> None:
         """Queue a message from a peer. Never blocks; drops and counts when the inbox is full."""
@@ -60,7 +69,8 @@ class CoreLoop:
         self.deliver("", _Call(fn))
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self.interpret(self._start(self._clock()))
+        if not self._stopped:
+            self.interpret(self._start(self._clock()))
         task_status.started()
         while True:
             due = self.timers.next_at()
@@ -68,6 +78,8 @@ class CoreLoop:
             item = None
             with trio.move_on_at(deadline):
                 item = await self._inbox.receive()
+            if self._stopped:
+                return
             now = self._clock()
             if item is None:
                 self.timers.pop_due(now)

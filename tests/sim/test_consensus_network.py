@@ -124,6 +124,29 @@ def test_more_than_f_crashed_stops_progress_without_divergence_then_resumes():
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_liveness_returns_though_the_validity_of_a_batch_lapses_with_time(seed):
+    """Regression (the rollout test on a loaded box: the chain stopped for good, all validators
+    voting and connected, after "behind the decision window" / "caught up" lines). The ledger
+    refuses a batch whose clock operation is over 10 s off its own clock; slow, lossy links let a
+    value get 2f+1 reveals but no decision, and every later re-proposal of it, every late quorum of
+    precommits and every catch-up decision for it were refused as too old. Here the skew limit is
+    2 s and 40 % of messages are lost for 30 s: before the fix no validator decided one more height
+    in the 30 s after the losses stopped (all 3 seeds: e.g. heights [2, 0, 1, 2] stayed so, three
+    validators locked at one height, the others refusing its decision); now they all keep deciding."""
+    net = LocalNet(4, seed=seed, max_delay_s=0.3, drop_rate=0.4, lossy_until=30.0)
+    for i, app in enumerate(net.apps):
+        app.clock, app.max_skew_s = (lambda i=i: net.world.local_now(i)), 2.0
+        app.pending = [f"op-{k}" for k in range(40)]
+    net.run(30.0)
+    before = [len(net.decisions(i)) for i in range(4)]
+    net.run(60.0)
+    check_safety(net, seed)
+    after = [len(net.decisions(i)) for i in range(4)]
+    assert all(a >= max(before) + 10 for a in after), f"seed {seed}: heights {before} -> {after}"
+    assert all(not app.pending for app in net.apps), f"seed {seed}: operations left undecided"
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_crash_and_restart_mid_round_never_double_signs(seed):
     rng = Random(seed)
     net = LocalNet(4, seed=seed, max_delay_s=0.3)

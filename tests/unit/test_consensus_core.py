@@ -292,3 +292,95 @@ def test_a_clock_that_goes_back_moves_pending_timers_back():
     assert moved["propose"] == pytest.approx(propose_at - 100.0)
     out = core.on_tick(propose_at - 100.0)
     assert own(out, Commitment), "the propose timeout fires on the new clock"
+
+
+class LapsingApp(LedgerApp):
+    """validate_batch as the real ledger's: a local judgement that lapses with time (its clock check
+    refuses a batch whose clock operation is over 10 s old). `lapsed` stands for "10 s went by"."""
+
+    lapsed = False
+
+    def validate_batch(self, height, batch):
+        return not self.lapsed and super().validate_batch(height, batch)
+
+
+def test_a_locked_value_reproposed_after_its_local_validity_lapsed_is_accepted():
+    """Regression (rollout test under load: the chain stopped for good, every validator voting). A
+    value that got 2f+1 reveals in round 0 but no decision is re-proposed in later rounds; by then
+    its clock operation was too old for the ledger's validate_batch, every validator committed nil
+    to it, and the locked ones could accept nothing else: no height ever again."""
+    core = ConsensusCore(KEYS[0], NET, LapsingApp({0: list(IDS)}), CONFIG, height=1, prev_hash=GENESIS_HASH)
+    core.start(0.0)
+    a, _ = drive_to_lock_on_a(core)
+    feed(core, [precommit(i, 0, NIL) for i in (1, 2, 3)], now=1.0)
+    core.on_tick(10.0)
+    assert core.round == 1 and core.locked_value == a
+    core.app.lapsed = True
+    out = feed(core, [proposal(1, ("op-a",), vr=0)], now=15.0)
+    seal = commitment_hash(a, commit_nonce(KEYS[0], NET, 1, 1, a), IDS[0], 1, 1)
+    assert [c.commitment for c in own(out, Commitment)] == [seal], "2f+1 revealed A in round 0: A is valid"
+    out = feed(core, [m for i in (1, 2) for m in commit_and_reveal(i, 1, a)], now=15.5)
+    assert [p.value for p in own(out, Precommit) if p.round == 1] == [a], "2f+1 reveals of A in round 1"
+    out = feed(core, [precommit(i, 1, a) for i in (1, 2)], now=16.0)
+    assert [e.value for e in out if isinstance(e, Decided)] == [a] and core.height == 2
+
+
+def test_a_fresh_proposal_is_still_judged_by_the_application():
+    core = ConsensusCore(KEYS[0], NET, LapsingApp({0: list(IDS)}), CONFIG, height=1, prev_hash=GENESIS_HASH)
+    core.start(0.0)
+    core.app.lapsed = True
+    out = feed(core, [proposal(0, ("op-a",))])
+    nil_seal = commitment_hash(NIL, commit_nonce(KEYS[0], NET, 1, 0, NIL), IDS[0], 1, 0)
+    assert [c.commitment for c in own(out, Commitment)] == [nil_seal]
+
+
+def test_a_reproposal_nobody_vouched_for_waits_for_its_round_quorum_then_times_out_to_nil():
+    core = ConsensusCore(KEYS[0], NET, LapsingApp({0: list(IDS)}), CONFIG, height=1, prev_hash=GENESIS_HASH)
+    core.start(0.0)
+    feed(core, [commit_and_reveal(i, 1, NIL)[0] for i in (1, 2)])  # f+1 at round 1: skip there
+    assert core.round == 1
+    core.app.lapsed = True
+    a = candidate(("op-a",))
+    out = feed(core, [proposal(1, ("op-a",), vr=0)], now=1.0)
+    assert not own(out, Commitment), "its round-0 reveals may still be on their way"
+    out = feed(core, [m for i in (1, 2) for m in commit_and_reveal(i, 0, a)], now=1.5)
+    seal = commitment_hash(a, commit_nonce(KEYS[0], NET, 1, 1, a), IDS[0], 1, 1)
+    assert not own(out, Commitment), "two reveals are not a quorum"
+    out = core.on_tick(100.0)
+    nil_seal = commitment_hash(NIL, commit_nonce(KEYS[0], NET, 1, 1, NIL), IDS[0], 1, 1)
+    assert [c.commitment for c in own(out, Commitment)] == [nil_seal] != [seal]
+
+
+def test_a_quorum_of_precommits_decides_a_value_whose_local_validity_lapsed():
+    """A validator that receives round 0's proposal and precommits late (loaded box, restart) still
+    decides: 2f+1 precommits vouch for the value; only the certificate and our execution must hold."""
+    core = ConsensusCore(KEYS[0], NET, LapsingApp({0: list(IDS)}), CONFIG, height=1, prev_hash=GENESIS_HASH)
+    core.start(0.0)
+    core.app.lapsed = True
+    a = candidate(("op-a",))
+    out = feed(core, [proposal(0, ("op-a",))] + [precommit(i, 0, a) for i in (1, 2, 3)], now=12.0)
+    assert [e.value for e in out if isinstance(e, Decided)] == [a] and core.height == 2
+
+
+def test_a_certified_decision_is_adopted_though_its_local_validity_lapsed():
+    """Regression: a node more than 10 s behind refused every catch-up Decision ("bad_decision") and
+    had to state-sync ("behind the decision window" / "caught up" in the logs)."""
+    net = LocalNet(4, seed=5)
+    net.run(4.0)
+    decision = net.cores[1].decisions[1][0]
+    late = ConsensusCore(net.keys[0], net.network_id, LapsingApp(net.apps[0].schedule), net.config, height=1,
+                         prev_hash=GENESIS_HASH)
+    late.start(0.0)
+    late.app.lapsed = True
+    out = late.on_message(net.ids[1], decision.to_wire(), 30.0)
+    assert [e.height for e in out if isinstance(e, Decided)] == [1] and late.errors["bad_decision"] == 0
+
+
+def test_describe_says_where_a_core_stands_and_what_it_heard():
+    core = core_for(0)
+    core.start(0.0)
+    a, _ = drive_to_lock_on_a(core)
+    seen = core.describe()
+    assert (seen["height"], seen["round"], seen["step"], seen["locked_round"], seen["valid_round"]) == (1, 0, "precommit", 0, 0)
+    assert seen["heard"]["proposal"] and seen["heard"]["reveals"] == {a.hex()[:8]: 3}
+    assert seen["heard"]["precommits"] == {a.hex()[:8]: 1} and seen["refused_rounds"] == []

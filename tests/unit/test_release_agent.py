@@ -21,6 +21,18 @@ from mycelium.release.rollout import plan
 from tests.unit.test_release_core import KEYS, genesis_net, network, op, publish
 
 
+class FakeChain:
+    """The ledger's chain as the agent reads it: height -> a link whose certificate holds `signers`."""
+
+    def __init__(self) -> None:
+        self.signers: dict[int, set] = {}
+
+    def get(self, height):
+        if height not in self.signers:
+            return None
+        return SimpleNamespace(certificate=SimpleNamespace(height=height, signatures=dict.fromkeys(self.signers[height])))
+
+
 def make(tmp_path, head, *, auto=True, root=True, key=KEYS[0]):
     sent = []
 
@@ -28,7 +40,7 @@ def make(tmp_path, head, *, auto=True, root=True, key=KEYS[0]):
         sent.append(op.body)
 
     session = SimpleNamespace(cfg=SimpleNamespace(release=ReleaseSection(auto_upgrade=auto), state_dir=tmp_path),
-                              ledger=SimpleNamespace(head=head), key=key,
+                              ledger=SimpleNamespace(head=head, chain=FakeChain()), key=key,
                               membership=SimpleNamespace(network_id=genesis_net()), submit=submit, mesh=None)
     a = ReleaseAgent(session)
     a.root = tmp_path / "prefix" if root else None
@@ -90,7 +102,12 @@ def test_on_trial_it_writes_the_health_marker_once_the_chain_moves(tmp_path):
     a, sent = make(tmp_path, p)
     run(a)
     assert switch.read_json(switch.health_path(tmp_path)) is None and sent == []  # nothing decided since start
+    assert KEYS[0].node_id in p.validators()
     a.session.ledger.head = replace(p, height=p.height + 2)
+    a.session.ledger.chain.signers = {p.height + 1: {"someone else"}, p.height + 2: {"someone else"}}
+    run(a)
+    assert switch.read_json(switch.health_path(tmp_path)) is None, "caught up, but this validator voted on nothing"
+    a.session.ledger.chain.signers[p.height + 2].add(KEYS[0].node_id)
     run(a)
     marker = switch.read_json(switch.health_path(tmp_path))
     assert marker["version"] == __version__ and sent[-1]["state"] == "healthy"
