@@ -5,7 +5,8 @@ This module is its other half, for what the mesh *may* use but an idle daemon do
 in multiaddrs (dnspython, ~2.8 MiB and ~0.12 s at import, because py-libp2p builds a resolver for
 every swarm), mDNS when it is switched off (zeroconf, ~5.3 MiB), and RSA and secp256k1 peer keys
 (PyCryptodome and coincurve, ~4 MiB and ~0.14 s; members have Ed25519 keys, so only a foreign peer
-presenting another key type needs them).
+presenting another key type needs them), and libp2p's pre-shared-key private networks (Salsa20 from
+PyCryptodome, ~1.5 MiB; the mesh passes psk=None and secures membership itself).
 
 A deferred module is answered at import by a stand-in that carries just the names py-libp2p takes
 from it at import time (listed in DEFERRED). Everything else behaves like the real module, loaded
@@ -54,8 +55,11 @@ DEFERRED: dict[str, dict[str, Any]] = {
     "libp2p.crypto.rsa": {"RSAPublicKey": CLASS, "RSAPrivateKey": CLASS, "create_new_key_pair": CALL},
     "libp2p.crypto.secp256k1": {"Secp256k1PublicKey": CLASS, "Secp256k1PrivateKey": CLASS,
                                 "create_new_key_pair": CALL},
+    "libp2p.security.pnet": {},  # private networks by pre-shared key (Salsa20 from PyCryptodome); we pass psk=None
+    "libp2p.security.pnet.protector": {"new_protected_conn": CALL},
 }
-ROOTS = ("multiaddr.resolvers.dns", "libp2p.discovery.mdns", "libp2p.crypto.rsa", "libp2p.crypto.secp256k1")
+ROOTS = ("multiaddr.resolvers.dns", "libp2p.discovery.mdns", "libp2p.crypto.rsa", "libp2p.crypto.secp256k1",
+         "libp2p.security.pnet")
 
 _loaded: set[str] = set()  # roots whose real modules are loaded (or loading): the finder stands aside
 _lock = threading.RLock()  # mDNS callbacks run in zeroconf's thread
