@@ -8,7 +8,9 @@ Run inside a spare namespace of the testnet (it prints one JSON summary line on 
 
 What it sends to every daemon:
 - garbage payloads on each mycelium rpc (consensus, chain, submit, latent);
-- replays of real signed consensus messages it captured earlier (validators broadcast to admitted peers);
+- replays of real signed consensus messages it captured earlier. Votes go to validators only, so a
+  follower rebuilds them from what it does get: every decided link a validator pushes to it, and the
+  links it asks for, carry a certificate whose signatures are the validators' own precommits;
 - tampered Latent entries (a real entry with its body changed: bad signature) and forged ones
   (signed by itself, a non-member: unknown member), in a well-formed Delta;
 - with --validator-key (a Byzantine validator: the key of a real one): two conflicting signed
@@ -26,11 +28,12 @@ from pathlib import Path
 
 import trio
 
-from mycelium.consensus.messages import MessageError, Precommit, parse_message, sign
+from mycelium.consensus.messages import Precommit, sign
 from mycelium.encoding import canonical
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import MeshError, open_mesh
+from mycelium.spores.chain import PrimaryLinks, PrimaryRequest, decode_catchup
 from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry
 from mycelium.spores.gossip import Delta, RangeRequest, decode_message, encode_message
 from mycelium.storage.network import load_membership
@@ -44,12 +47,32 @@ async def run(args: argparse.Namespace) -> dict:
     net = membership.network_id
     me = NodeKey.generate()
     captured: list[bytes] = []
+    decided = [0, 0]  # the newest decided height seen in a link, and how many links were seen
     deltas: list[Delta] = []
     summary: dict = {"node_id": me.node_id, "answers": {}, "errors": {}, "sent": {}, "skipped": {}}
 
     async def on_consensus(peer: str, data: bytes) -> bytes:
         captured.append(data)
         return b""
+
+    def capture_links(data: bytes) -> None:
+        try:
+            msg = decode_catchup(data)
+        except ValueError:
+            return
+        if not isinstance(msg, PrimaryLinks):
+            return
+        for link in msg.links:
+            qc = link.certificate
+            decided[0] = max(decided[0], qc.height)
+            decided[1] += 1
+            for validator, signature in qc.signatures.items():
+                if len(captured) < MAX_CAPTURED:  # bounded: links keep arriving, every one replayable
+                    captured.append(canonical(Precommit(qc.height, qc.round, qc.value, validator, signature).to_wire()))
+
+    async def on_chain(peer: str, data: bytes) -> bytes:  # decided links pushed to a follower
+        capture_links(data)
+        return PrimaryLinks(()).to_bytes()
 
     async def on_latent(peer: str, data: bytes) -> bytes:
         try:
@@ -67,6 +90,7 @@ async def run(args: argparse.Namespace) -> dict:
     async with open_mesh(cfg, me, net, membership.secret) as mesh:
         mesh.register_handler("consensus", on_consensus)
         mesh.register_handler("latent", on_latent)
+        mesh.register_handler("chain", on_chain)
         peers = []
         for address in args.peer:
             for attempt in range(3):  # a daemon just restarted may still be busy catching up
@@ -102,9 +126,14 @@ async def run(args: argparse.Namespace) -> dict:
             for data in payloads:
                 await send(peer, "consensus", data)
 
-        # 1. listen: real consensus messages arrive by broadcast; ask for the Latent entries
+        # 1. listen: decided links arrive pushed (and are asked for: old heights are worth replaying
+        #    too); ask for the Latent entries
         for peer in peers:
             await send(peer, "latent", encode_message(RangeRequest(MASTER_SCOPE, tuple(range(256)))))
+            try:
+                capture_links(await mesh.request(peer, "chain", PrimaryRequest(0).to_bytes(), timeout_s=5))
+            except Exception as exc:  # noqa: BLE001 - counted; pushed links still arrive
+                count("errors", f"chain:{type(exc).__name__}")
         with trio.move_on_after(args.seconds / 2):
             while len(captured) < 40 or not deltas:
                 await trio.sleep(0.2)
@@ -117,18 +146,12 @@ async def run(args: argparse.Namespace) -> dict:
             key = NodeKey.load(Path(args.validator_key))
             heights_sent = []
             for _ in range(3):  # a few times: a height in flight at one daemon may be decided at another
-                captured_at = len(captured)
+                links_at = decided[1]
                 with trio.move_on_after(3):
-                    while len(captured) < captured_at + 4:  # fresh traffic: the height being decided now
+                    while decided[1] <= links_at:  # fresh traffic: a height was just decided
                         await trio.sleep(0.05)
-                votes = []
-                for data in captured[-8:]:
-                    try:
-                        votes.append(parse_message(data))
-                    except MessageError:
-                        continue
-                heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
-                height, round_ = max(heights) if heights else (1, 0)
+                # what a follower sees is decided: the height being voted on now is the next one
+                height, round_ = decided[0] + 1, 0
                 heights_sent.append(height)
                 pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
                 for h in (height, height + 1, height + 2):
@@ -170,6 +193,7 @@ async def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+MAX_CAPTURED = 80  # precommits kept to replay (each is sent to every daemon, one rpc each)
 GIVE_UP = 3  # failed requests in a row after which the injector stops sending to that daemon
 
 
