@@ -151,22 +151,33 @@ class _Deferred(types.ModuleType):
         return getattr(real_module(self.__name__), name)
 
 
-class _Loader(importlib.abc.Loader):
+class StandInLoader(importlib.abc.Loader):
+    """Creates a stand-in module (a package, so its submodules come through the finders too); nothing runs."""
+
+    def build(self, name: str) -> types.ModuleType:
+        raise NotImplementedError
+
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = _Deferred(spec.name)
-        module.__path__ = []  # submodules come through the finder too, as stand-ins
-        for name, kind in DEFERRED.get(spec.name, {}).items():
-            if kind is CALL:
-                value: Any = _forward(spec.name, None, name)
-            elif kind is CLASS:
-                value = _DeferredClass(name, (), {"_module": spec.name, "__module__": spec.name})
-            else:
-                value = kind  # a constant
-            setattr(module, name, value)
+        module = self.build(spec.name)
+        module.__path__ = []
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass
+
+
+class _Loader(StandInLoader):
+    def build(self, name: str) -> types.ModuleType:
+        module = _Deferred(name)
+        for attr, kind in DEFERRED.get(name, {}).items():
+            if kind is CALL:
+                value: Any = _forward(name, None, attr)
+            elif kind is CLASS:
+                value = _DeferredClass(attr, (), {"_module": name, "__module__": name})
+            else:
+                value = kind  # a constant
+            setattr(module, attr, value)
+        return module
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -87,16 +87,12 @@ class _StubModule(types.ModuleType):
         return value
 
 
-class _Loader(importlib.abc.Loader):
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = _StubModule(spec.name)
-        module.__path__ = []  # a package, so submodules resolve through the finder too
-        for name, value in _FUNCTIONS.get(spec.name, {}).items():
-            setattr(module, name, value)
+class _Loader(libp2p_defer.StandInLoader):
+    def build(self, name: str) -> types.ModuleType:
+        module = _StubModule(name)
+        for attr, value in _FUNCTIONS.get(name, {}).items():
+            setattr(module, attr, value)
         return module
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        pass
 
 
 class _Finder(importlib.abc.MetaPathFinder):
