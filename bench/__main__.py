@@ -9,6 +9,7 @@ stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl
     startup      `up --detach` to /ready, CLI `status` and control API round trips
     join         invite → member with a role, 10 real daemons (+ Latent spread among them)
     memory       idle daemon RSS/PSS; every daemon of a 10-node network after --minutes
+    idle         startup, the idle daemon's RSS/PSS and the import floors (bare python, libp2p, the daemon's imports)
     propagation  Latent spread to 10/25/50 in-process meshes, gossipsub one-hop floor
     consensus    height latency and operations/s at 1/4/7 validators, mesh rpc round trip
     sim          simulator virtual-to-real ratio at 100 and 1,000 nodes (bench/sim_speed.py)
@@ -27,7 +28,7 @@ import traceback
 
 from bench.report import Emitter, Figure, note
 
-FIGURES = ("startup", "join", "memory", "propagation", "consensus", "sim", "transfer", "pq", "storage")
+FIGURES = ("startup", "idle", "join", "memory", "propagation", "consensus", "sim", "transfer", "pq", "storage")
 
 
 def _quiet_logs() -> None:
@@ -44,6 +45,10 @@ def run_figure(name: str, args: argparse.Namespace, emit: Emitter) -> None:
     if name == "startup":
         from bench import startup
         figs = startup.measure(calls=args.calls, starts=args.starts)
+    elif name == "idle":
+        from bench import memory, startup
+        figs = [*memory.import_floors(), *startup.measure(calls=args.calls, starts=args.starts),
+                *memory.idle_after_start()]
     elif name == "join":
         from bench import join
         figs = join.measure(nodes=args.nodes)

@@ -29,6 +29,7 @@ from mycelium.identity import IdentityError, JoinToken, NodeKey, create_network,
 from mycelium.ledger.store import Ledger, LedgerError
 from mycelium.observability.logs import bind_identity, get_logger
 from mycelium.observability.metrics import NodeMetrics
+from mycelium.state_lock import read_lock_pid  # noqa: F401 - re-exported: callers that have the daemon loaded anyway
 from mycelium.storage.db import StateDB
 from mycelium.storage.network import NetworkMembership, load_membership, save_membership
 
@@ -91,26 +92,6 @@ def acquire_state_lock(path: Path) -> int:
     os.pwrite(fd, f"{os.environ.get('MYCELIUM_SUPERVISOR_PID') or os.getpid()}\n".encode(), 0)
     os.fsync(fd)
     return fd
-
-
-def read_lock_pid(path: Path) -> int | None:
-    """The pid of the daemon holding the lock at `path`, or None when nobody holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-            except ValueError:
-                return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 @asynccontextmanager

@@ -49,7 +49,7 @@ def detached_command(cfg: Config, up_args: list[str]) -> list[str]:
 
 def start_detached(cfg: Config, up_args: list[str], join_token: str | None, ready_timeout_s: float) -> tuple[int, str]:
     """Start the daemon in its own session; (exit code, message)."""
-    from mycelium.daemon import read_lock_pid
+    from mycelium.state_lock import read_lock_pid
 
     pid = read_lock_pid(cfg.lock_path)
     if pid is not None:
@@ -83,7 +83,7 @@ def start_detached(cfg: Config, up_args: list[str], join_token: str | None, read
 
 
 def _wait_unlocked(lock: Path, timeout_s: float) -> bool:
-    from mycelium.daemon import read_lock_pid
+    from mycelium.state_lock import read_lock_pid
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -104,7 +104,7 @@ def _log_tail(path: Path, offset: int, lines: int = 15) -> str:
 
 
 def stop_daemon(client: ControlClient, state_dir: Path, timeout_s: float) -> tuple[int, str]:
-    from mycelium.daemon import read_lock_pid
+    from mycelium.state_lock import read_lock_pid
 
     lock = state_dir / "daemon.lock"
     pid = read_lock_pid(lock)

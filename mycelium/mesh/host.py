@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import multiaddr
 import trio
@@ -50,11 +50,11 @@ from mycelium.mesh.peers import PeerBook, PeerInfo
 from mycelium.mesh.ports import advertised_addresses, claim_listen_addresses, interface_addresses
 from mycelium.mesh.protocols import RPC_PEERS, NetworkProtocols
 from mycelium.mesh.redial import RedialSchedule
-from mycelium.mesh.routing import PeerRouting
 from mycelium.mesh.rpc import Handler, RequestError, RequestResponse
 from mycelium.mesh.streams import MessageStreams, StreamHandler
 
-
+if TYPE_CHECKING:
+    from mycelium.mesh.routing import PeerRouting
 
 
 class MeshError(Exception):
@@ -179,6 +179,8 @@ class Mesh:
         router, pubsub = build_pubsub(host, self.config.gossip)
         self._gossip = Gossip(self, router, pubsub)
         if self.config.dht:
+            from mycelium.mesh.routing import PeerRouting  # Kademlia (~1.7 MiB, 0.1 s): only when switched on
+
             self._routing = PeerRouting(self)
         host.get_network().register_notifee(ConnectionWatcher(self))
         host.set_stream_handler(self.protocols.membership, self.admission.on_membership_stream)

@@ -10,6 +10,9 @@ loudly instead of silently; `isinstance` checks against them are simply False. A
 that py-libp2p calls on every host are given their honest answer for a host without that feature
 (`is_quic_multiaddr` → False).
 
+What the mesh may use but an idle daemon does not (DNS names, mDNS, RSA and secp256k1 peer keys) is
+deferred instead: loaded on first use (mycelium.mesh.libp2p_defer, installed together with this).
+
 It must run before the first `import libp2p` (mycelium.mesh.libp2p_setup does it). Set
 MYCELIUM_FULL_LIBP2P=1 to import everything (to check whether a failure comes from the trim).
 """
@@ -23,6 +26,8 @@ import sys
 import types
 from typing import Any
 
+from mycelium.mesh import libp2p_defer
+
 # module prefixes answered by stand-ins (each with its submodules)
 TRIMMED = (
     "aioquic",
@@ -32,6 +37,8 @@ TRIMMED = (
     "libp2p.transport.websocket",
     "libp2p.kad_dht.diagnostics",
     "libp2p.relay",
+    "libp2p.security.secio",  # an old security transport (and fastecdsa, via libp2p.crypto.ecc)
+    "libp2p.crypto.ecc",  # used only by secio and libp2p's TLS
 )
 # Only libp2p's own modules and libraries nothing else in a node uses (aioquic) are trimmed: the finder
 # is process-wide, so a general-purpose library (requests, httpx) answered by a stand-in would break
@@ -80,16 +87,12 @@ class _StubModule(types.ModuleType):
         return value
 
 
-class _Loader(importlib.abc.Loader):
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = _StubModule(spec.name)
-        module.__path__ = []  # a package, so submodules resolve through the finder too
-        for name, value in _FUNCTIONS.get(spec.name, {}).items():
-            setattr(module, name, value)
+class _Loader(libp2p_defer.StandInLoader):
+    def build(self, name: str) -> types.ModuleType:
+        module = _StubModule(name)
+        for attr, value in _FUNCTIONS.get(name, {}).items():
+            setattr(module, attr, value)
         return module
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        pass
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -109,6 +112,7 @@ def install() -> bool:
     if "libp2p" in sys.modules and _FINDER not in sys.meta_path:
         return False  # libp2p is already imported in full; trimming now would mix the two
     if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, libp2p_defer.FINDER)  # what may be used is loaded on first use
         sys.meta_path.insert(0, _FINDER)
     return True
 
