@@ -77,6 +77,7 @@ class QemuVM:
     probe_port: int = 0              # host port forwarded to the guest's responder (0: pick one)
     proc: subprocess.Popen | None = None
     qmp: QEMUMonitorProtocol | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to QEMU's environment (vm_track's shim)
 
     @property
     def serial_log(self) -> Path:
@@ -100,7 +101,7 @@ class QemuVM:
         if self.incoming:
             cmd += ["-incoming", self.incoming] + (["-S"] if self.hold_after_incoming else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "qemu.err", "wb"),
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **self.env})
         deadline = time.monotonic() + 30
         while not qmp_path.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
