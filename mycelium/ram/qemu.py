@@ -4,7 +4,8 @@ QMP goes through `qemu.qmp` (PyPI). That library is asyncio-based; its `legacy.Q
 is a blocking wrapper, which we call from worker threads (`trio.to_thread.run_sync`) so the daemon's
 trio tree never hosts an asyncio loop.
 
-Migration uses QEMU's own machinery. **Postcopy** is the default: the guest converges in precopy for a
+The node's VM Endophytes (vm.py) use this module to start and drive QEMU, and replicate the guest in
+epochs themselves; `migrate` below (QEMU's own migration) serves the bench. **Postcopy** is its default: the guest converges in precopy for a
 bounded time, then switches to postcopy (the target runs and faults the rest in from the source).
 Precopy alone is selectable (`mode="precopy"`) but see images/testvm/README.md for what we measured
 under TCG. The stream goes to any QEMU migration URI; the daemon gives a local Unix socket that

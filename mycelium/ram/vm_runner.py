@@ -10,6 +10,7 @@ otherwise a kernel + initrd that exist on every node that may run it. The manife
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from mycelium.ram.qemu import GuestImage
@@ -18,9 +19,18 @@ from mycelium.ram.vm import GuestVM, VmEndophyteError
 DEFAULT_MEMORY = 128 << 20
 
 
+@lru_cache(maxsize=1)
+def _test_guest() -> GuestImage:
+    return GuestImage.test_guest()  # runs images/testvm/build.sh (apt-cache, hashes): once per daemon
+
+
 def guest_image(image: str | dict) -> GuestImage:
     if image == "testvm":
-        return GuestImage.test_guest()
+        guest = _test_guest()
+        if guest.kernel.is_file() and guest.initrd.is_file():
+            return guest
+        _test_guest.cache_clear()  # the cache was cleaned under us: build again
+        return _test_guest()
     if isinstance(image, dict):
         kernel, initrd = Path(image["kernel"]), Path(image["initrd"])
         missing = [str(p) for p in (kernel, initrd) if not p.is_file()]

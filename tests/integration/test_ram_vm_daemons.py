@@ -18,8 +18,8 @@ import pytest
 from mycelium.ram.leases import _rank
 from mycelium.ram.qemu import GuestImage, request
 from tests.integration.daemons import wait_moving, wait_until
-from tests.integration.test_ram_daemons import endophytes
-from tests.integration.test_workloads import fast_network, founder_with, ok  # noqa: F401
+from tests.integration.test_ram_daemons import endophytes, three_nodes
+from tests.integration.test_workloads import fast_network, ok  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
@@ -74,12 +74,7 @@ def integrity(d, name: str, generation: int) -> str:
 
 
 def _run(daemons, tmp_path):
-    first, others = founder_with(daemons, 2)
-    nodes = [first, *others]
-    wait_until(lambda: all(d.status()["role"] == "rhizomorph" for d in others) and first.status()["members"] == 3,
-               timeout=60, interval=0.5, what="both joined nodes to be rhizomorphs")
-    ids = {d.status()["node_id"]: d for d in nodes}
-    founder_id = first.status()["node_id"]
+    first, ids, founder_id = three_nodes(daemons)
     # the founder is the only validator and must outlive the kill -9 below: pick a name whose lease
     # (rendezvous order: primary, then its 1 backup) leaves the founder out
     name = next(f"vm{i}" for i in range(100) if _rank(f"vm{i}", sorted(ids))[-1] == founder_id)
