@@ -183,13 +183,14 @@ class NetworkSession:
             # with it test_validators saw a capped follower a height behind the founder (issue 15 report)
             for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
                 mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, recipients=self._vote_recipients)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,
                                 send_timeout_s=self.config.catchup_timeout_s, empty_answer=PrimaryLinks(()).to_bytes(),
                                 outputs={NewPrimary: self._on_new_primary, SyncedHead: self._on_synced_head})
             mesh.register_handler(RPC_CHAIN, self._heard(catchup.handle_request))
+            self._catchup_shell = catchup
             if hasattr(mesh, "on_peer_admitted"):  # ask a just-admitted peer for the chain at once
                 mesh.on_peer_admitted(lambda peer: catchup.call(
                     lambda now: self.catchup.on_peer_admitted(peer, mesh.admitted_peers(), now)))
@@ -333,15 +334,37 @@ class NetworkSession:
             return self._waiting
         return "voting" if self.key.node_id in self.ledger.validators() else "following"
 
+    def _vote_recipients(self) -> list[NodeId]:
+        """Consensus messages go to validators only — of the head and of the height being voted on;
+        followers get each decided link pushed (`_push_decided`) or ask for it (catch-up)."""
+        validators = set(self.ledger.validators()) | set(self.ledger.next_validators())
+        return [p for p in self.mesh.admitted_peers() if p in validators]
+
+    def _push_decided(self, height: int, validators: set[NodeId]) -> None:
+        """A validator hands a decided link to every connected peer that did not vote on it (followers,
+        and validators just promoted by it): they no longer hear the votes. Every voter pushes; the
+        first copy is kept, the rest ignored, and a peer that missed a height asks for the gap."""
+        link = self.ledger.chain.get(height) if self.ledger.chain is not None else None
+        shell = getattr(self, "_catchup_shell", None)
+        if link is None or shell is None:
+            return
+        message = PrimaryLinks((link,)).to_bytes()
+        for peer in self.mesh.admitted_peers():
+            if peer not in validators:
+                shell.queues.send_nowait(peer, message)
+
     def _on_decided(self, decided: Decided) -> None:
         if self.ledger.height >= decided.height:
             return  # caught up past it already
+        voters = set(self.ledger.validators())  # who certified this height: the previous head's set
         try:
             primary = self.ledger.store_decided(decided.height, decided.value, list(decided.batch), decided.certificate)
         except (LedgerError, ChainError) as exc:
             log.error("decided Primary could not be stored; resyncing from peers", height=decided.height, error=str(exc))
             return
         self._consensus_backoff.reset()  # it decides: the next failure restarts it quickly again
+        if self.key.node_id in voters:
+            self._push_decided(primary.height, voters)
         self.node.metrics.epoch.set(primary.height)
         self.node.metrics.members.set(len(primary.members))
         if self.watch:
@@ -396,7 +419,9 @@ class NetworkSession:
 
     async def _after_catchup(self) -> None:
         before, self._caught_up_from = self._caught_up_from, None
-        log.info("caught up", from_height=before, to_height=self.ledger.height)
+        # a follower takes every height from a pushed link: one height is routine, not news
+        (log.info if self.ledger.height - before > 1 else log.debug)("caught up", from_height=before,
+                                                                      to_height=self.ledger.height)
         self._start_consensus()
         if self.watch:
             self.watch.set_validators(self.ledger.validators())

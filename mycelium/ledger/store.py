@@ -152,6 +152,12 @@ class Ledger:
             return self._committed
         return head
 
+    def next_validators(self) -> list[NodeId]:
+        """The validator set consensus is voting with now: that of the Primary committed on top of
+        the head, whose certificate is on its way (else the head's)."""
+        head = self._app_head()
+        return head.validators() if head else []
+
     def validators_for(self, height: int) -> list[NodeId]:
         head = self._app_head()
         if head is None or height != head.height + 1:

@@ -37,8 +37,11 @@ class PeerQueues:
     that takes no such stream, or a transport without them, gets one rpc request per message."""
 
     def __init__(self, mesh: Transport, nursery: trio.Nursery, rpc_name: str, *,
-                 timeout_s: float = SEND_TIMEOUT_S, streamed: bool = False) -> None:
+                 timeout_s: float = SEND_TIMEOUT_S, streamed: bool = False,
+                 recipients: Callable[[], Iterable[NodeId]] | None = None) -> None:
+        """`recipients`: who a broadcast goes to (default: every admitted peer)."""
         self.mesh = mesh
+        self._recipients = recipients or mesh.admitted_peers
         self.rpc_name = rpc_name
         self.timeout_s = timeout_s
         self._streamed = streamed and hasattr(mesh, "send_messages")
@@ -56,7 +59,7 @@ class PeerQueues:
         self.broadcast_nowait(data)
 
     def broadcast_nowait(self, data: bytes) -> None:
-        for peer in self.mesh.admitted_peers():
+        for peer in self._recipients():
             self.send_nowait(peer, data)
 
     def send_nowait(self, peer: NodeId, data: bytes) -> None:

@@ -350,6 +350,9 @@ class PrimaryCatchup:
         for link in sorted(msg.links, key=lambda l: l.primary.height):
             if link.primary.height <= self.height:
                 continue  # already held (extend would check it matches; not needed to make progress)
+            if link.primary.height > self.height + 1:  # a pushed link past a gap we missed: not a fault
+                effects.append(Send(sender, PrimaryRequest(self.height).to_bytes()))
+                break
             try:
                 if self.chain is None:
                     self.chain = PrimaryChain(self.genesis, link, self.config)

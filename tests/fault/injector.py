@@ -8,7 +8,9 @@ Run inside a spare namespace of the testnet (it prints one JSON summary line on 
 
 What it sends to every daemon:
 - garbage payloads on each mycelium rpc (consensus, chain, submit, latent);
-- replays of real signed consensus messages it captured earlier (validators broadcast to admitted peers);
+- replays of real signed consensus messages it captured earlier. Votes go to validators only, so a
+  follower rebuilds them from what it does get: every decided link a validator pushes to it, and the
+  links it asks for, carry a certificate whose signatures are the validators' own precommits;
 - tampered Latent entries (a real entry with its body changed: bad signature) and forged ones
   (signed by itself, a non-member: unknown member), in a well-formed Delta;
 - with --validator-key (a Byzantine validator: the key of a real one): two conflicting signed
@@ -31,6 +33,7 @@ from mycelium.encoding import canonical
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import MeshError, open_mesh
+from mycelium.spores.chain import PrimaryLinks, PrimaryRequest, decode_catchup
 from mycelium.spores.entry import MASTER_SCOPE, Entry, EntryType, make_entry
 from mycelium.spores.gossip import Delta, RangeRequest, decode_message, encode_message
 from mycelium.storage.network import load_membership
@@ -51,6 +54,22 @@ async def run(args: argparse.Namespace) -> dict:
         captured.append(data)
         return b""
 
+    def capture_links(data: bytes) -> None:
+        try:
+            msg = decode_catchup(data)
+        except ValueError:
+            return
+        if not isinstance(msg, PrimaryLinks):
+            return
+        for link in msg.links:
+            qc = link.certificate
+            for validator, signature in qc.signatures.items():
+                captured.append(canonical(Precommit(qc.height, qc.round, qc.value, validator, signature).to_wire()))
+
+    async def on_chain(peer: str, data: bytes) -> bytes:  # decided links pushed to a follower
+        capture_links(data)
+        return PrimaryLinks(()).to_bytes()
+
     async def on_latent(peer: str, data: bytes) -> bytes:
         try:
             msg = decode_message(data, max_bytes=1 << 20)
@@ -67,6 +86,7 @@ async def run(args: argparse.Namespace) -> dict:
     async with open_mesh(cfg, me, net, membership.secret) as mesh:
         mesh.register_handler("consensus", on_consensus)
         mesh.register_handler("latent", on_latent)
+        mesh.register_handler("chain", on_chain)
         peers = []
         for address in args.peer:
             for attempt in range(3):  # a daemon just restarted may still be busy catching up
@@ -102,9 +122,14 @@ async def run(args: argparse.Namespace) -> dict:
             for data in payloads:
                 await send(peer, "consensus", data)
 
-        # 1. listen: real consensus messages arrive by broadcast; ask for the Latent entries
+        # 1. listen: decided links arrive pushed (and are asked for: old heights are worth replaying
+        #    too); ask for the Latent entries
         for peer in peers:
             await send(peer, "latent", encode_message(RangeRequest(MASTER_SCOPE, tuple(range(256)))))
+            try:
+                capture_links(await mesh.request(peer, "chain", PrimaryRequest(0).to_bytes(), timeout_s=5))
+            except Exception as exc:  # noqa: BLE001 - counted; pushed links still arrive
+                count("errors", f"chain:{type(exc).__name__}")
         with trio.move_on_after(args.seconds / 2):
             while len(captured) < 40 or not deltas:
                 await trio.sleep(0.2)
@@ -127,8 +152,9 @@ async def run(args: argparse.Namespace) -> dict:
                         votes.append(parse_message(data))
                     except MessageError:
                         continue
-                heights = [(m.height, m.round) for m in votes if hasattr(m, "round") and hasattr(m, "height")]
-                height, round_ = max(heights) if heights else (1, 0)
+                # what a follower captured is decided: the height being voted on now is the next one
+                decided = [m.height for m in votes if isinstance(m, Precommit)]
+                height, round_ = (max(decided) + 1 if decided else 1), 0
                 heights_sent.append(height)
                 pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
                 for h in (height, height + 1, height + 2):

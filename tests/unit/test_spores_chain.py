@@ -19,7 +19,7 @@ from mycelium.spores.chain import (
 )
 from mycelium.spores.primary import CertifiedPrimary, ChainError, Member, PrimarySpore, certify_genesis, genesis_primary
 from mycelium.testing.spores import loopback, node_id, node_key
-from mycelium.spores.validation import DropReason
+from mycelium.spores.validation import DropReason, NullTrustReporter
 
 GENESIS = Genesis(name="home", founder=node_id(0), created_s=1_700_000_000)
 
@@ -117,6 +117,22 @@ def test_a_just_admitted_peer_is_asked_at_once_not_at_the_next_tick():
     # a peer that is not (or no longer) among the admitted ones, or ourselves, is not asked
     assert joiner.on_peer_admitted(node_id(2), [node_id(1)], 0.4) == []
     assert joiner.on_peer_admitted(node_id(5), [node_id(1), node_id(5)], 0.5) == []
+
+
+def test_a_pushed_link_past_a_gap_asks_for_the_gap_and_is_not_a_fault():
+    reports = []
+
+    class Rec(NullTrustReporter):
+        def report_invalid(self, sender, entry, reason):
+            reports.append(reason)
+
+    core = PrimaryCatchup(node_id(5), chain_with(3), reporter=Rec())  # holds heights 0..2
+    effects = core.on_message(node_id(1), PrimaryLinks((LINKS[5],)).to_bytes(), 0.0)
+    assert [(e.to, decode_catchup(e.message)) for e in effects] == [(node_id(1), PrimaryRequest(2))]
+    assert core.height == 2 and reports == [] and not core.rejected
+    effects = core.on_message(node_id(1), PrimaryLinks((LINKS[3],)).to_bytes(), 0.0)  # the next one is taken
+    assert [e.link for e in effects if isinstance(e, NewPrimary)] == [LINKS[3]] and core.height == 3
+    assert core.on_message(node_id(2), PrimaryLinks((LINKS[3],)).to_bytes(), 0.0) == []  # a second copy: ignored
 
 
 def test_a_joiner_without_a_chain_starts_from_the_genesis_primary_of_the_answer():
