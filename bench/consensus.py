@@ -5,7 +5,8 @@ role rule picks 4 or 7 validators only from enough capable members, so 4/7 real 
 2-core machine would take minutes of warm-up and give 7 daemons + joiners fighting for 2 cores):
 n real `mycelium.mesh.Mesh` hosts (loopback TCP, MeshConfig.local(), fully connected) in one
 process; each runs the daemon's own consensus stack — ConsensusCore in a ConsensusDriver whose
-transport is PeerQueues over the mesh rpc "consensus" (exactly as mycelium.session wires it), with
+transport is PeerQueues over the mesh's long-lived "consensus" message stream per peer (everything
+queued for a peer in one write, no answer per message; exactly as mycelium.session wires it), with
 ConsensusConfig() LAN defaults except heartbeat_interval_s = 1. The application is the
 toy LedgerApp of mycelium.sim.toy_ledger (short string operations, hash-chained candidates) with batches of up to
 MAX_BATCH - 1 operations: it leaves out operation signature checks and the SQLite commit of each
@@ -40,6 +41,8 @@ from mycelium.consensus.core import ConsensusCore
 from mycelium.consensus.driver import ConsensusDriver
 from mycelium.sim.toy_ledger import GENESIS_HASH, LedgerApp
 from mycelium.shell.exchange import PeerQueues
+
+STREAMED = os.environ.get("MYCELIUM_BENCH_CONSENSUS_RPC") != "1"  # =1: one rpc per message (the A/B)
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
 from mycelium.mesh.host import open_mesh
@@ -126,6 +129,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
             m.register_handler(RPC_ECHO, _echo)
         for m in meshes[n:]:  # the baseline's extra host (n = 1) is an observer: it takes votes and drops them
             m.register_handler(RPC_CONSENSUS, _discard)
+            m.register_stream_handler(RPC_CONSENSUS, _discard)
         addrs = [m.listen_addresses()[0] for m in meshes]
         for i in range(len(meshes)):
             for j in range(i):
@@ -146,7 +150,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
                 app.batch_size = batch
                 app.top_up()
                 core = ConsensusCore(keys[i], network_id, app, config, height=1, prev_hash=GENESIS_HASH)
-                transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS)
+                transport = PeerQueues(meshes[i], nursery, RPC_CONSENSUS, streamed=STREAMED)
                 transports.append(transport)
                 lock = FsyncedLock(os.path.join(tmp, f"lock{i}"))
                 locks.append(lock)
@@ -164,6 +168,7 @@ async def run_consensus(n: int, seconds: float, warmup: int, rtt_calls: int, tmp
                 drivers.append(driver)
                 drivers_all.append(driver)
                 meshes[i].register_handler(RPC_CONSENSUS, lambda peer, data, drv=driver: _deliver(drv, peer, data))
+                meshes[i].register_stream_handler(RPC_CONSENSUS, lambda peer, data, drv=driver: _deliver(drv, peer, data))
                 await nursery.start(driver.run)
             with trio.move_on_after(seconds):
                 while True:
@@ -212,7 +217,8 @@ def measure(*, validators: tuple[int, ...] = (1, 4, 7), seconds: float = 20.0, w
                   "send_dropped": res["send_dropped"], "inbox_dropped": res["inbox_dropped"],
                   "mesh_refusals": res["mesh_refusals"],
                   "method": "in-process: n Mesh hosts in one trio loop, ConsensusCore + ConsensusDriver + PeerQueues "
-                            "over mesh rpc (as in mycelium.session); toy LedgerApp kept saturated; "
+                            + ("over the mesh's consensus message stream" if STREAMED else "over mesh rpc, one request per message")
+                            + " (as in mycelium.session); toy LedgerApp kept saturated; "
                             "ConsensusConfig() with heartbeat_interval_s=1",
                   "target": "p50 <= 4x rtt at n=4"}
         base = baseline("mesh_rpc_round_trip_p50", rounded(rtt_p50, 5), "s")

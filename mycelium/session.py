@@ -164,6 +164,8 @@ class NetworkSession:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.mesh = mesh = self._given_transport or self._build_mesh()
         mesh.register_handler(RPC_CONSENSUS, self._heard(self._on_consensus))
+        if hasattr(mesh, "register_stream_handler"):  # votes ride one long-lived stream per peer
+            mesh.register_stream_handler(RPC_CONSENSUS, self._heard(self._on_consensus))
         mesh.register_handler(RPC_SUBMIT, self._heard(self._on_submit))
         self.latent = LatentExchange(self, self.config.latent)
         mesh.register_handler(LatentExchange.RPC, self._heard(self.latent.handle_rpc))
@@ -179,11 +181,9 @@ class NetworkSession:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(mesh.run)
-            # streamed=True (votes on one long-lived mesh stream per peer, mesh/streams.py) is left off:
-            # with it test_validators saw a capped follower a height behind the founder (issue 15 report)
             for node, addresses in load_peer_addresses(self.ledger.db, self.membership.network_id):
                 mesh.add_addresses(node, addresses)  # dialled at once by the mesh's maintenance
-            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, recipients=self._vote_recipients)
+            self.transport = PeerQueues(mesh, nursery, RPC_CONSENSUS, streamed=True, recipients=self._vote_recipients)
             self.catchup = PrimaryCatchup(self.key.node_id, self.ledger.chain, genesis=self.membership.genesis,
                                           config=self.config.chain, reporter=_ChainRejects(self.rejected))
             catchup = CoreShell(self.catchup, mesh, nursery, rpc_name=RPC_CHAIN, topic=None,

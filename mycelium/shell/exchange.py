@@ -11,7 +11,7 @@ messages are queued to its loop. Nothing here knows what the messages mean.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import trio
 

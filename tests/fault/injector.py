@@ -28,7 +28,7 @@ from pathlib import Path
 
 import trio
 
-from mycelium.consensus.messages import MessageError, Precommit, parse_message, sign
+from mycelium.consensus.messages import Precommit, sign
 from mycelium.encoding import canonical
 from mycelium.identity import NodeKey
 from mycelium.mesh.config import MeshConfig
@@ -47,6 +47,7 @@ async def run(args: argparse.Namespace) -> dict:
     net = membership.network_id
     me = NodeKey.generate()
     captured: list[bytes] = []
+    decided = [0, 0]  # the newest decided height seen in a link, and how many links were seen
     deltas: list[Delta] = []
     summary: dict = {"node_id": me.node_id, "answers": {}, "errors": {}, "sent": {}, "skipped": {}}
 
@@ -63,8 +64,11 @@ async def run(args: argparse.Namespace) -> dict:
             return
         for link in msg.links:
             qc = link.certificate
+            decided[0] = max(decided[0], qc.height)
+            decided[1] += 1
             for validator, signature in qc.signatures.items():
-                captured.append(canonical(Precommit(qc.height, qc.round, qc.value, validator, signature).to_wire()))
+                if len(captured) < MAX_CAPTURED:  # bounded: links keep arriving, every one replayable
+                    captured.append(canonical(Precommit(qc.height, qc.round, qc.value, validator, signature).to_wire()))
 
     async def on_chain(peer: str, data: bytes) -> bytes:  # decided links pushed to a follower
         capture_links(data)
@@ -142,19 +146,12 @@ async def run(args: argparse.Namespace) -> dict:
             key = NodeKey.load(Path(args.validator_key))
             heights_sent = []
             for _ in range(3):  # a few times: a height in flight at one daemon may be decided at another
-                captured_at = len(captured)
+                links_at = decided[1]
                 with trio.move_on_after(3):
-                    while len(captured) < captured_at + 4:  # fresh traffic: the height being decided now
+                    while decided[1] <= links_at:  # fresh traffic: a height was just decided
                         await trio.sleep(0.05)
-                votes = []
-                for data in captured[-8:]:
-                    try:
-                        votes.append(parse_message(data))
-                    except MessageError:
-                        continue
-                # what a follower captured is decided: the height being voted on now is the next one
-                decided = [m.height for m in votes if isinstance(m, Precommit)]
-                height, round_ = (max(decided) + 1 if decided else 1), 0
+                # what a follower sees is decided: the height being voted on now is the next one
+                height, round_ = decided[0] + 1, 0
                 heights_sent.append(height)
                 pair = [sign(Precommit(height, round_, os.urandom(32), key.node_id), key, net) for _ in range(2)]
                 for h in (height, height + 1, height + 2):
@@ -196,6 +193,7 @@ async def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+MAX_CAPTURED = 80  # precommits kept to replay (each is sent to every daemon, one rpc each)
 GIVE_UP = 3  # failed requests in a row after which the injector stops sending to that daemon
 
 
