@@ -118,7 +118,7 @@ def install_routes(server: ControlServer, node: Any) -> None:
             raise ApiError(400, "bad_request", "deploy needs the manifest text", "mycelium deploy FILE")
         try:
             parsed = parse_manifest(text, file)
-            lease = getattr(parsed, "kind", "") == "Endophyte" and "process" in parsed.spec  # ram/leases.py
+            lease = getattr(parsed, "kind", "") == "Endophyte"  # process or VM: a lease (ram/leases.py)
             spec = None if lease else check_deployable(parsed)
         except ManifestError as exc:
             raise ApiError(400, "invalid_manifest", str(exc), "fix the fields named above and deploy again") from None

@@ -218,8 +218,10 @@ class ReplicationPrimary:
         for name, c in sorted(self.cursors.items()):
             if backup is not None and name != backup:
                 continue
-            while (c.epoch is not None and c.in_flight < self.config.window_bytes
-                   and len(c.sent) < self.config.window_epochs):
+            # an epoch bigger than the window is still sent whole once it is the only one in flight:
+            # the backup acknowledges only whole epochs, so stopping inside one would never be undone
+            while (c.epoch is not None and len(c.sent) < self.config.window_epochs
+                   and (c.in_flight < self.config.window_bytes or set(c.sent) <= {c.epoch})):
                 e = self._epoch(c.epoch)
                 if e is None:  # merged away by drop-oldest: go on with its successor
                     c.epoch, c.part = self._first_after(c.epoch), 0

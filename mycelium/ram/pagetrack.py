@@ -107,17 +107,24 @@ def protect_region(addr: int, length: int) -> int:
         raise TrackingUnavailable(err, f"userfaultfd(): {os.strerror(err)} (vm.unprivileged_userfaultfd=0 "
                                        "needs CAP_SYS_PTRACE, or pass UFFD_USER_MODE_ONLY)")
     try:
-        api = _UffdioApi(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
-                         | UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 0)
-        _ioctl(fd, UFFDIO_API, api, "UFFDIO_API with WP_ASYNC (needs Linux >= 6.7)")
-        _ioctl(fd, UFFDIO_REGISTER, _UffdioRegister(_UffdioRange(addr, length), UFFDIO_REGISTER_MODE_WP, 0),
-               "UFFDIO_REGISTER (write-protect mode)")
-        _ioctl(fd, UFFDIO_WRITEPROTECT, _UffdioWriteprotect(_UffdioRange(addr, length), UFFDIO_WRITEPROTECT_MODE_WP),
-               "UFFDIO_WRITEPROTECT")
+        arm(fd, addr, length)
     except OSError:
         os.close(fd)
         raise
     return fd
+
+
+def arm(fd: int, addr: int, length: int) -> None:
+    """Enable async write-protect on a fresh userfaultfd and protect [addr, addr+length) of *its* mm.
+    The ioctls act on the mm the fd was created in, whoever calls them: the VM path creates the fd
+    inside QEMU (vm_track.py) and arms it from the node."""
+    api = _UffdioApi(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
+                     | UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 0)
+    _ioctl(fd, UFFDIO_API, api, "UFFDIO_API with WP_ASYNC (needs Linux >= 6.7)")
+    _ioctl(fd, UFFDIO_REGISTER, _UffdioRegister(_UffdioRange(addr, length), UFFDIO_REGISTER_MODE_WP, 0),
+           "UFFDIO_REGISTER (write-protect mode)")
+    _ioctl(fd, UFFDIO_WRITEPROTECT, _UffdioWriteprotect(_UffdioRange(addr, length), UFFDIO_WRITEPROTECT_MODE_WP),
+           "UFFDIO_WRITEPROTECT")
 
 
 def scan_written(pid: int | str, addr: int, length: int) -> list[int]:

@@ -103,6 +103,15 @@ class ArenaProcess:
         self.counters["max_freeze_s"] = max(self.counters.get("max_freeze_s", 0.0), frozen)
         return pages, frozen
 
+    def pause(self) -> None:
+        """Frozen until `resume()` (throttle duty cycle, emergency pause)."""
+        assert self.freezer is not None
+        self.freezer.freeze()
+
+    def resume(self) -> None:
+        assert self.freezer is not None
+        self.freezer.thaw()
+
     def hold(self) -> None:
         """Freeze until `release()`: the stop in stop-and-copy (the final cut keeps it frozen)."""
         assert self.freezer is not None

@@ -4,7 +4,8 @@ QMP goes through `qemu.qmp` (PyPI). That library is asyncio-based; its `legacy.Q
 is a blocking wrapper, which we call from worker threads (`trio.to_thread.run_sync`) so the daemon's
 trio tree never hosts an asyncio loop.
 
-Migration uses QEMU's own machinery. **Postcopy** is the default: the guest converges in precopy for a
+The node's VM Endophytes (vm.py) use this module to start and drive QEMU, and replicate the guest in
+epochs themselves; `migrate` below (QEMU's own migration) serves the bench. **Postcopy** is its default: the guest converges in precopy for a
 bounded time, then switches to postcopy (the target runs and faults the rest in from the source).
 Precopy alone is selectable (`mode="precopy"`) but see images/testvm/README.md for what we measured
 under TCG. The stream goes to any QEMU migration URI; the daemon gives a local Unix socket that
@@ -77,6 +78,7 @@ class QemuVM:
     probe_port: int = 0              # host port forwarded to the guest's responder (0: pick one)
     proc: subprocess.Popen | None = None
     qmp: QEMUMonitorProtocol | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to QEMU's environment (vm_track's shim)
 
     @property
     def serial_log(self) -> Path:
@@ -100,7 +102,7 @@ class QemuVM:
         if self.incoming:
             cmd += ["-incoming", self.incoming] + (["-S"] if self.hold_after_incoming else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / "qemu.err", "wb"),
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **self.env})
         deadline = time.monotonic() + 30
         while not qmp_path.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

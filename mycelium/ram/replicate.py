@@ -156,7 +156,8 @@ class PrimaryReplicator:
             carried = self.figures.carried_bytes - last_carried
             dt = max(1e-6, now - last_t)
             self.figures.throughput_Bps = 0.7 * self.figures.throughput_Bps + 0.3 * carried / dt
-            self.throttle.on_period(self.core.backlog_pct(), self.figures.dirty_bytes, carried)
+            self.throttle.on_period(self.core.backlog_pct(), self.figures.dirty_bytes, carried,
+                                    in_sync=self.core.backlog_bytes() == 0)
             self.figures.dirty_bytes, last_carried, last_t = 0, self.figures.carried_bytes, now
 
     async def _throttled_sleep(self) -> None:

@@ -9,8 +9,8 @@ with what runs here:
   which failover needs; the primary reports the epoch it cut, so the loss can be told;
 - a planned migration names a target → converge, freeze, final epoch, wait for the target's ack, then
   submit the handover; the target starts once the ledger applied it (so two never run at once).
-Process Endophytes only: a VM lease is shown with a note (the VM path is mycelium.ram.qemu, not run
-by the node yet).
+Both kinds: a process (process.ArenaProcess) or a QEMU guest (vm.GuestVM, built by vm_runner.py);
+they cut epochs, pause and hold alike, so everything below is kind-blind.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ import trio
 from mycelium.ram.epochs import FULL
 from mycelium.ram.process import ArenaProcess, ProcessEndophyteError
 from mycelium.ram.replicate import BackupStore, PrimaryReplicator
+from mycelium.ram.vm import GuestVM, VmEndophyteError
 
 log = structlog.get_logger("mycelium.ram")
 DEFAULT_ARENA_BYTES = 1 << 20
 MAX_ARENA_BYTES = 256 << 20
+VM_INTERVAL_S = 1.0   # a VM epoch also saves QEMU's device state (~0.1 s stopped): one a second
 
 
 @dataclass(slots=True)
@@ -38,7 +40,7 @@ class _Running:
     name: str
     generation: int
     backups: tuple[str, ...]
-    process: ArenaProcess
+    process: ArenaProcess | GuestVM
     replicator: PrimaryReplicator
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     migration: str = ""          # phase of a planned migration run from here
@@ -106,9 +108,6 @@ class EndophyteRunner:
 
     async def _start(self, name: str, rec: dict) -> None:
         spec = rec["spec"]
-        if "process" not in spec:
-            self.notes[name] = "VM Endophytes are not run by the node yet (mycelium.ram.qemu drives them by hand)"
-            return
         image, resumed = None, FULL
         if rec["resumed_epoch"] != FULL:
             held = self.store.images.get(name)
@@ -118,17 +117,16 @@ class EndophyteRunner:
                 self.notes[name] = f"lease resumes epoch {rec['resumed_epoch']} but this node holds {have}"
                 return
             image, resumed = dict(held.image), held.committed_epoch
-        proc_spec = spec["process"]
-        command = proc_spec["command"]
-        argv = shlex.split(command) if isinstance(command, str) else list(command)
-        argv += list(proc_spec.get("args", []))
-        arena = int((spec.get("resources") or {}).get("memory", DEFAULT_ARENA_BYTES))
-        arena = min(MAX_ARENA_BYTES, max(4096, arena - arena % 4096))
         workdir = Path(self.session.cfg.state_dir) / "endophytes" / name / f"g{rec['generation']}"
-        process = ArenaProcess(name, argv, arena, workdir, env=dict(proc_spec.get("env", {})))
         try:
+            if "vm" in spec:
+                from mycelium.ram.vm_runner import guest_vm
+
+                process = await trio.to_thread.run_sync(guest_vm, name, spec["vm"], workdir)
+            else:
+                process = self._arena_process(name, spec, workdir)
             await trio.to_thread.run_sync(lambda: process.start(image=image))
-        except (ProcessEndophyteError, OSError) as exc:
+        except (ProcessEndophyteError, VmEndophyteError, OSError) as exc:
             self.notes[name] = f"could not start: {exc}"
             process.kill()
             return
@@ -140,26 +138,36 @@ class EndophyteRunner:
         log.info("endophyte started", name=name, generation=rec["generation"], resumed_epoch=resumed)
         self._spawn(r)
 
-    def _replicator(self, name: str, rec: dict, process: ArenaProcess, first_epoch: int) -> PrimaryReplicator:
+    @staticmethod
+    def _arena_process(name: str, spec: dict, workdir: Path) -> ArenaProcess:
+        proc_spec = spec["process"]
+        command = proc_spec["command"]
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        argv += list(proc_spec.get("args", []))
+        arena = int((spec.get("resources") or {}).get("memory", DEFAULT_ARENA_BYTES))
+        arena = min(MAX_ARENA_BYTES, max(4096, arena - arena % 4096))
+        return ArenaProcess(name, argv, arena, workdir, env=dict(proc_spec.get("env", {})))
+
+    def _replicator(self, name: str, rec: dict, process: ArenaProcess | GuestVM, first_epoch: int) -> PrimaryReplicator:
         from mycelium.ram.buffers import LatencyProfile
         from mycelium.ram.epochs import PrimaryConfig
         from mycelium.ram.throttle import Throttle
 
-        assert process.freezer is not None
         sizes = LatencyProfile.lan().sizes()  # the manifest has no latency profile field yet: LAN sizes
         config = PrimaryConfig(window_bytes=sizes.window_bytes, backlog_limit_bytes=sizes.backlog_limit_bytes,
                                emergency=(rec["spec"].get("emergency") or {}).get("mode", "pause"))
         return PrimaryReplicator(name, rec["generation"], self.session.mesh, list(rec["backups"]), process.cut,
-                                 config=config, interval_s=self.interval_s,
+                                 config=config,
                                  throttle=Throttle.from_manifest(rec["spec"].get("throttle")),
-                                 pause=process.freezer.freeze, resume=process.freezer.thaw, first_epoch=first_epoch)
+                                 pause=process.pause, resume=process.resume, first_epoch=first_epoch,
+                                 interval_s=VM_INTERVAL_S if isinstance(process, GuestVM) else self.interval_s)
 
     def _spawn(self, r: _Running) -> None:
         async def guarded() -> None:
             with r.scope:
                 try:
                     await r.replicator.run()
-                except ProcessEndophyteError as exc:
+                except (ProcessEndophyteError, VmEndophyteError) as exc:
                     self.notes[r.name] = f"the program died: {exc}; {r.process.stderr_tail(200)}"
                     return
                 # run() returns only when a backup answered with a newer generation: another node holds
@@ -241,5 +249,7 @@ class EndophyteRunner:
             r = self.running.get(name)
             if r is not None:
                 row["local"] = {**r.replicator.status(now), "migration": r.migration}
+                if isinstance(r.process, GuestVM):
+                    row["local"]["vm"] = {"probe_port": r.process.probe_port, "workdir": str(r.process.workdir)}
             out.append(row)
         return out

@@ -133,11 +133,14 @@ class Throttle:
     def kind(self) -> str:
         return "auto-converge" if self.curve is None else self.curve.kind
 
-    def on_period(self, backlog_pct: int, dirty_bytes: int, carried_bytes: int) -> int:
+    def on_period(self, backlog_pct: int, dirty_bytes: int, carried_bytes: int, *, in_sync: bool = False) -> int:
+        """`in_sync`: every epoch cut was acknowledged by the end of the period. The channel then kept up,
+        whatever the ratio: replication carries what was dirtied, so dirty ≈ carried in steady state and
+        QEMU's rule alone (made for a migration saturating its link) would ramp up forever."""
         if self.curve is not None:
             self.level_pct = self.curve.slowdown_pct(backlog_pct)
         else:
-            self.level_pct = self.rule.on_period(dirty_bytes, carried_bytes)
+            self.level_pct = self.rule.on_period(0 if in_sync else dirty_bytes, carried_bytes)
             if backlog_pct >= 100:
                 self.level_pct = MAX_SLOWDOWN_PCT
         return self.level_pct

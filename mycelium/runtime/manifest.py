@@ -12,7 +12,7 @@ enums, patterns, unknown fields) and the cross-field checks JSON Schema cannot e
 unique, a health check names an existing port, backoff initial ≤ max). Line numbers come from
 PyYAML's node tree (`compose`), which keeps a mark for every key and value.
 `kind: Endophyte` passes `load_manifest`; `check_deployable` (the local check/runner) takes Endomycetes only,
-and the deploy route sends process Endophytes to the ledger as leases (mycelium.ram.leases).
+and the deploy route sends Endophytes (process or VM) to the ledger as leases (mycelium.ram.leases).
 """
 
 from __future__ import annotations
@@ -375,6 +375,11 @@ def _endophyte_from_doc(doc: dict[str, Any], loc: _Located) -> EndophyteSpec:
             except SpecError as exc:
                 loc.problem(("spec", key), str(exc))
             s[key] = block
+    if isinstance(s.get("vm"), dict):
+        from mycelium.runtime.manifest_vm import vm_problems  # the VM block's rules (Endophyte VMs)
+
+        for field, message in vm_problems(s["vm"]):
+            loc.problem(("spec", "vm", *field), message)
     return EndophyteSpec(name=doc["name"], spec=s, source=loc.file)
 
 
@@ -417,11 +422,7 @@ def load_manifest(path: str | Path) -> ServiceSpec | EndophyteSpec:
 def check_deployable(spec: ServiceSpec | EndophyteSpec) -> ServiceSpec:
     """The deploy-time check: only Endomycetes can be deployed today."""
     if isinstance(spec, EndophyteSpec):
-        if "vm" in spec.spec:
-            raise ManifestError([Problem(spec.source, 0, "kind", "a VM Endophyte is not supported yet by `mycelium "
-                                         "deploy`: nodes run process Endophytes only (mycelium.ram.qemu migrates VMs "
-                                         "by hand); use `process:` or deploy an Endomycete instead")])
-        raise ManifestError([Problem(spec.source, 0, "kind", "a process Endophyte is valid; deploy it with "
+        raise ManifestError([Problem(spec.source, 0, "kind", "an Endophyte is valid; deploy it with "
                                      "`mycelium deploy FILE` (this local check and runner take Endomycetes only)")])
     return spec
 

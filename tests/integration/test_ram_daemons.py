@@ -44,13 +44,16 @@ def test_process_endophyte_deploy_migrate_and_failover(daemons, tmp_path):
                 pass
 
 
-def _run(daemons, tmp_path, marker):
+def three_nodes(daemons):
+    """A founder (the only validator) and two rhizomorphs: (founder, {node id: daemon}, founder's id)."""
     first, others = founder_with(daemons, 2)
-    nodes = [first, *others]
     wait_until(lambda: all(d.status()["role"] == "rhizomorph" for d in others) and first.status()["members"] == 3,
                timeout=60, interval=0.5, what="both joined nodes to be rhizomorphs")
-    ids = {d.status()["node_id"]: d for d in nodes}
-    founder_id = first.status()["node_id"]
+    return first, {d.status()["node_id"]: d for d in (first, *others)}, first.status()["node_id"]
+
+
+def _run(daemons, tmp_path, marker):
+    first, ids, founder_id = three_nodes(daemons)
     manifest = tmp_path / "counter.yaml"
     manifest.write_text(textwrap.dedent(f"""\
         apiVersion: mycelium/v1

@@ -22,7 +22,7 @@ pytestmark = [
     # Not a default test until the failure is explained: on 2026-12-01, on a quiet box, the migrated
     # guest panicked on arrival (a page fault, CR2 ffff8d6ac49f6bc8) in the full-suite run, after 7 of 7
     # intact postcopy runs earlier that day. Postcopy is therefore not shown sound either; run with
-    # --slow to reproduce. (VM Endophytes are not deployable yet: see README, Endophytes.)
+    # --slow to reproduce. (Deployed VM Endophytes do not use this path: test_ram_vm_daemons.py.)
     pytest.mark.slow,
 ]
 

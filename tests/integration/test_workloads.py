@@ -181,7 +181,7 @@ def test_bad_input_crash_loop_port_in_use_and_clean_shutdown(daemons, marker, tm
     vm.write_text("apiVersion: mycelium/v1\nkind: Endophyte\nname: db\nspec:\n"
                   "  vm: {image: debian.qcow2, cpus: 2, memory: 2Gi}\n  backups: 2\n")
     res = d.cli("deploy", str(vm))
-    assert res.returncode == 2 and "not supported yet" in res.stderr, res.stderr
+    assert res.returncode == 2 and "is not a known image" in res.stderr, res.stderr
 
     # a command that exits at once: the driver backs off and `services` shows the crash loop
     crash = tmp_path / "crash.yaml"

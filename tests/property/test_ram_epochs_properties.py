@@ -223,3 +223,22 @@ def test_planned_migration_never_runs_two_primaries(events: list[str]) -> None:
         assert not (source_runs and target_runs)
     if m.phase is Phase.DONE:
         assert m.downtime_s is not None and m.downtime_s >= 0
+
+
+def test_an_epoch_bigger_than_the_window_is_still_delivered_whole():
+    # a VM's full epoch is tens of MiB, the LAN window 1 MiB: the backup acknowledges only whole epochs,
+    # so the primary must not stop inside one (it did: the first VM deploy stalled at one part)
+    p = ReplicationPrimary(1, PrimaryConfig(window_bytes=4, part_bytes=4, backlog_limit_bytes=1000))
+    b = ReplicationBackup(generation=1)
+    p.add_backup("b")
+    pages = {i: bytes([i]) * 4 for i in range(5)}
+    p.cut(pages, 0.0, full=True)
+    sends = p.pump("b")
+    assert len(sends) == 5
+    for s in sends:
+        for ack in b.on_part(s.part):
+            p.on_ack("b", ack, 1.0)
+    assert b.committed_epoch == 0 and b.image == pages
+    p.cut({0: b"zzzz"}, 2.0)
+    p.cut({1: b"yyyy"}, 3.0)
+    assert len(p.pump("b")) == 1  # between epochs the byte window holds again

@@ -205,7 +205,7 @@ apiVersion: mycelium/v1
 kind: Endophyte
 name: db
 spec:
-  vm: {image: debian.qcow2, cpus: 2, memory: 2Gi}
+  vm: {image: testvm, cpus: 2, memory: 2Gi}
   backups: 2
   throttle: {curve: custom, points: [[50, 10], [90, 80]]}
   emergency: {mode: pause}
@@ -216,9 +216,18 @@ def test_endophyte_passes_the_schema_but_is_refused_at_deploy(tmp_path):
     path = write(tmp_path, ENDOPHYTE)
     spec = load_manifest(path)
     assert isinstance(spec, EndophyteSpec) and spec.spec["vm"]["memory"] == 2 * 2**30
-    with pytest.raises(ManifestError, match="VM Endophyte is not supported yet") as info:
-        load_deployable(path)
+    with pytest.raises(ManifestError, match="deploy it with `mycelium deploy FILE`") as info:
+        load_deployable(path)  # the local runner takes Endomycetes; the deploy route makes a lease
     assert info.value.problems[0].file == str(path)
+
+
+def test_vm_endophyte_image_memory_and_cpus_errors(tmp_path):
+    p = only(tmp_path, ENDOPHYTE.replace("image: testvm", "image: debian.qcow2"))
+    assert p.field == "spec.vm.image" and "testvm" in p.message and "kernel" in p.message
+    p = only(tmp_path, ENDOPHYTE.replace("memory: 2Gi", "memory: 1Mi"))
+    assert p.field == "spec.vm.memory" and "64Mi" in p.message
+    p = only(tmp_path, ENDOPHYTE.replace("image: testvm", "image: {kernel: vmlinuz, initrd: /i}"))
+    assert p.field == "spec.vm.image.kernel" and "absolute path" in p.message
 
 
 def test_endophyte_schema_errors(tmp_path):

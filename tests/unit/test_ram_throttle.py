@@ -69,3 +69,12 @@ def test_a_corrupt_epoch_is_refused_whole() -> None:
     digest = epoch_digest(0, -1, {0: b"good"})
     assert b.on_part(EpochPart(1, 0, -1, 0, 1, digest, ((0, b"evil"),))) == []
     assert b.committed_epoch == -1 and b.image == {} and b.counters["digest_mismatch"] == 1
+
+
+def test_auto_converge_does_not_ramp_while_backups_keep_up():
+    # replication carries what was dirtied: dirty ≈ carried every period, which QEMU's rule (made for a
+    # migration saturating its link) reads as "too fast" forever; in sync means the channel kept up
+    t = Throttle.from_manifest(None)
+    assert [t.on_period(5, 1000, 1000, in_sync=True) for _ in range(6)] == [0] * 6
+    assert [t.on_period(5, 1000, 1000) for _ in range(2)] == [0, 20]  # behind: the rule acts
+    assert [t.on_period(0, 1000, 1000, in_sync=True) for _ in range(2)] == [20, 0]  # caught up: it eases off
