@@ -66,3 +66,17 @@ def profile_from_manifest(value: str | None, measured_rtt_s: float | None = None
             return LatencyProfile.auto(measured_rtt_s, measured_Bps)
         return LatencyProfile.lan()
     raise ValueError(f"latency: {value!r} is not one of lan, wan, auto")
+
+
+def sizes_for_backups(value: str | None, backup_rtts_ms: list[float | None]) -> tuple[BufferSizes, str]:
+    """The buffer sizes of an Endophyte's replication, and how they were chosen (shown in `services`).
+    `auto` takes the slowest backup's measured ping round trip (the mesh's `latency_ms`) with the LAN
+    preset's bandwidth (a throughput is known only once the stream runs); while no backup has been
+    pinged yet it uses the LAN sizes and says so."""
+    if value == "auto":
+        measured = [r for r in backup_rtts_ms if r is not None and r > 0]
+        if measured:
+            rtt_s = max(measured) / 1000
+            return LatencyProfile.auto(rtt_s, LatencyProfile.lan().bandwidth_Bps).sizes(), f"auto (rtt {rtt_s * 1000:.1f} ms)"
+        return LatencyProfile.lan().sizes(), "auto (no rtt measured yet: lan)"
+    return profile_from_manifest(value).sizes(), value or "lan"

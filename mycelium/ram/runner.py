@@ -54,6 +54,7 @@ class EndophyteRunner:
         self.store = BackupStore()
         self.running: dict[str, _Running] = {}
         self.notes: dict[str, str] = {}
+        self.latency: dict[str, str] = {}  # per Endophyte: the latency profile its buffers were sized by
         self._reported: dict[str, tuple[int, int]] = {}
         self._last_report = 0.0
         self._nursery: trio.Nursery | None = None
@@ -149,11 +150,12 @@ class EndophyteRunner:
         return ArenaProcess(name, argv, arena, workdir, env=dict(proc_spec.get("env", {})))
 
     def _replicator(self, name: str, rec: dict, process: ArenaProcess | GuestVM, first_epoch: int) -> PrimaryReplicator:
-        from mycelium.ram.buffers import LatencyProfile
+        from mycelium.ram.buffers import sizes_for_backups
         from mycelium.ram.epochs import PrimaryConfig
         from mycelium.ram.throttle import Throttle
 
-        sizes = LatencyProfile.lan().sizes()  # the manifest has no latency profile field yet: LAN sizes
+        rtts = {p.node_id: p.latency_ms for p in self.session.mesh.peers()} if hasattr(self.session.mesh, "peers") else {}
+        sizes, self.latency[name] = sizes_for_backups(rec["spec"].get("latency"), [rtts.get(b) for b in rec["backups"]])
         config = PrimaryConfig(window_bytes=sizes.window_bytes, backlog_limit_bytes=sizes.backlog_limit_bytes,
                                emergency=(rec["spec"].get("emergency") or {}).get("mode", "pause"))
         return PrimaryReplicator(name, rec["generation"], self.session.mesh, list(rec["backups"]), process.cut,
@@ -248,7 +250,8 @@ class EndophyteRunner:
                    "migrating_to": rec.get("migrating_to"), "note": self.notes.get(name, "")}
             r = self.running.get(name)
             if r is not None:
-                row["local"] = {**r.replicator.status(now), "migration": r.migration}
+                row["local"] = {**r.replicator.status(now), "migration": r.migration,
+                                "latency": self.latency.get(name, "lan")}
                 if isinstance(r.process, GuestVM):
                     row["local"]["vm"] = {"probe_port": r.process.probe_port, "workdir": str(r.process.workdir)}
             out.append(row)

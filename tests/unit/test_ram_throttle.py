@@ -78,3 +78,24 @@ def test_auto_converge_does_not_ramp_while_backups_keep_up():
     assert [t.on_period(5, 1000, 1000, in_sync=True) for _ in range(6)] == [0] * 6
     assert [t.on_period(5, 1000, 1000) for _ in range(2)] == [0, 20]  # behind: the rule acts
     assert [t.on_period(0, 1000, 1000, in_sync=True) for _ in range(2)] == [20, 0]  # caught up: it eases off
+
+
+def test_the_manifests_latency_profile_sizes_the_buffers_auto_from_the_slowest_backups_rtt() -> None:
+    from mycelium.ram.buffers import sizes_for_backups
+
+    assert sizes_for_backups(None, [None]) == (LatencyProfile.lan().sizes(), "lan")
+    assert sizes_for_backups("wan", [0.4]) == (LatencyProfile.wan().sizes(), "wan")
+    sizes, how = sizes_for_backups("auto", [20.0, None, 80.0])  # ms; the slowest backup counts
+    assert sizes == LatencyProfile.auto(0.080, LatencyProfile.lan().bandwidth_Bps).sizes() and how == "auto (rtt 80.0 ms)"
+    assert sizes.window_bytes == int(2 * 100 * MiB * 0.080) > LatencyProfile.lan().sizes().window_bytes
+    assert sizes_for_backups("auto", [None, None]) == (LatencyProfile.lan().sizes(), "auto (no rtt measured yet: lan)")
+
+
+def test_a_manifest_names_its_latency_profile_and_a_wrong_one_is_refused() -> None:
+    from mycelium.runtime.manifest import ManifestError, parse_manifest
+
+    doc = "apiVersion: mycelium/v1\nkind: Endophyte\nname: c\nspec:\n  process: {command: [python3, x.py]}\n  backups: 1\n"
+    assert parse_manifest(doc + "  latency: auto\n").spec["latency"] == "auto"
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(doc + "  latency: moon\n")
+    assert "latency" in str(err.value)
