@@ -26,7 +26,7 @@ import sys
 import types
 from typing import Any
 
-from mycelium.mesh import libp2p_defer
+from mycelium.mesh.libp2p_defer import FINDER, StandInLoader
 
 # module prefixes answered by stand-ins (each with its submodules)
 TRIMMED = (
@@ -87,7 +87,7 @@ class _StubModule(types.ModuleType):
         return value
 
 
-class _Loader(libp2p_defer.StandInLoader):
+class _Loader(StandInLoader):
     def build(self, name: str) -> types.ModuleType:
         module = _StubModule(name)
         for attr, value in _FUNCTIONS.get(name, {}).items():
@@ -112,7 +112,7 @@ def install() -> bool:
     if "libp2p" in sys.modules and _FINDER not in sys.meta_path:
         return False  # libp2p is already imported in full; trimming now would mix the two
     if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, libp2p_defer.FINDER)  # what may be used is loaded on first use
+        sys.meta_path.insert(0, FINDER)  # what may be used is loaded on first use
         sys.meta_path.insert(0, _FINDER)
     return True
 
