@@ -47,8 +47,16 @@ def test_four_validators_survive_one_crash_stop_at_two_and_recover(daemons):
 
     victims[0].kill(signal.SIGKILL)
     h0 = nodes[0].status()["epoch"]
-    wait_until(lambda: min(n.status()["epoch"] for n in nodes[:3] if n is not victims[0]) >= h0 + 3,
-               timeout=30, what="heights to continue with 3 of 4 validators")
+    live = [n for n in nodes if n is not victims[0]]
+    try:
+        wait_until(lambda: min(n.status()["epoch"] for n in live) >= h0 + 3,
+                   timeout=30, what="heights to continue with 3 of 4 validators")
+    except AssertionError as exc:  # a liveness failure: say what each survivor's consensus saw
+        words = ("stall", "refused", "decided", "round", "behind", "caught up", "error")
+        seen = [f"n{nodes.index(n)}: {line[:300]}" for n in live for line in n.log().splitlines()[-400:]
+                if any(w in line for w in words)]
+        raise AssertionError(f"{exc}; heights {[n.status()['epoch'] for n in live]} from h0={h0}\n"
+                             + "\n".join(seen[-60:])) from None
 
     victims[1].kill(signal.SIGKILL)
     wait_until(lambda: all(n.status()["read_only"] for n in survivors), timeout=30,
