@@ -89,6 +89,9 @@ class EndophyteRunner:
     async def converge(self) -> None:
         me = self.session.key.node_id
         leases = self.leases()
+        for table in (self.notes, self.latency):  # bounded by the leases: an undeployed name leaves them
+            for gone in [name for name in table if name not in leases]:
+                del table[gone]
         for name, r in list(self.running.items()):
             rec = leases.get(name)
             if rec is None or rec["primary"] != me or rec["generation"] != r.generation:
