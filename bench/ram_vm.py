@@ -20,7 +20,6 @@ to the stop-and-copy window migrate_process reports. After every move the guest'
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,16 +27,13 @@ from pathlib import Path
 
 import trio
 
+from bench.ram_process import emit, pct
 from mycelium.ram.migration import migrate_process
 from mycelium.ram.probe import Probe
 from mycelium.ram.qemu import GuestImage, request
 from mycelium.ram.replicate import BackupStore, PrimaryReplicator
 from mycelium.ram.vm import GuestVM
 from mycelium.testing.channels import MemoryChannelNetwork
-
-
-def emit(**kw) -> None:
-    print(json.dumps(kw, sort_keys=True), flush=True)
 
 
 def note(msg: str) -> None:
@@ -120,11 +116,6 @@ async def one(tmp: Path, n: int, guest: GuestImage, memory_mib: int, *, failover
             probe.stop()
         src.kill()
         dst.kill()
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 async def series(runs: int, failovers: int, memory_mib: int) -> None:
