@@ -13,7 +13,8 @@ Actions (operation bodies):
     {"action": "deploy", "name", "spec"}              admin
     {"action": "undeploy", "name"}                    admin
     {"action": "report", "name", "generation", "epoch"}   a backup: the newest epoch it committed
-                                                      (the primary: the newest epoch it cut)
+                                                      (the primary: the newest epoch it cut); only
+                                                      for the current generation
     {"action": "migrate", "name", "to"}               admin: move the primary to backup `to`
     {"action": "handover", "name", "generation", "epoch"} the primary, once `to` acknowledged the final
                                                       epoch with the workload frozen: `to` becomes primary
@@ -68,6 +69,11 @@ def check_action(state: dict[str, Any], author: str, body: Any, *, admin: bool) 
             raise LeaseError(f"{author[:16]} is neither the primary nor a backup of {name}")
         if not all(isinstance(body.get(k), int) and not isinstance(body.get(k), bool) for k in ("generation", "epoch")):
             raise LeaseError("a report carries integer generation and epoch")
+        if body["generation"] != rec["generation"]:
+            # one the author sent before a handover or failover moved the lease on: the epochs it names
+            # belong to a copy the new generation no longer runs from, so failover must not count them
+            raise LeaseError(f"a report for generation {body['generation']} of {name}, which is at "
+                             f"generation {rec['generation']}: stale")
     elif action == "migrate":
         if not admin:
             raise LeaseError(f"{author[:16]} is not an admin, so it cannot migrate")

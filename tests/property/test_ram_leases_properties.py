@@ -48,6 +48,17 @@ class Leases(RuleBasedStateMachine):
         self.state = self._act(self.state, node, {"action": "report", "name": "w",
                                                   "generation": rec["generation"], "epoch": epoch})
 
+    @rule(node=st.sampled_from(NODES), epoch=st.integers(0, 50), back=st.integers(1, 3))
+    def stale_report(self, node: str, epoch: int, back: int) -> None:
+        """One sent before the lease moved on lands after it: refused, the record unchanged."""
+        rec = self.state["w"]
+        body = {"action": "report", "name": "w", "generation": rec["generation"] - back, "epoch": epoch}
+        try:
+            check_action(self.state, node, body, admin=False)
+        except LeaseError:
+            return
+        raise AssertionError(f"a report for generation {body['generation']} was accepted at {rec['generation']}")
+
     @rule(to=st.sampled_from(NODES))
     def migrate(self, to: str) -> None:
         self.state = self._act(self.state, "admin", {"action": "migrate", "name": "w", "to": to})
@@ -68,6 +79,7 @@ class Leases(RuleBasedStateMachine):
             assert self.primaries.setdefault(g, rec["primary"]) == rec["primary"]
             assert rec["primary"] not in rec["backups"]
         assert len(set(rec["backups"])) == len(rec["backups"]) <= 2
+        assert all(gen == g for gen, _ in rec["reports"].values()), rec["reports"]  # none carried over
 
 
 TestLeases = Leases.TestCase
@@ -92,3 +104,30 @@ def test_placement_failover_and_handover_by_example() -> None:
     s = apply_action(s, "admin", {"action": "migrate", "name": "w", "to": target})
     s = apply_action(s, b2, {"action": "handover", "name": "w", "generation": 2, "epoch": 30})
     assert s["w"]["primary"] == target and s["w"]["generation"] == 3 and b2 in s["w"]["backups"]
+
+
+def test_a_report_from_before_the_handover_does_not_stand_in_for_one_after_it() -> None:
+    """CI stop 25: the old primary's last report as primary (generation 1) landed after the handover;
+    it read as 'the old primary reports as the new backup', the new primary was killed, and failover
+    found no generation-2 report to resume from. Now that report is refused, so nothing reads as held
+    until the new backup really commits an epoch of the new generation."""
+    alive = {n: True for n in NODES}
+    s = reconcile(apply_action({}, "admin", {"action": "deploy", "name": "w", "spec": {**SPEC, "backups": 1}}),
+                  NODES, alive)
+    old, (target,) = s["w"]["primary"], s["w"]["backups"]
+    s = apply_action(s, "admin", {"action": "migrate", "name": "w", "to": target})
+    s = apply_action(s, old, {"action": "handover", "name": "w", "generation": 1, "epoch": 40})
+    assert s["w"]["primary"] == target and s["w"]["backups"] == [old] and s["w"]["generation"] == 2
+    late = {"action": "report", "name": "w", "generation": 1, "epoch": 41}
+    try:
+        check_action(s, old, late, admin=False)
+        raise AssertionError("the stale report was accepted")
+    except LeaseError as exc:
+        assert "stale" in str(exc)
+    assert s["w"]["reports"] == {}
+    fresh = {"action": "report", "name": "w", "generation": 2, "epoch": 43}
+    check_action(s, old, fresh, admin=False)
+    s = apply_action(s, old, fresh)
+    alive[target] = False
+    s = reconcile(s, NODES, alive)
+    assert s["w"]["primary"] == old and s["w"]["generation"] == 3 and s["w"]["resumed_epoch"] == 43
