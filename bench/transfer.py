@@ -14,6 +14,10 @@ taken): one sender pushes `mib` MiB in 1 MiB messages to one receiver that count
                               signed open, every chunk sealed again (ChaCha20-Poly1305) inside TLS;
                               measured right after the classic figure of the same k, in pairs
                               (classic, pq, pq, classic …) so load drifts hit both alike
+    transfer_plain_tcp_2proc, transfer_datachannel_2proc_<k>
+                              the same TCP floor and channel with the receiver in its own process
+                              (bench/transfer_peer.py), as two nodes run them; the channel's
+                              baseline is the two-process TCP of the same run
 
 Each channel and libp2p figure has plain TCP as its baseline and its ratio in params; the target
 (issue 15) is a data channel at ≥ 50 % of plain TCP. A PQ figure's baseline is the classic channel
@@ -34,7 +38,79 @@ MIB = 1024 * 1024
 
 
 def measure(*, mib: int = 256, stripes: tuple[int, ...] = (1, 2, 4), libp2p_mib: int = 32, pq_rounds: int = 2) -> list[Figure]:
-    return trio.run(_measure, mib, stripes, min(libp2p_mib, mib), pq_rounds)
+    figs = trio.run(_measure, mib, stripes, min(libp2p_mib, mib), pq_rounds)
+    return figs + trio.run(_two_processes, mib, stripes)
+
+
+async def _two_processes(mib: int, stripes: tuple[int, ...]) -> list[Figure]:
+    """The receiver in its own process (bench/transfer_peer.py), as two nodes run: plain TCP, then the
+    data channel at each k, each twice in alternation (tcp, channel…, channel…, tcp) against load drift."""
+    import subprocess
+    import sys
+
+    from mycelium.identity import NodeKey
+    from mycelium.mesh.config import MeshConfig
+    from mycelium.mesh.host import open_mesh
+    from mycelium.testing.mesh import wait_until
+
+    network_id, secret = f"bench-{secrets.token_hex(4)}", secrets.token_bytes(32)
+    peer = subprocess.Popen([sys.executable, "-m", "bench.transfer_peer", network_id, secret.hex()],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = await trio.to_thread.run_sync(peer.stdout.readline)
+        if not line:
+            raise RuntimeError(f"bench.transfer_peer exited ({peer.wait()}) before it printed its address")
+        node_id, address, port = line.split()
+        async with open_mesh(MeshConfig.local(), NodeKey.generate(), network_id, secret) as mesh:
+            await mesh.connect(address)
+            await wait_until(lambda: node_id in mesh.admitted_peers(), timeout_s=30)
+
+            async def tcp() -> float:
+                stream = await trio.open_tcp_stream("127.0.0.1", int(port))
+                block = os.urandom(MIB)
+                start = time.perf_counter()
+                await stream.send_all((mib * MIB).to_bytes(8, "big"))
+                for _ in range(mib):
+                    await stream.send_all(block)
+                answer = b""
+                while len(answer) < 4 and (chunk := await stream.receive_some(4 - len(answer))):
+                    answer += chunk
+                if answer != b"done":
+                    raise RuntimeError(f"the TCP sink answered {answer!r}, not b'done'")
+                elapsed = time.perf_counter() - start
+                await stream.aclose()
+                return mib * MIB / elapsed / 1e6
+
+            async def channel(k: int) -> float:
+                note(f"transfer: two processes, data channel, {k} stripe(s), {mib} MiB")
+                ch = await mesh.open_channel(node_id, "bench-sink", stripes=k)
+                return await timed_send(ch, mib, (mib * MIB).to_bytes(8, "big"))
+
+            note(f"transfer: two processes, plain TCP, {mib} MiB")
+            tcp_rates = [await tcp()]
+            rates = {k: [await channel(k)] for k in stripes}
+            for k in reversed(stripes):
+                rates[k].append(await channel(k))
+            tcp_rates.append(await tcp())
+    finally:
+        if peer.stdin is not None:
+            peer.stdin.close()
+        try:
+            peer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+            peer.wait()
+    tcp_mean = sum(tcp_rates) / len(tcp_rates)
+    method = ("two processes: the receiver is bench/transfer_peer.py (its own interpreter and GIL), the "
+              "sender this process; each figure the mean of two rounds in alternation")
+    figs = [Figure("transfer_plain_tcp_2proc", rounded(tcp_mean, 1), "MB/s",
+                   {"mib": mib, "message_mib": 1, "rounds": [rounded(v, 1) for v in tcp_rates], "method": method})]
+    floor = baseline("plain_tcp_2proc", rounded(tcp_mean, 1), "MB/s")
+    for k in stripes:
+        value = sum(rates[k]) / len(rates[k])
+        figs.append(_channel_figure(f"transfer_datachannel_2proc_{k}", value, k, mib, tcp_mean, floor,
+                                    rounds=[rounded(v, 1) for v in rates[k]], method=method))
+    return figs
 
 
 async def _measure(mib: int, stripes: tuple[int, ...], libp2p_mib: int, pq_rounds: int) -> list[Figure]:
