@@ -35,7 +35,8 @@ def test_smoke_prints_well_formed_figures_and_leaves_no_daemon(tmp_path):
     names = {f["figure"] for f in figures}
     for expected in ("up_to_ready_p50", "cli_status_round_trip_p50", "latent_propagation_n3_p99",
                      "consensus_height_n1_p50", "consensus_ops_per_s_n1", "sim_virtual_to_real_ratio_n10",
-                     "transfer_datachannel_1", "transfer_datachannel_pq_1", "transfer_plain_tcp"):
+                     "transfer_datachannel_1", "transfer_datachannel_pq_1", "transfer_plain_tcp",
+                     "transfer_plain_tcp_2proc", "transfer_datachannel_2proc_1"):
         assert expected in names, f"{expected} missing from {sorted(names)}"
     for f in figures:
         assert set(f) == KEYS, f
