@@ -4,7 +4,7 @@ Measures for real on this machine (loopback only) and prints one line per figure
 JSON object per line: {"figure", "value", "unit", "params", "baseline", "machine"}. Progress goes to
 stderr. Every daemon and subprocess started is stopped before exit, also on Ctrl-C or a failure.
 
-    all          every figure below, sharing one 10-node daemon network for join and memory
+    all          every figure below (idle's import floors included), sharing one 10-node daemon network for join and memory
     smoke        a tiny, fast variant of each kind of figure (CI checks that the bench still runs)
     startup      `up --detach` to /ready, CLI `status` and control API round trips
     join         invite → member with a role, 10 real daemons (+ Latent spread among them)
@@ -100,6 +100,11 @@ def run_all(args: argparse.Namespace, emit: Emitter) -> list[str]:
             note(f"{name} FAILED:\n{traceback.format_exc()}")
             emit(Figure(f"{name}_failed", None, "", {"error": traceback.format_exc(limit=3)[-800:]}))
 
+    def import_floors() -> None:  # what `idle` adds: bare python, import libp2p, the daemon's imports
+        for fig in memory.import_floors():
+            emit(fig)
+
+    guarded("import_floors", import_floors)
     guarded("startup", lambda: run_figure("startup", args, emit))
 
     def network_figures() -> None:
