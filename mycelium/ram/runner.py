@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
 import trio
 
+from mycelium.observability.logs import structlog
 from mycelium.ram.epochs import FULL
 from mycelium.ram.process import ArenaProcess, ProcessEndophyteError
 from mycelium.ram.replicate import BackupStore, PrimaryReplicator

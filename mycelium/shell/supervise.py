@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 import trio
 
+from mycelium.observability.logs import structlog
 from mycelium.shell.pacing import Backoff
 
 log = structlog.get_logger("mycelium.supervise")
