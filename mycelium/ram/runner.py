@@ -65,6 +65,8 @@ class EndophyteRunner:
         if not hasattr(mesh, "open_channel"):
             task_status.started()
             return  # an in-memory test transport without data channels: nothing to replicate over
+        for found in await reap_leftovers(Path(self.session.cfg.state_dir)):
+            log.warning("endophyte leftover killed", what=found)
         self.store.serve(mesh)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -134,6 +136,7 @@ class EndophyteRunner:
             self.notes[name] = f"could not start: {exc}"
             process.kill()
             return
+        _record_run(workdir, name, process)
         first = resumed + 1 if resumed != FULL else 0
         rep = self._replicator(name, rec, process, first)
         r = _Running(name, rec["generation"], tuple(rec["backups"]), process, rep)
@@ -259,3 +262,37 @@ class EndophyteRunner:
                     row["local"]["vm"] = {"probe_port": r.process.probe_port, "workdir": str(r.process.workdir)}
             out.append(row)
         return out
+
+
+# ---------------------------------------------------------------------- leftovers of a crashed daemon
+# A QEMU or arena process runs in its own session, so a daemon killed with -9 leaves it running (and
+# holding its ports and memory) while the restarted daemon starts the same Endophyte again. Each start
+# records the process group in its workdir (runtime/leftovers.py's run record); the runner's start
+# kills what is left of every recorded group, as the process driver does for its instances.
+
+def _record_run(workdir: Path, name: str, process: ArenaProcess | GuestVM) -> None:
+    from mycelium.runtime import leftovers  # a sibling's leaf module (psutil, trio): the same record format
+
+    proc = process.proc if isinstance(process, ArenaProcess) else (process.vm.proc if process.vm else None)
+    if proc is None:
+        return
+    started = leftovers.start_time(proc.pid)
+    if started is not None:
+        leftovers.write_record(workdir, leftovers.RunRecord(name, proc.pid, proc.pid, started))
+
+
+async def reap_leftovers(state_dir: Path, grace_s: float = 2.0) -> list[str]:
+    """Kill the leftovers of every recorded Endophyte process under `state_dir`; what was found."""
+    from mycelium.runtime import leftovers
+
+    found: list[str] = []
+    root = state_dir / "endophytes"
+    for endophyte_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        records, bad = leftovers.read_records(endophyte_dir)  # <name>/g<generation>/run.json
+        found.extend(bad)
+        for workdir, record in records:
+            message = await leftovers.reap(record, grace_s)
+            if message:
+                found.append(message)
+            leftovers.remove_record(workdir)
+    return found
