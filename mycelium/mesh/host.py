@@ -261,7 +261,8 @@ class Mesh:
             return
         rec = self.book.get(node_id)
         rec.member = True
-        rec.add_addresses(list(addresses))
+        if rec.add_addresses(list(addresses)) and not rec.connected:
+            self.redial.new_address(node_id)  # a moved peer is dialled at once, not after its backoff
 
     async def connect(self, address: str) -> NodeId:
         """Dial a full multiaddr (…/p2p/<id>) and wait for the membership handshake.

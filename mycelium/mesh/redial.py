@@ -34,6 +34,14 @@ class RedialSchedule:
         attempts.next_at = now + delay
         return delay
 
+    def new_address(self, peer: str) -> None:
+        """A new address for `peer` is worth one attempt now; the failure count stays, so if that fails
+        too the next delay is as long as it would have been (a peer naming fresh addresses over and
+        over buys one dial each, never a storm)."""
+        attempts = self._peers.get(peer)
+        if attempts is not None:
+            attempts.next_at = float("-inf")
+
     def succeeded(self, peer: str) -> None:
         self._peers.pop(peer, None)
 

@@ -54,6 +54,18 @@ def test_redial_delays_double_with_jitter_and_reset_on_success(outcomes: list[bo
             assert sched.due("p", now) and sched.failures("p") == 0
 
 
+def test_a_new_address_allows_one_attempt_now_without_forgetting_the_failures() -> None:
+    sched = RedialSchedule(base_s=1, max_s=60, jitter=0.0, rng=random.Random(1))
+    for _ in range(5):
+        sched.failed("p", 0.0)  # backoff 16 s now
+    assert not sched.due("p", 1.0)
+    sched.new_address("p")
+    assert sched.due("p", 1.0) and sched.failures("p") == 5
+    assert sched.failed("p", 1.0) == 32  # that attempt failed too: the backoff went on growing
+    sched.new_address("never-failed")
+    assert sched.due("never-failed", 0.0) and sched.failures("never-failed") == 0
+
+
 def test_redial_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         RedialSchedule(base_s=0, max_s=1, jitter=0, rng=random.Random(1))
