@@ -104,6 +104,9 @@ class PeerQueues:
                 if self._queues.get(peer) is queue:
                     del self._queues[peer]
                     del self._waiting[peer]
+                    # forgotten with the queue (bounded by the live queues, not by every peer ever
+                    # seen); a peer back after a while is offered the stream again: it may have upgraded
+                    self._rpc_only.discard(peer)
                 self.retired += 1
                 return
             waiting = self._waiting.get(peer, set())

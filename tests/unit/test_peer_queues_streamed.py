@@ -95,3 +95,27 @@ async def test_a_bug_in_sending_is_logged_loudly_and_counted_and_the_sender_goes
             nursery.cancel_scope.cancel()
     assert queues.dropped["send_bug"] == 2 and queues.dropped["send_failed"] == 0
     assert [e["log_level"] for e in logs if "a bug" in e["event"]] == ["error", "error"]
+
+
+async def test_a_refused_stream_is_forgotten_with_the_idle_queue_and_tried_again(autojump_clock):
+    """`_rpc_only` grows with every peer that refused the stream unless it is pruned: it goes with the
+    peer's queue when that retires, and the next message offers the stream again (the peer may have
+    been upgraded meanwhile)."""
+    from mycelium.shell import exchange
+
+    t = FakeTransport(refuse_stream=True)
+    async with trio.open_nursery() as nursery:
+        queues = PeerQueues(t, nursery, "consensus", streamed=True)
+        queues.send_nowait("peer", b"a")
+        await trio.sleep(0.5)
+        assert "peer" in queues._rpc_only
+        queues.send_nowait("peer", b"b")  # rpc while remembered
+        await trio.sleep(0.5)
+        assert t.requests == [b"b"]
+        await trio.sleep(exchange.IDLE_RETIRE_S + 1)
+        assert queues.live_queues == 0 and queues._rpc_only == set()
+        t.refuse_stream = False  # upgraded
+        queues.send_nowait("peer", b"c")
+        await trio.sleep(0.5)
+        assert t.batches == [[b"c"]] and t.requests == [b"b"]
+        nursery.cancel_scope.cancel()
