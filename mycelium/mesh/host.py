@@ -206,7 +206,20 @@ class Mesh:
                                 nursery.start_soon(self.discovery.mdns_loop)
                             self.log.info("mesh.listening", node=self.node_id, addresses=self.listen_addresses())
                             task_status.started()
-                            await trio.sleep_forever()
+                            try:
+                                await trio.sleep_forever()
+                            finally:
+                                # A child can be stuck for good in a shielded libp2p write: py-libp2p
+                                # resets a failed new stream under CancelScope(shield=True) with no time
+                                # limit, so once a peer stops reading and the socket's send buffer is
+                                # full, this nursery would never exit (bench pq hung so, 2026-12-02).
+                                # Close gracefully within the bound, then close whatever sockets that
+                                # left open: the stuck write fails and its task ends.
+                                # The bound is a timer beside the close, not a cancel scope around
+                                # it: py-libp2p shields parts of its own close, which no outer
+                                # timeout can interrupt, but a closed socket fails them.
+                                with trio.CancelScope(shield=True):
+                                    await self._close_host(host)
                 finally:
                     # py-libp2p closes its listeners and connections in `finally` blocks that our
                     # cancellation interrupts, leaving the TCP listener open (a zombie that accepts
@@ -217,6 +230,27 @@ class Mesh:
             self._nursery = None
             for rec in self.book.records():
                 rec.connected = rec.admitted = False
+
+    async def _close_host(self, host: Any) -> None:
+        """host.close(); then every socket it left open, or after close_timeout_s those it has not
+        closed yet (see `run`). The sockets are taken first: close() forgets its connections even
+        where it could not close them (seen: one with a write stuck on it stayed open)."""
+        sockets = connection_sockets(host)
+        aborted = 0
+
+        async def abort_later() -> None:
+            nonlocal aborted
+            await trio.sleep(self.config.close_timeout_s)
+            aborted += close_sockets(sockets)
+
+        async with trio.open_nursery() as closing:
+            closing.start_soon(abort_later)
+            with trio.move_on_after(2 * self.config.close_timeout_s):  # where close is not shielded
+                await host.close()
+            closing.cancel_scope.cancel()
+        aborted += close_sockets(sockets)
+        if aborted:
+            self.log.warning("mesh.close.aborted", connections=aborted)
 
     # -- addresses and peers -------------------------------------------------------------------
 
@@ -415,6 +449,42 @@ async def open_mesh(
             yield mesh
         finally:
             nursery.cancel_scope.cancel()
+
+
+def connection_sockets(host: Any) -> list[Any]:
+    """The TCP socket under every connection `host` has now."""
+    found = []
+    for conns in list(host.get_network().connections.values()):
+        for conn in list(conns) if isinstance(conns, (list, tuple, set)) else [conns]:
+            sock = _tcp_socket(conn)
+            if sock is not None:
+                found.append(sock)
+    return found
+
+
+def close_sockets(sockets: list[Any]) -> int:
+    """Close those still open (no goodbye on the wire); how many. A task blocked writing to one gets
+    ClosedResourceError at once (trio notifies waiters), which py-libp2p's TCP stream swallows."""
+    closed = 0
+    for sock in sockets:
+        if sock.fileno() != -1:
+            sock.close()
+            closed += 1
+    return closed
+
+
+def _tcp_socket(conn: Any) -> Any:
+    """The trio socket under a py-libp2p connection (swarm conn → Yamux → secure session → Noise
+    reader/writer → raw connection → TrioTCPStream → trio.SocketStream), or None if it is not TCP."""
+    obj = conn
+    for _ in range(10):
+        if isinstance(obj, trio.SocketStream):
+            return obj.socket
+        obj = next((getattr(obj, name) for name in ("muxed_conn", "secured_conn", "conn", "read_writer", "stream")
+                    if getattr(obj, name, None) is not None), None)
+        if obj is None:
+            return None
+    return None
 
 
 # py-libp2p 0.8.1's swarm refuses to dial a peer for 60 s after a dial to it failed (a private
