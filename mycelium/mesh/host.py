@@ -209,15 +209,11 @@ class Mesh:
                             try:
                                 await trio.sleep_forever()
                             finally:
-                                # A child can be stuck for good in a shielded libp2p write: py-libp2p
-                                # resets a failed new stream under CancelScope(shield=True) with no time
-                                # limit, so once a peer stops reading and the socket's send buffer is
-                                # full, this nursery would never exit (bench pq hung so, 2026-12-02).
-                                # Close gracefully within the bound, then close whatever sockets that
-                                # left open: the stuck write fails and its task ends.
-                                # The bound is a timer beside the close, not a cancel scope around
-                                # it: py-libp2p shields parts of its own close, which no outer
-                                # timeout can interrupt, but a closed socket fails them.
+                                # Close the host here, before this nursery waits for its children:
+                                # one can be stuck for good in a shielded libp2p write (py-libp2p
+                                # resets a failed new stream under CancelScope(shield=True) with no
+                                # time limit), and once the peer stops reading, only closing the
+                                # socket ends it (bench pq hung so, 2026-12-02). See _close_host.
                                 with trio.CancelScope(shield=True):
                                     await self._close_host(host)
                 finally:
@@ -233,8 +229,10 @@ class Mesh:
 
     async def _close_host(self, host: Any) -> None:
         """host.close(); then every socket it left open, or after close_timeout_s those it has not
-        closed yet (see `run`). The sockets are taken first: close() forgets its connections even
-        where it could not close them (seen: one with a write stuck on it stayed open)."""
+        closed yet. The bound is a timer beside the close, not a cancel scope around it: py-libp2p
+        shields parts of its own close, which no outer timeout interrupts, but a closed socket fails
+        them. The sockets are taken first: close() forgets its connections even where it could not
+        close them (seen: one with a write stuck on it stayed open)."""
         sockets = connection_sockets(host)
         aborted = 0
 
