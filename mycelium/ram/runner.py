@@ -94,6 +94,7 @@ class EndophyteRunner:
         for table in (self.notes, self.latency):  # bounded by the leases: an undeployed name leaves them
             for gone in [name for name in table if name not in leases]:
                 del table[gone]
+        prune_undeployed(Path(self.session.cfg.state_dir) / "endophytes", set(leases) | set(self.running))
         for name, r in list(self.running.items()):
             rec = leases.get(name)
             if rec is None or rec["primary"] != me or rec["generation"] != r.generation:
@@ -124,6 +125,7 @@ class EndophyteRunner:
                 return
             image, resumed = dict(held.image), held.committed_epoch
         workdir = Path(self.session.cfg.state_dir) / "endophytes" / name / f"g{rec['generation']}"
+        prune_workdirs(workdir.parent, keep_from=rec["generation"] - KEEP_GENERATIONS + 1)
         try:
             if "vm" in spec:
                 from mycelium.ram.vm_runner import guest_vm
@@ -262,6 +264,37 @@ class EndophyteRunner:
                     row["local"]["vm"] = {"probe_port": r.process.probe_port, "workdir": str(r.process.workdir)}
             out.append(row)
         return out
+
+
+# ---------------------------------------------------------------------- workdirs on disk
+# One workdir per generation this node ran (logs, the QEMU's console and files): a new one with every
+# migration or failover here. Only the newest KEEP_GENERATIONS of a name stay, and an undeployed
+# name's go, so the state dir does not grow with the Endophytes' history.
+KEEP_GENERATIONS = 2
+
+
+def prune_workdirs(name_dir: Path, *, keep_from: int) -> list[Path]:
+    """Remove `name_dir/g<N>` for N < keep_from; the removed paths."""
+    import shutil
+
+    removed = []
+    for path in name_dir.glob("g*") if name_dir.is_dir() else []:
+        if path.is_dir() and path.name[1:].isdigit() and int(path.name[1:]) < keep_from:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def prune_undeployed(root: Path, names: set[str]) -> list[Path]:
+    """Remove the workdirs of every name under `root` not in `names` (leased or running here)."""
+    import shutil
+
+    removed = []
+    for path in root.iterdir() if root.is_dir() else []:
+        if path.is_dir() and path.name not in names:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 # ---------------------------------------------------------------------- leftovers of a crashed daemon

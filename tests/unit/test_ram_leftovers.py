@@ -63,3 +63,21 @@ def test_a_record_of_a_process_that_already_ended_kills_nothing(tmp_path):
 
 def test_no_endophytes_dir_is_fine(tmp_path):
     assert trio.run(reap_leftovers, tmp_path, 2.0) == []
+
+
+def test_workdirs_keep_the_newest_generations_and_go_with_an_undeployed_name(tmp_path):
+    """One workdir per generation run here, a new one with every move: bounded by KEEP_GENERATIONS,
+    and an Endophyte no longer leased (nor running) leaves nothing on disk."""
+    from mycelium.ram.runner import KEEP_GENERATIONS, prune_undeployed, prune_workdirs
+
+    root = tmp_path / "endophytes"
+    for g in range(1, 8):
+        (root / "vm1" / f"g{g}").mkdir(parents=True)
+        (root / "vm1" / f"g{g}" / "serial.log").write_text("x")
+    (root / "vm1" / "notes.txt").write_text("not a generation: left alone")
+    (root / "gone" / "g3").mkdir(parents=True)
+    prune_workdirs(root / "vm1", keep_from=7 - KEEP_GENERATIONS + 1)
+    assert sorted(p.name for p in (root / "vm1").iterdir()) == ["g6", "g7", "notes.txt"]
+    removed = prune_undeployed(root, {"vm1"})
+    assert removed == [root / "gone"] and sorted(p.name for p in root.iterdir()) == ["vm1"]
+    assert prune_workdirs(tmp_path / "missing", keep_from=3) == [] and prune_undeployed(tmp_path / "missing", set()) == []

@@ -10,18 +10,22 @@ import trio
 from mycelium.ram.runner import EndophyteRunner
 
 
-def _runner(leases: dict) -> EndophyteRunner:
+def _runner(leases: dict, state_dir) -> EndophyteRunner:
     head = SimpleNamespace(params={"endophytes": leases})
-    session = SimpleNamespace(ledger=SimpleNamespace(head=head), key=SimpleNamespace(node_id="me"))
+    session = SimpleNamespace(ledger=SimpleNamespace(head=head), key=SimpleNamespace(node_id="me"),
+                              cfg=SimpleNamespace(state_dir=state_dir))
     return EndophyteRunner(session)
 
 
-def test_notes_and_latency_of_undeployed_endophytes_are_dropped() -> None:
+def test_notes_and_latency_of_undeployed_endophytes_are_dropped(tmp_path) -> None:
     kept = {"primary": "elsewhere", "generation": 1, "backups": [], "spec": {}, "resumed_epoch": -1}
-    runner = _runner({"kept": kept})
+    runner = _runner({"kept": kept}, tmp_path)
+    for name in ("kept", "gone7"):  # and their workdirs on disk: the undeployed one's go
+        (tmp_path / "endophytes" / name / "g1").mkdir(parents=True)
     for i in range(1000):  # many Endophytes came and went
         runner.notes[f"gone{i}"] = "could not start: …"
         runner.latency[f"gone{i}"] = "lan"
     runner.notes["kept"], runner.latency["kept"] = "a note", "wan"
     trio.run(runner.converge)
     assert runner.notes == {"kept": "a note"} and runner.latency == {"kept": "wan"}
+    assert [p.name for p in (tmp_path / "endophytes").iterdir()] == ["kept"]
